@@ -1,0 +1,51 @@
+# nasiam-bench: `make install`, then `make test`. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev
+FRAMEWORK ?= moco
+DATASET ?= cifar10
+PROFILE ?= quick
+STRATEGY ?= darts
+SEEDS ?= 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install system-deps test benchmark lint data bench tables clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+system-deps: ## Debian's build dependencies of ffcv (OpenCV, libjpeg-turbo, pkg-config)
+	@if pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then \
+		echo "system-deps: pkg-config finds opencv4 and libturbojpeg; nothing to install"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); \
+	else \
+		echo "system-deps: ffcv builds against OpenCV and libjpeg-turbo, which pkg-config does not find." >&2; \
+		echo "  Install them first, e.g.: sudo apt-get install $(DEBIAN_PACKAGES)" >&2; \
+		exit 1; \
+	fi
+
+install: system-deps ## create .venv and install the package (editable) with its dev tools
+	@command -v $(PYTHON) >/dev/null || { echo "install: $(PYTHON) not found; nasiam-bench needs Python 3.11 (PYTHON=...)" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/nasiam-bench list
+
+test: ## all tests; the benchmarks under tests/benchmarks run once each, unmeasured
+	$(BIN)/python -m pytest tests --benchmark-disable
+
+benchmark: ## run tests/benchmarks for real and print the figures
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
+
+lint: ## ruff over the package and the tests
+	$(BIN)/ruff check nasiam_bench tests
+	$(BIN)/ruff format --check nasiam_bench tests
+
+data bench tables: ## (data, bench, tables: built by issues #3 and #6)
+	@echo "make $@: not built yet (see the open issues: data #3, bench and tables #6)" >&2; exit 2
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks

@@ -1,0 +1,361 @@
+"""Experiment specs: frozen dataclasses read from TOML, overlaid with a profile and ``key=value`` overrides.
+
+Resolution order, later wins: the dataclass defaults, the profile (``registry/profiles/<profile>.toml``: the
+schedule's scale), the experiment file (what defines the experiment; a schedule value written there is deliberate),
+the command-line overrides. So the TOML that ``show`` prints loads back to the same spec. Every value is
+checked at load; an error names the file, the key, the bad value and what is valid. The hash of the resolved spec
+(without the fields that only say where things live) is its run id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nasiam_bench.registry import NasiamBenchError, registry
+
+REGISTRY_DIR = Path(__file__).resolve().parent.parent / "registry"
+EXPERIMENTS_DIR = REGISTRY_DIR / "experiments"
+PROFILES_DIR = REGISTRY_DIR / "profiles"
+
+
+HEAD_KINDS = ("baseline", "nasiam", "random", "paper")
+
+
+class SpecError(NasiamBenchError, ValueError):
+    """An experiment spec, profile or override that does not validate."""
+
+
+def _opt(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple = (),
+    prefixes: tuple = (),
+    registry: str | None = None,
+    hashed: bool = True,
+    doc: str = "",
+) -> Any:
+    """A dataclass field carrying its validation rules in metadata."""
+    meta = {
+        "lo": lo,
+        "hi": hi,
+        "choices": choices,
+        "prefixes": prefixes,
+        "registry": registry,
+        "hashed": hashed,
+        "doc": doc,
+    }
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ExperimentSection:
+    name: str = _opt("", hashed=False, doc="a label for tables; not part of the run id")
+    profile: str = _opt("quick", doc="overlay from registry/profiles/")
+    framework: str = _opt("simsiam", registry="frameworks")
+    backbone: str = _opt("resnet18", registry="backbones")
+    cifar_stem: bool = _opt(True, doc="3x3 stride-1 stem without max-pool, for 32x32 images")
+    width: float = _opt(1.0, lo=0.0625, hi=8.0, doc="channel multiplier of the backbone")
+    dataset: str = _opt("cifar10", registry="datasets")
+    strategy: str = _opt("darts", registry="search_strategies")
+    activations: tuple[str, ...] = _opt(("relu", "silu", "hardswish", "elu"), registry="activations")
+    head: str = _opt(
+        "baseline",
+        choices=HEAD_KINDS,
+        prefixes=("genotype:",),
+        doc="baseline | nasiam | random | paper | genotype:<file>",
+    )
+
+
+@dataclass(frozen=True)
+class DataSection:
+    root: str = _opt("", hashed=False, doc="data root; empty: $NASIAM_DATA, else ./data")
+    loader: str = _opt("ffcv", choices=("ffcv", "torch"))
+    image_size: int = _opt(32, lo=8, hi=1024)
+    train_subset: int = _opt(0, lo=0, doc="class-stratified training subset size; 0: the whole split")
+    workers: int = _opt(2, lo=0, hi=256, hashed=False)
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    epochs: int = _opt(10, lo=0)
+    batch_size: int = _opt(64, lo=1)
+    lr: float = _opt(0.05, lo=0.0, doc="weight learning rate during search")
+    arch_lr: float = _opt(3e-4, lo=0.0, doc="learning rate of the architecture weights alpha")
+    arch_weight_decay: float = _opt(1e-3, lo=0.0)
+    arch_optimizer: str = _opt("adam", choices=("adam", "adamw"))
+    random_samples: int = _opt(4, lo=1, doc="genotypes sampled by the random strategy")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: int = _opt(10, lo=1)
+    batch_size: int = _opt(128, lo=1)
+    lr: float = _opt(0.06, lo=0.0, doc="base learning rate at batch 256 (scaled linearly with the batch)")
+    momentum: float = _opt(0.9, lo=0.0, hi=1.0)
+    weight_decay: float = _opt(5e-4, lo=0.0)
+    warmup_epochs: int = _opt(0, lo=0)
+    amp: bool = _opt(True, doc="bf16 autocast on CUDA; ignored on the CPU")
+    channels_last: bool = _opt(True)
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    knn_k: int = _opt(200, lo=1)
+    knn_temperature: float = _opt(0.1, lo=1e-6)
+    knn_every: int = _opt(1, lo=0, doc="epochs between kNN monitors; 0: only at the end")
+    linear_epochs: int = _opt(10, lo=0)
+    linear_lr: float = _opt(0.1, lo=0.0)
+    linear_batch_size: int = _opt(256, lo=1)
+
+
+@dataclass(frozen=True)
+class SeedsSection:
+    values: tuple[int, ...] = _opt((0,), lo=0, doc="one run per seed")
+
+
+@dataclass(frozen=True)
+class Spec:
+    experiment: ExperimentSection = field(default_factory=ExperimentSection)
+    data: DataSection = field(default_factory=DataSection)
+    search: SearchSection = field(default_factory=SearchSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    seeds: SeedsSection = field(default_factory=SeedsSection)
+    source: str = field(default="", compare=False, metadata={"hashed": False})
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The resolved spec as plain TOML-able data (sections only)."""
+        return {s.name: _plain(dataclasses.asdict(getattr(self, s.name))) for s in _sections()}
+
+    @property
+    def run_id(self) -> str:
+        """Stable 12-hex-digit hash of everything that changes a result."""
+        hashed = {
+            s.name: {
+                f.name: v
+                for f in dataclasses.fields(s.type_cls)
+                if f.metadata.get("hashed", True)
+                for v in [_plain(getattr(getattr(self, s.name), f.name))]
+            }
+            for s in _sections()
+        }
+        blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def replace(self, **overrides: Any) -> Spec:
+        """A copy with ``section.key`` (or unique short key) overrides applied and validated."""
+        raw = self.to_dict()
+        for key, value in overrides.items():
+            section, name = _resolve_key(key.replace("__", "."), where="replace()")
+            raw[section][name] = value
+        return _build(raw, where="replace()", source=self.source)
+
+
+@dataclass(frozen=True)
+class _SectionInfo:
+    name: str
+    type_cls: type
+
+
+def _sections() -> list[_SectionInfo]:
+    hints = typing.get_type_hints(Spec)
+    return [_SectionInfo(f.name, hints[f.name]) for f in dataclasses.fields(Spec) if f.name != "source"]
+
+
+def _section_fields(section: str) -> dict[str, dataclasses.Field]:
+    cls = {s.name: s.type_cls for s in _sections()}[section]
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), profile: str | None = None) -> Spec:
+    """Read an experiment TOML (a path, or the name of a file in ``registry/experiments/``) and resolve it."""
+    path = resolve_spec_path(path)
+    raw = _read_toml(path)
+    parsed = [parse_override(o) for o in overrides]
+    experiment_table = raw.get("experiment", {}) if isinstance(raw.get("experiment", {}), dict) else {}
+    chosen = (
+        profile
+        or next((v for k, v in parsed if k in ("experiment.profile", "profile")), None)
+        or experiment_table.get("profile")
+        or ExperimentSection.profile
+    )
+    merged = _merge({}, load_profile(chosen), where=str(_profile_path(chosen)))
+    merged = _merge(merged, raw, where=str(path))
+    merged = _merge(merged, {"experiment": {"profile": chosen}}, where="profile")
+    for key, value in parsed:
+        section, name = _resolve_key(key, where="command line")
+        merged.setdefault(section, {})[name] = value
+    return _build(merged, where=str(path), source=str(path))
+
+
+def resolve_spec_path(path: str | Path) -> Path:
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    named = EXPERIMENTS_DIR / (candidate.name if candidate.suffix == ".toml" else f"{candidate.name}.toml")
+    if named.is_file() and candidate.parent == Path("."):
+        return named
+    known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))) or "(none)"
+    raise SpecError(f"spec file {str(path)!r} not found; give a path or one of registry/experiments/: {known}")
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def _profile_path(name: str) -> Path:
+    return PROFILES_DIR / f"{name}.toml"
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A profile overlay as raw sections; an unknown profile lists the valid ones."""
+    if not isinstance(name, str) or not _profile_path(name).is_file():
+        raise SpecError(f"experiment.profile: unknown profile {name!r}; valid: {', '.join(available_profiles())}")
+    overlay = _read_toml(_profile_path(name))
+    if "profile" in overlay.get("experiment", {}):
+        raise SpecError(f"{_profile_path(name)}: a profile may not set experiment.profile")
+    return overlay
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with a TOML value (``5``, ``0.1``, ``true``, ``["a", "b"]``); a bare word is a string."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(f"override {text!r} is not key=value (e.g. train.epochs=5 or framework=moco)")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key, parsed
+
+
+def _resolve_key(key: str, where: str) -> tuple[str, str]:
+    """``section.key``, or a bare key that names exactly one field across the sections."""
+    sections = [s.name for s in _sections()]
+    if "." in key:
+        section, _, name = key.partition(".")
+        if section not in sections:
+            raise SpecError(f"{where}: unknown section {section!r} in {key!r}; valid: {', '.join(sections)}")
+        fields = _section_fields(section)
+        if name not in fields:
+            raise SpecError(f"{where}: unknown key {key!r}; valid in [{section}]: {', '.join(fields)}")
+        return section, name
+    owners = [s for s in sections if key in _section_fields(s)]
+    if len(owners) == 1:
+        return owners[0], key
+    if owners:
+        raise SpecError(f"{where}: key {key!r} is ambiguous; write one of {', '.join(f'{o}.{key}' for o in owners)}")
+    every = [f"{s}.{k}" for s in sections for k in _section_fields(s)]
+    raise SpecError(f"{where}: unknown key {key!r}; valid: {', '.join(every)}")
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any], where: str) -> dict[str, Any]:
+    sections = [s.name for s in _sections()]
+    out = {k: dict(v) for k, v in base.items()}
+    for section, table in overlay.items():
+        if section not in sections:
+            raise SpecError(f"{where}: unknown section [{section}]; valid: {', '.join(sections)}")
+        if not isinstance(table, dict):
+            raise SpecError(f"{where}: {section} must be a table ([{section}]), got {table!r}")
+        fields = _section_fields(section)
+        for key, value in table.items():
+            if key not in fields:
+                raise SpecError(f"{where}: unknown key {section}.{key}; valid in [{section}]: {', '.join(fields)}")
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
+    sections = {}
+    for info in _sections():
+        values = raw.get(info.name, {})
+        hints = typing.get_type_hints(info.type_cls)
+        kwargs = {}
+        for name, f in _section_fields(info.name).items():
+            if name in values:
+                kwargs[name] = _check(f"{info.name}.{name}", values[name], hints[name], f.metadata, where)
+        sections[info.name] = info.type_cls(**kwargs)
+    return Spec(**sections, source=source)
+
+
+def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any], where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{where}: {key} = {value!r}: expected a list of {typing.get_args(annotation)[0].__name__}")
+        if not value:
+            raise SpecError(f"{where}: {key} = []: expected at least one value")
+        item_type = typing.get_args(annotation)[0]
+        return tuple(_check(key, v, item_type, meta, where) for v in value)
+    if isinstance(annotation, types.UnionType):
+        raise TypeError(f"unsupported annotation {annotation} for {key}")
+    value = _check_type(key, value, annotation, where)
+    _check_value(key, value, meta, where)
+    return value
+
+
+def _check_type(key: str, value: Any, expected: type, where: str) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (expected in (int, float) and isinstance(value, bool)) or not isinstance(value, expected):
+        raise SpecError(f"{where}: {key} = {value!r} ({type(value).__name__}): expected {expected.__name__}")
+    return value
+
+
+def _check_value(key: str, value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = (
+            f"in [{lo}, {hi}]" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+        )
+        raise SpecError(f"{where}: {key} = {value!r} is out of range; expected {bounds}")
+    choices, prefixes = meta.get("choices", ()), meta.get("prefixes", ())
+    if choices and value not in choices and not any(value.startswith(p) and value != p for p in prefixes):
+        valid = ", ".join([*map(str, choices), *(f"{p}<...>" for p in prefixes)])
+        raise SpecError(f"{where}: {key} = {value!r}; valid: {valid}")
+    if meta.get("registry"):
+        reg = registry(meta["registry"])
+        if value not in reg:
+            raise SpecError(f"{where}: {key}: {reg.unknown_message(value)}")
+
+
+def spec_to_toml(spec: Spec) -> str:
+    """The resolved spec as TOML, with its run id in a comment."""
+    import tomli_w
+
+    header = f"# resolved spec, run id {spec.run_id}" + (f", from {spec.source}" if spec.source else "") + "\n"
+    return header + tomli_w.dumps(spec.to_dict())

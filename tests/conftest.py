@@ -1,0 +1,60 @@
+"""Shared fixtures: a fake installed plugin distribution, and dummy registry entries for what later issues build."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nasiam_bench.registry import DATASETS, FRAMEWORKS, SEARCH_STRATEGIES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_plugin(site: Path, dist: str, module_source: str, entry_points: dict[str, dict[str, str]]) -> Path:
+    """Write a minimal installed distribution (a module and its .dist-info with entry points) into ``site``."""
+    site.mkdir(parents=True, exist_ok=True)
+    module = dist.replace("-", "_")
+    (site / f"{module}.py").write_text(textwrap.dedent(module_source))
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    lines = []
+    for group, entries in entry_points.items():
+        lines.append(f"[{group}]")
+        lines += [f"{name} = {target}" for name, target in entries.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return site
+
+
+def run_cli(*args: str, extra_path: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m nasiam_bench ARGS`` in a fresh interpreter (so entry points are read anew)."""
+    env = dict(os.environ)
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), env.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        [sys.executable, "-m", "nasiam_bench", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
+
+
+@pytest.fixture
+def dummy_entries(monkeypatch):
+    """Stand-ins for the framework, dataset and strategy entries that issues #3-#5 register."""
+
+    def dummy() -> None:
+        return None
+
+    for reg, names in (
+        (FRAMEWORKS, ("moco", "simsiam", "simclr")),
+        (DATASETS, ("cifar10",)),
+        (SEARCH_STRATEGIES, ("darts",)),
+    ):
+        len(reg)  # load the in-tree entries first, so the stand-ins never shadow real ones
+        for name in names:
+            if name not in reg:
+                monkeypatch.setitem(reg._entries, name, dummy)
+    return dummy
