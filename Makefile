@@ -9,6 +9,8 @@ DATASET ?= cifar10
 PROFILE ?= quick
 STRATEGY ?= darts
 SEEDS ?= 1
+SOURCE ?= ../shared/datasets/$(DATASET).tar.gz
+DATA_ROOT ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps test benchmark lint data bench tables clean
@@ -44,8 +46,11 @@ lint: ## ruff over the package and the tests
 	$(BIN)/ruff check nasiam_bench tests
 	$(BIN)/ruff format --check nasiam_bench tests
 
-data bench tables: ## (data, bench, tables: built by issues #3 and #6)
-	@echo "make $@: not built yet (see the open issues: data #3, bench and tables #6)" >&2; exit 2
+data: ## prepare DATASET (default cifar10) from SOURCE (default ../shared/datasets/DATASET.tar.gz) under DATA_ROOT
+	$(BIN)/nasiam-bench data prepare $(DATASET) --source $(SOURCE) $(if $(DATA_ROOT),--root $(DATA_ROOT))
+
+bench tables: ## (bench, tables: built by issue #6)
+	@echo "make $@: not built yet (see the open issue #6)" >&2; exit 2
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks

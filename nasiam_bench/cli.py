@@ -35,6 +35,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from nasiam_bench.data.prepare import prepare
+
+    if args.source is not None and args.download:
+        raise NasiamBenchError("data prepare: give --source PATH or --download, not both")
+    prepare(args.dataset, args.source, download=args.download, root=args.root, workers=args.workers,
+            max_resolution=args.max_resolution, force=args.force)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="NASiam benchmark suite: searched vs. standard SSL heads.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -48,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=5 profile=smoke")
     p.set_defaults(run=_cmd_show)
+
+    p = sub.add_parser("data", help="prepare datasets as FFCV .beton files")
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    p = data_sub.add_parser("prepare", help="write DATASET's .beton files under the data root")
+    p.add_argument("dataset", help="a datasets entry: cifar10, cifar100, imagenet, imagenette, imagefolder")
+    p.add_argument("--source", help="an ImageFolder tree, a .tar/.tar.gz of one, or torchvision's CIFAR folder")
+    p.add_argument("--download", action="store_true", help="download through torchvision (CIFAR only)")
+    p.add_argument("--root", help="data root (default: $NASIAM_DATA, else ./data)")
+    p.add_argument("--workers", type=int, default=2, help="processes that decode and write (default 2)")
+    p.add_argument("--max-resolution", type=int, default=256, help="longest side kept for large images (256)")
+    p.add_argument("--force", action="store_true", help="rewrite even when the files are up to date")
+    p.set_defaults(run=_cmd_data_prepare)
     return parser
 
 

@@ -149,7 +149,7 @@ BACKBONES: Registry = Registry("backbones", ("nasiam_bench.backbones",))
 ACTIVATIONS: Registry = Registry("activations", ("nasiam_bench.activations",))
 FRAMEWORKS: Registry = Registry("frameworks")
 SEARCH_STRATEGIES: Registry = Registry("search_strategies")
-DATASETS: Registry = Registry("datasets")
+DATASETS: Registry = Registry("datasets", ("nasiam_bench.data.datasets",))
 
 REGISTRIES: dict[str, Registry] = {r.name: r for r in (BACKBONES, ACTIVATIONS, FRAMEWORKS, SEARCH_STRATEGIES, DATASETS)}
 

@@ -1,0 +1,237 @@
+"""Loaders built from a spec: two augmented views for SSL training, plain images for kNN and linear probing.
+
+``data.loader = "ffcv"`` (default) reads the prepared .beton with FFCV: it decodes each image once, moves the uint8
+batch to the device without blocking, and augments both views there as batched tensor ops (``augment.py``).
+``data.loader = "torch"`` is the reference: the same recipe with torchvision transforms over PIL images in a torch
+``DataLoader``, read from the source tree; it is the comparison point for speed and the fallback where FFCV cannot
+be installed. Both yield ``(view1, view2, labels)`` or ``(images, labels)`` and are seeded: the same seed gives the
+same batches (the torch loader when it uses worker processes, which carry their own seeds).
+
+FFCV compiles each pipeline with numba on first use; a loader is meant to be built once and iterated every epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasiam_bench.data.augment import Normalize, TwoViewAugment
+from nasiam_bench.data.datasets import CifarSource, DataError, FolderSource
+from nasiam_bench.data.prepare import PreparedDataset
+
+EVAL_CROP_RATIO = 224 / 256  # resize to size/ratio, centre-crop size: the usual ImageNet evaluation
+TRAIN_DECODE_RATIO = 256 / 224  # variable-size images are decoded to a centre square this much above the crop
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """What a loader needs beyond the dataset; built from a spec's [data] and [train] sections."""
+
+    batch_size: int
+    image_size: int
+    seed: int = 0
+    workers: int = 2
+    kind: str = "ffcv"
+    device: str = "cpu"
+    distributed: bool = False
+
+
+def _device(name: str) -> torch.device:
+    return torch.device(name)
+
+
+class SSLLoader:
+    """Iterates ``(view1, view2, labels)`` over one split (or a subset of it), an epoch per ``iter``."""
+
+    def __init__(self, batches, augment: TwoViewAugment, seed: int, device: torch.device, length: int) -> None:
+        self._batches, self.augment, self.seed, self.device = batches, augment.to(device), seed, device
+        self._length = length
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Which epoch the next ``iter`` is (to resume a run with the batches it would have seen)."""
+        self.epoch = epoch
+        batches = self._batches
+        if hasattr(batches, "next_epoch"):  # FFCV: its order is seeded by (seed, epoch)
+            batches.next_epoch = epoch
+        else:  # torch: reseed the shuffle and the worker seeds per epoch
+            batches.generator.manual_seed(_mix(self.seed, epoch))
+            if hasattr(batches.sampler, "set_epoch"):
+                batches.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        self.set_epoch(self.epoch)
+        for images, labels in self._batches:
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True).view(-1)
+            if images.dtype == torch.uint8:  # FFCV: augment the decoded batch here
+                view1, view2 = self.augment(images, generator)
+            else:  # torch reference: already two augmented views
+                view1, view2 = images.unbind(1)
+            yield view1, view2, labels
+        self.epoch += 1
+
+
+class EvalLoader:
+    """Iterates ``(images, labels)``: resized and centre-cropped, normalised, in a fixed order."""
+
+    def __init__(self, batches, normalize: nn.Module, device: torch.device, length: int) -> None:
+        self._batches, self.normalize, self.device, self._length = batches, normalize.to(device), device, length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self._batches:
+            images = images.to(self.device, non_blocking=True)
+            yield (self.normalize(images) if images.dtype == torch.uint8 else images), \
+                labels.to(self.device, non_blocking=True).view(-1)
+
+
+def _mix(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63)
+
+
+def ssl_loader(data: PreparedDataset, split: str, config: LoaderConfig,
+               indices: np.ndarray | None = None) -> SSLLoader:
+    """The two-view training loader over ``split`` (restricted to ``indices`` when given)."""
+    info = data.info
+    augment = TwoViewAugment(config.image_size, info.mean, info.std, blur=info.blur)
+    device = _device(config.device)
+    if config.kind == "ffcv":
+        batches = _ffcv_loader(data, split, config, indices, train=True)
+        length = len(batches)
+    elif config.kind == "torch":
+        batches = _torch_loader(data, split, config, indices, transform=_torch_two_view(info, config.image_size),
+                                train=True)
+        length = len(batches)
+    else:
+        raise DataError(f"data.loader = {config.kind!r}; valid: ffcv, torch")
+    return SSLLoader(batches, augment, config.seed, device, length)
+
+
+def eval_loader(data: PreparedDataset, split: str, config: LoaderConfig,
+                indices: np.ndarray | None = None) -> EvalLoader:
+    """The evaluation loader (kNN bank and queries, linear probe) over ``split``, in order, keeping every image."""
+    normalize = Normalize(data.info.mean, data.info.std)
+    if config.kind == "ffcv":
+        batches = _ffcv_loader(data, split, config, indices, train=False)
+    elif config.kind == "torch":
+        batches = _torch_loader(data, split, config, indices, transform=_torch_eval(data, config.image_size),
+                                train=False)
+    else:
+        raise DataError(f"data.loader = {config.kind!r}; valid: ffcv, torch")
+    return EvalLoader(batches, normalize, _device(config.device), len(batches))
+
+
+# -------------------------------------------------------------------------------------------------------- FFCV
+
+
+def _ffcv_loader(data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None, train: bool):
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.reader import Reader
+    from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
+
+    files = data.check_beton(split)
+    meta = Reader(str(files.beton)).metadata["f0"]
+    heights, widths = meta["height"], meta["width"]
+    size = config.image_size
+    uniform = heights.min() == heights.max() == widths.min() == widths.max()
+    if uniform and heights[0] == size:
+        decoder = SimpleRGBImageDecoder()  # CIFAR: every image already at the training size
+    elif train:
+        decoder = CenterCropRGBImageDecoder((round(size * TRAIN_DECODE_RATIO),) * 2, ratio=1.0)
+    else:
+        decoder = CenterCropRGBImageDecoder((size, size), ratio=EVAL_CROP_RATIO)
+    device = _device(config.device)
+    to_device = [ToDevice(device, non_blocking=True)] if device.type == "cuda" else []
+    pipelines = {
+        "image": [decoder, ToTensor(), ToTorchImage(), *to_device],
+        "label": [IntDecoder(), ToTensor(), Squeeze(), *to_device],
+    }
+    subset = None if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
+    if subset is not None and (subset.min(initial=0) < 0 or subset.max(initial=0) >= files.count):
+        raise DataError(f"{files.beton}: subset index out of range [0, {files.count})")
+    return Loader(
+        str(files.beton), batch_size=config.batch_size, num_workers=max(1, config.workers),
+        order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, seed=config.seed, indices=subset,
+        pipelines=pipelines, drop_last=train, distributed=config.distributed, os_cache=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------- torch reference
+
+
+class _SourceDataset(torch.utils.data.Dataset):
+    """The split's images as torchvision reads them, in the order and with the skips of the .beton."""
+
+    def __init__(self, data: PreparedDataset, split: str, transform) -> None:
+        tree = data.tree
+        if tree is None or not tree.exists():
+            raise DataError(f"{data.folder}: the source tree {tree} is gone; the torch loader reads it "
+                            f"(prepare again, or use data.loader = \"ffcv\")")
+        cifar = data.info.cifar
+        self.images = CifarSource(tree, cifar) if cifar and (tree / cifar.meta_file).is_file() else FolderSource(tree)
+        skipped = set(data.meta["splits"][split].get("skipped_items", []))
+        self.samples = [s for s in self.images.samples(split) if self.images.describe(s[0]) not in skipped]
+        if len(self.samples) != data.split(split).count:
+            raise DataError(f"{tree}: {split} holds {len(self.samples)} readable images now, "
+                            f"{data.split(split).count} when prepared; prepare again")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        item, label = self.samples[i]
+        return self.transform(Image.fromarray(self.images.read(item))), label
+
+
+def _torch_loader(data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None,
+                  transform, train: bool) -> torch.utils.data.DataLoader:
+    from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+    dataset: torch.utils.data.Dataset = _SourceDataset(data, split, transform)
+    if indices is not None:
+        dataset = Subset(dataset, np.sort(np.asarray(indices)).tolist())
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = DistributedSampler(dataset, shuffle=train, seed=config.seed, drop_last=train) \
+        if config.distributed else None
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=config.workers, drop_last=train, generator=generator,
+                      pin_memory=config.device.startswith("cuda"), persistent_workers=config.workers > 0)
+
+
+def _torch_two_view(info, size: int):
+    from torchvision import transforms as T
+
+    steps = [
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+    ]
+    if info.blur:
+        sigma = (0.1 * size / 224, 2.0 * size / 224)
+        steps.append(T.RandomApply([T.GaussianBlur(2 * max(1, round(3 * sigma[1])) + 1, sigma)], p=0.5))
+    steps += [T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(info.mean, info.std)]
+    one = T.Compose(steps)
+    return lambda image: torch.stack([one(image), one(image)])
+
+
+def _torch_eval(data: PreparedDataset, size: int):
+    from torchvision import transforms as T
+
+    resize = [] if data.info.store_raw else [T.Resize(round(size / EVAL_CROP_RATIO)), T.CenterCrop(size)]
+    return T.Compose([*resize, T.ToTensor(), T.Normalize(data.info.mean, data.info.std)])

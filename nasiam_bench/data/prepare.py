@@ -1,0 +1,304 @@
+"""``nasiam-bench data prepare``: a dataset source to one FFCV ``.beton`` per split, checked and written atomically.
+
+Layout under the data root (``--root``, else ``$NASIAM_DATA``, else ``./data``)::
+
+    <root>/<dataset>/meta.json            classes, per-split counts, the source and its digest
+    <root>/<dataset>/<split>.beton        FFCV file: image (RGB), label (int)
+    <root>/<dataset>/<split>.labels.npy   the labels again, for stratified subsets and kNN without a loader
+    <root>/<dataset>/source/              an extracted archive, kept for the torch reference loader
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nasiam_bench.data.datasets import (
+    CifarSource,
+    DataError,
+    DatasetInfo,
+    FolderSource,
+    ImageSource,
+    dataset_info,
+    extract_archive,
+    find_cifar_folder,
+    is_archive,
+    source_digest,
+    tree_root,
+)
+from nasiam_bench.io import atomic_path, atomic_write_json
+
+WRITER_VERSION = 1  # bump when the stored format changes, so that existing files are rewritten
+JPEG_QUALITY = 90
+
+
+class CorruptImageWarning(UserWarning):
+    """An image of the source could not be decoded and was left out."""
+
+
+def data_root(root: str | Path | None = None) -> Path:
+    """``root``, else ``$NASIAM_DATA``, else ``./data``."""
+    return Path(root or os.environ.get("NASIAM_DATA") or "data")
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    beton: Path
+    labels: Path
+    count: int
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset as the loaders see it."""
+
+    info: DatasetInfo
+    folder: Path
+    meta: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def train_split(self) -> str:
+        return self.meta["train_split"]
+
+    @property
+    def eval_split(self) -> str:
+        return self.meta["eval_split"]
+
+    def split(self, name: str) -> SplitFiles:
+        if name not in self.meta["splits"]:
+            raise DataError(f"{self.folder}: no split {name!r}; prepared: {', '.join(self.meta['splits'])}")
+        entry = self.meta["splits"][name]
+        return SplitFiles(self.folder / entry["beton"], self.folder / entry["labels"], int(entry["count"]))
+
+    def labels(self, name: str) -> np.ndarray:
+        files = self.split(name)
+        labels = np.load(files.labels)
+        if len(labels) != files.count:
+            raise DataError(f"{files.labels}: holds {len(labels)} labels; meta.json says {files.count}")
+        return labels
+
+    def check_beton(self, name: str) -> SplitFiles:
+        """The split's files, after checking that the .beton holds the count meta.json recorded."""
+        from ffcv.reader import Reader
+
+        files = self.split(name)
+        if not files.beton.is_file():
+            raise DataError(f"{files.beton}: missing; run `nasiam-bench data prepare {self.info.name}` again")
+        try:
+            found = Reader(str(files.beton)).num_samples
+        except Exception as exc:  # ffcv raises bare errors for a damaged header
+            raise DataError(f"{files.beton}: not a readable .beton ({type(exc).__name__}: {exc})") from None
+        if found != files.count:
+            raise DataError(f"{files.beton}: holds {found} images, but meta.json says {files.count}; "
+                            f"the file is stale or damaged: prepare it again with --force")
+        return files
+
+    @property
+    def tree(self) -> Path | None:
+        """The ImageFolder tree or CIFAR folder the torch reference loader reads."""
+        return Path(self.meta["tree"]) if self.meta.get("tree") else None
+
+
+def open_prepared(dataset: str, root: str | Path | None = None) -> PreparedDataset:
+    """A prepared dataset, or an error that says how to prepare it."""
+    info = dataset_info(dataset)
+    folder = data_root(root) / info.name
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path}: not found; prepare the data first: "
+                        f"`nasiam-bench data prepare {info.name} --source PATH [--root {data_root(root)}]`")
+    return PreparedDataset(info, folder, json.loads(meta_path.read_text()))
+
+
+# ------------------------------------------------------------------------------------------------------ prepare
+
+
+def prepare(dataset: str, source: str | Path | None = None, *, download: bool = False,
+            root: str | Path | None = None, workers: int = 2, max_resolution: int = 256,
+            force: bool = False) -> PreparedDataset:
+    """Write the .beton files of ``dataset`` from ``source`` (or a torchvision download); skip if up to date."""
+    info = dataset_info(dataset)
+    folder = data_root(root) / info.name
+    folder.mkdir(parents=True, exist_ok=True)
+    options = {"version": WRITER_VERSION, "max_resolution": max_resolution, "raw": info.store_raw}
+
+    if download:
+        source = _download(info, folder)
+    if source is None:
+        raise DataError(f"prepare {info.name}: give --source PATH (an ImageFolder tree, a .tar/.tar.gz of one"
+                        + (", or torchvision's CIFAR folder" if info.cifar else "") + ")"
+                        + (" or --download" if info.cifar else ""))
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise DataError(f"prepare {info.name}: source {source} does not exist")
+
+    digest = source_digest(source)
+    existing = _up_to_date(folder, digest, options)
+    if existing is not None and not force:
+        print(f"{info.name}: up to date in {folder} ({_counts(existing)}); --force rewrites")
+        return PreparedDataset(info, folder, existing)
+
+    images, tree = _open_source(info, source, folder)
+    splits = images.splits()
+    if "train" not in splits:
+        raise DataError(f"{source}: no 'train' split; found {', '.join(splits)}")
+    eval_split = info.eval_split if info.eval_split in splits else next((s for s in splits if s != "train"), "train")
+    if info.num_classes is not None and len(images.classes) != info.num_classes:
+        raise DataError(f"{source}: holds {len(images.classes)} classes; {info.name} has {info.num_classes}")
+
+    meta: dict[str, Any] = {
+        "dataset": info.name, "classes": images.classes, "train_split": "train", "eval_split": eval_split,
+        "source": str(source.resolve()), "source_digest": digest, "writer": options,
+        "tree": str(tree.resolve()) if tree else None, "splits": {},
+    }
+    for split in splits:
+        meta["splits"][split] = _write_split(info, images, split, folder, workers, max_resolution)
+    atomic_write_json(folder / "meta.json", meta)
+    print(f"{info.name}: wrote {folder} ({_counts(meta)})")
+    return PreparedDataset(info, folder, meta)
+
+
+def _counts(meta: dict[str, Any]) -> str:
+    return ", ".join(f"{s}: {e['count']:,} images" + (f" ({e['skipped']} corrupt skipped)" if e["skipped"] else "")
+                     for s, e in meta["splits"].items())
+
+
+def _up_to_date(folder: Path, digest: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("source_digest") != digest or meta.get("writer") != options:
+        return None
+    files_there = all((folder / e["beton"]).is_file() and (folder / e["labels"]).is_file()
+                      for e in meta["splits"].values())
+    return meta if files_there else None
+
+
+def _download(info: DatasetInfo, folder: Path) -> Path:
+    if info.cifar is None:
+        raise DataError(f"--download: torchvision downloads cifar10 and cifar100 only, not {info.name}; "
+                        f"give --source PATH to an ImageFolder tree or archive")
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, info.cifar.torchvision_class)
+    target = folder / "download"
+    for train in (True, False):
+        cls(root=str(target), train=train, download=True)
+    return target / info.cifar.folder
+
+
+def _open_source(info: DatasetInfo, source: Path, folder: Path) -> tuple[ImageSource, Path | None]:
+    if info.cifar is not None and source.is_dir():
+        cifar_folder = find_cifar_folder(source, info.cifar)
+        if cifar_folder is not None:
+            return CifarSource(cifar_folder, info.cifar), cifar_folder
+    if is_archive(source):
+        extracted = folder / "source"
+        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
+        try:
+            extract_archive(source, tmp)
+            FolderSource(tree_root(tmp), origin=str(source))  # check the layout before replacing the old copy
+            shutil.rmtree(extracted, ignore_errors=True)
+            os.replace(tmp, extracted)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        root = tree_root(extracted)
+        return FolderSource(root, origin=str(source)), root
+    if source.is_dir():
+        root = tree_root(source)
+        return FolderSource(root, origin=str(source)), root
+    raise DataError(f"{source}: not a folder or a .tar/.tar.gz archive"
+                    + (f", nor torchvision's {info.cifar.folder}/" if info.cifar else ""))
+
+
+# ---------------------------------------------------------------------------------------------- one split
+
+
+class _Readable:
+    """The indexed dataset FFCV's writer consumes: (HxWx3 uint8 image, label)."""
+
+    def __init__(self, images: ImageSource, samples: list[tuple[object, int]]) -> None:
+        self.images, self.samples = images, samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        item, label = self.samples[i]
+        return self.images.read(item), label
+
+
+def _try_read(args: tuple[ImageSource, object]) -> str | None:
+    images, item = args
+    try:
+        image = images.read(item)
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+            return f"decoded to shape {image.shape}, not HxWx3"
+        return None
+    except Exception as exc:  # PIL raises many types for a damaged file
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _readable_samples(images: ImageSource, split: str, workers: int) -> tuple[list[tuple[object, int]], list[str]]:
+    """The split's samples whose image decodes; each one that does not is reported and counted."""
+    samples = images.samples(split)
+    if not samples:
+        raise DataError(f"split {split!r} holds no images")
+    if isinstance(images, CifarSource):  # arrays already in memory, their shape checked on load
+        return samples, []
+    jobs = [(images, item) for item, _ in samples]
+    progress = dict(total=len(jobs), desc=f"check {split}", unit="img", leave=False)
+    if workers > 1:
+        with mp.get_context("fork").Pool(workers) as pool:
+            errors = list(tqdm(pool.imap(_try_read, jobs, chunksize=256), **progress))
+    else:
+        errors = [_try_read(job) for job in tqdm(jobs, **progress)]
+    good, skipped = [], []
+    for (item, label), error in zip(samples, errors, strict=True):
+        if error is None:
+            good.append((item, label))
+        else:
+            skipped.append(images.describe(item))
+            warnings.warn(f"skipping corrupt image {skipped[-1]}: {error}", CorruptImageWarning, stacklevel=2)
+    if not good:
+        raise DataError(f"split {split!r}: none of its {len(samples)} images could be decoded")
+    return good, skipped
+
+
+def _write_split(info: DatasetInfo, images: ImageSource, split: str, folder: Path, workers: int,
+                 max_resolution: int) -> dict[str, Any]:
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.reader import Reader
+    from ffcv.writer import DatasetWriter
+
+    samples, skipped = _readable_samples(images, split, workers)
+    beton, labels_file = folder / f"{split}.beton", folder / f"{split}.labels.npy"
+    image_field = (RGBImageField(write_mode="raw") if info.store_raw
+                   else RGBImageField(write_mode="jpg", max_resolution=max_resolution, jpeg_quality=JPEG_QUALITY))
+    with atomic_path(beton) as tmp:
+        writer = DatasetWriter(str(tmp), {"image": image_field, "label": IntField()}, num_workers=max(1, workers))
+        writer.from_indexed_dataset(_Readable(images, samples))
+        written = Reader(str(tmp)).num_samples
+        if written != len(samples):
+            raise DataError(f"{beton}: wrote {written} images of {len(samples)} readable ones in the source")
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    with atomic_path(labels_file) as tmp:
+        with tmp.open("wb") as fh:
+            np.save(fh, labels)
+    return {"beton": beton.name, "labels": labels_file.name, "count": len(samples), "skipped": len(skipped),
+            "skipped_items": skipped}
