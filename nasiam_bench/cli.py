@@ -40,8 +40,15 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
     if args.source is not None and args.download:
         raise NasiamBenchError("data prepare: give --source PATH or --download, not both")
-    prepare(args.dataset, args.source, download=args.download, root=args.root, workers=args.workers,
-            max_resolution=args.max_resolution, force=args.force)
+    prepare(
+        args.dataset,
+        args.source,
+        download=args.download,
+        root=args.root,
+        workers=args.workers,
+        max_resolution=args.max_resolution,
+        force=args.force,
+    )
     return 0
 
 

@@ -58,3 +58,36 @@ def dummy_entries(monkeypatch):
             if name not in reg:
                 monkeypatch.setitem(reg._entries, name, dummy)
     return dummy
+
+
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+TEST_DATA_ROOT = REPO / ".cache" / "test-data"  # kept between runs: preparing is skipped when up to date
+
+
+@pytest.fixture(scope="session")
+def cifar10_data():
+    """The real CIFAR-10 (JPEG copy in ../shared/datasets), prepared once per machine for the tests."""
+    from nasiam_bench.data.prepare import prepare
+
+    archive = SHARED_DATASETS / "cifar10.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} is not here")
+    return prepare("cifar10", archive, root=TEST_DATA_ROOT, workers=2)
+
+
+@pytest.fixture(scope="session")
+def cifar10_subset(cifar10_data):
+    """A seeded, stratified 1,024-image subset of CIFAR-10's training split."""
+    from nasiam_bench.data.splits import stratified_subset
+
+    return stratified_subset(cifar10_data.labels("train"), 1024, seed=0)
+
+
+@pytest.fixture(scope="session")
+def cifar10_ssl_loader(cifar10_data, cifar10_subset):
+    """One FFCV two-view loader shared by the tests (FFCV compiles each new loader with numba)."""
+    from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
+
+    return ssl_loader(
+        cifar10_data, "train", LoaderConfig(batch_size=128, image_size=32, seed=0, workers=2), cifar10_subset
+    )

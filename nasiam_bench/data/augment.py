@@ -36,10 +36,20 @@ class Normalize(nn.Module):
 class TwoViewAugment(nn.Module):
     """Two independently augmented, normalised views of a uint8 batch."""
 
-    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], blur: bool,
-                 scale: tuple[float, float] = (0.2, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                 jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1), p_jitter: float = 0.8,
-                 p_gray: float = 0.2, p_blur: float = 0.5, sigma: tuple[float, float] = (0.1, 2.0)) -> None:
+    def __init__(
+        self,
+        size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        blur: bool,
+        scale: tuple[float, float] = (0.2, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
+        p_jitter: float = 0.8,
+        p_gray: float = 0.2,
+        p_blur: float = 0.5,
+        sigma: tuple[float, float] = (0.1, 2.0),
+    ) -> None:
         super().__init__()
         self.size, self.scale, self.ratio = size, scale, ratio
         self.jitter, self.p_jitter, self.p_gray = jitter, p_jitter, p_gray
@@ -64,13 +74,19 @@ class TwoViewAugment(nn.Module):
         out = torch.where(rand(n).lt(self.p_gray).view(n, 1, 1, 1), gray, out)
         if self.p_blur > 0:
             sigmas = self.sigma[0] + rand(n) * (self.sigma[1] - self.sigma[0])
-            out = torch.where(rand(n).lt(self.p_blur).view(n, 1, 1, 1), gaussian_blur(out, sigmas, self.sigma[1]),
-                              out)
+            out = torch.where(rand(n).lt(self.p_blur).view(n, 1, 1, 1), gaussian_blur(out, sigmas, self.sigma[1]), out)
         return self.normalize(out).contiguous(memory_format=torch.channels_last)
 
 
-def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
-               g: torch.Generator, attempts: int = 10) -> torch.Tensor:
+def crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    g: torch.Generator,
+    attempts: int = 10,
+) -> torch.Tensor:
     """torchvision's RandomResizedCrop parameters for ``n`` images at once: [n, 4] boxes (x0, y0, x1, y1)."""
     area = height * width
     target = area * (scale[0] + torch.rand(n, attempts, generator=g) * (scale[1] - scale[0]))
@@ -84,8 +100,11 @@ def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], rati
     h = h.gather(1, first[:, None]).squeeze(1)
     # None fits: torchvision's fallback, a centred crop of the whole image with the ratio clamped.
     in_ratio = width / height
-    fw, fh = (width, round(width / ratio[0])) if in_ratio < ratio[0] else (
-        (round(height * ratio[1]), height) if in_ratio > ratio[1] else (width, height))
+    fw, fh = (
+        (width, round(width / ratio[0]))
+        if in_ratio < ratio[0]
+        else ((round(height * ratio[1]), height) if in_ratio > ratio[1] else (width, height))
+    )
     fallback = ~ok.any(dim=1)
     w = torch.where(fallback, torch.tensor(float(fw)), w)
     h = torch.where(fallback, torch.tensor(float(fh)), h)
@@ -96,8 +115,9 @@ def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], rati
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 
-def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float],
-                        g: torch.Generator) -> torch.Tensor:
+def random_resized_crop(
+    x: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float], g: torch.Generator
+) -> torch.Tensor:
     n, _, height, width = x.shape
     boxes = crop_boxes(n, height, width, scale, ratio, g).to(x.device)
     rois = torch.cat([torch.arange(n, device=x.device, dtype=x.dtype)[:, None], boxes.to(x.dtype)], dim=1)
@@ -113,8 +133,9 @@ def _blend(a: torch.Tensor, b: torch.Tensor | float, factor: torch.Tensor) -> to
     return (factor.view(-1, 1, 1, 1) * a + (1 - factor.view(-1, 1, 1, 1)) * b).clamp_(0.0, 1.0)
 
 
-def color_jitter(x: torch.Tensor, apply: torch.Tensor, u: torch.Tensor,
-                 strength: tuple[float, float, float, float]) -> torch.Tensor:
+def color_jitter(
+    x: torch.Tensor, apply: torch.Tensor, u: torch.Tensor, strength: tuple[float, float, float, float]
+) -> torch.Tensor:
     """ColorJitter with per-sample factors drawn from ``u`` ([n, 4] uniform); samples where ``apply`` is False
     keep factor 1 (hue 0), which leaves them unchanged."""
     b, c, s, h = strength
@@ -149,8 +170,9 @@ def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     i = i.long() % 6
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
     # For each of the six sectors, which of (v, q, p, t) is red, green and blue.
-    table = torch.stack([torch.stack(c, dim=0) for c in (
-        (v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], dim=0)  # [6, 3, n, H, W]
+    table = torch.stack(
+        [torch.stack(c, dim=0) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], dim=0
+    )  # [6, 3, n, H, W]
     index = i.unsqueeze(0).unsqueeze(0).expand(1, 3, *i.shape)
     return table.gather(0, index).squeeze(0).permute(1, 0, 2, 3)
 

@@ -56,18 +56,42 @@ class DatasetInfo:
     cifar: CifarFormat | None = field(default=None, repr=False)
 
 
-CIFAR10 = DATASETS.register("cifar10")(DatasetInfo(
-    "cifar10", 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), eval_split="test", num_classes=10,
-    blur=False, store_raw=True,
-    cifar=CifarFormat("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                      "labels", "batches.meta", "label_names", "CIFAR10"),
-))
-CIFAR100 = DATASETS.register("cifar100")(DatasetInfo(
-    "cifar100", 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), eval_split="test", num_classes=100,
-    blur=False, store_raw=True,
-    cifar=CifarFormat("cifar-100-python", ("train",), ("test",), "fine_labels", "meta", "fine_label_names",
-                      "CIFAR100"),
-))
+CIFAR10 = DATASETS.register("cifar10")(
+    DatasetInfo(
+        "cifar10",
+        32,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        eval_split="test",
+        num_classes=10,
+        blur=False,
+        store_raw=True,
+        cifar=CifarFormat(
+            "cifar-10-batches-py",
+            tuple(f"data_batch_{i}" for i in range(1, 6)),
+            ("test_batch",),
+            "labels",
+            "batches.meta",
+            "label_names",
+            "CIFAR10",
+        ),
+    )
+)
+CIFAR100 = DATASETS.register("cifar100")(
+    DatasetInfo(
+        "cifar100",
+        32,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        eval_split="test",
+        num_classes=100,
+        blur=False,
+        store_raw=True,
+        cifar=CifarFormat(
+            "cifar-100-python", ("train",), ("test",), "fine_labels", "meta", "fine_label_names", "CIFAR100"
+        ),
+    )
+)
 DATASETS.register("imagenet")(DatasetInfo("imagenet", 224, IMAGENET_MEAN, IMAGENET_STD, num_classes=1000))
 DATASETS.register("imagenette")(DatasetInfo("imagenette", 224, IMAGENET_MEAN, IMAGENET_STD, num_classes=10))
 DATASETS.register("imagefolder")(DatasetInfo("imagefolder", 224, IMAGENET_MEAN, IMAGENET_STD))
@@ -114,8 +138,12 @@ class FolderSource:
 
     def samples(self, split: str) -> list[tuple[object, int]]:
         index = {c: i for i, c in enumerate(self.classes)}
-        return [(path, index[cls.name]) for cls in _class_dirs(self._split_dirs[split])
-                for path in sorted(cls.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+        return [
+            (path, index[cls.name])
+            for cls in _class_dirs(self._split_dirs[split])
+            for path in sorted(cls.iterdir())
+            if path.suffix.lower() in IMAGE_SUFFIXES
+        ]
 
     def read(self, item: object) -> np.ndarray:
         with Image.open(item) as img:
@@ -198,7 +226,9 @@ def extract_archive(archive: Path, into: Path) -> Path:
         with tarfile.open(archive) as tar:
             tar.extractall(into, filter="data")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{archive}: cannot extract ({exc}); expected a .tar or .tar.gz of an ImageFolder tree")
+        raise DataError(
+            f"{archive}: cannot extract ({exc}); expected a .tar or .tar.gz of an ImageFolder tree"
+        ) from None
     return tree_root(into)
 
 

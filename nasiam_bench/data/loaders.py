@@ -92,16 +92,17 @@ class EvalLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels in self._batches:
             images = images.to(self.device, non_blocking=True)
-            yield (self.normalize(images) if images.dtype == torch.uint8 else images), \
-                labels.to(self.device, non_blocking=True).view(-1)
+            yield (
+                (self.normalize(images) if images.dtype == torch.uint8 else images),
+                labels.to(self.device, non_blocking=True).view(-1),
+            )
 
 
 def _mix(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63)
 
 
-def ssl_loader(data: PreparedDataset, split: str, config: LoaderConfig,
-               indices: np.ndarray | None = None) -> SSLLoader:
+def ssl_loader(data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None = None) -> SSLLoader:
     """The two-view training loader over ``split`` (restricted to ``indices`` when given)."""
     info = data.info
     augment = TwoViewAugment(config.image_size, info.mean, info.std, blur=info.blur)
@@ -110,23 +111,26 @@ def ssl_loader(data: PreparedDataset, split: str, config: LoaderConfig,
         batches = _ffcv_loader(data, split, config, indices, train=True)
         length = len(batches)
     elif config.kind == "torch":
-        batches = _torch_loader(data, split, config, indices, transform=_torch_two_view(info, config.image_size),
-                                train=True)
+        batches = _torch_loader(
+            data, split, config, indices, transform=_torch_two_view(info, config.image_size), train=True
+        )
         length = len(batches)
     else:
         raise DataError(f"data.loader = {config.kind!r}; valid: ffcv, torch")
     return SSLLoader(batches, augment, config.seed, device, length)
 
 
-def eval_loader(data: PreparedDataset, split: str, config: LoaderConfig,
-                indices: np.ndarray | None = None) -> EvalLoader:
+def eval_loader(
+    data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None = None
+) -> EvalLoader:
     """The evaluation loader (kNN bank and queries, linear probe) over ``split``, in order, keeping every image."""
     normalize = Normalize(data.info.mean, data.info.std)
     if config.kind == "ffcv":
         batches = _ffcv_loader(data, split, config, indices, train=False)
     elif config.kind == "torch":
-        batches = _torch_loader(data, split, config, indices, transform=_torch_eval(data, config.image_size),
-                                train=False)
+        batches = _torch_loader(
+            data, split, config, indices, transform=_torch_eval(data, config.image_size), train=False
+        )
     else:
         raise DataError(f"data.loader = {config.kind!r}; valid: ffcv, torch")
     return EvalLoader(batches, normalize, _device(config.device), len(batches))
@@ -163,9 +167,16 @@ def _ffcv_loader(data: PreparedDataset, split: str, config: LoaderConfig, indice
     if subset is not None and (subset.min(initial=0) < 0 or subset.max(initial=0) >= files.count):
         raise DataError(f"{files.beton}: subset index out of range [0, {files.count})")
     return Loader(
-        str(files.beton), batch_size=config.batch_size, num_workers=max(1, config.workers),
-        order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, seed=config.seed, indices=subset,
-        pipelines=pipelines, drop_last=train, distributed=config.distributed, os_cache=True,
+        str(files.beton),
+        batch_size=config.batch_size,
+        num_workers=max(1, config.workers),
+        order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
+        seed=config.seed,
+        indices=subset,
+        pipelines=pipelines,
+        drop_last=train,
+        distributed=config.distributed,
+        os_cache=True,
     )
 
 
@@ -178,15 +189,19 @@ class _SourceDataset(torch.utils.data.Dataset):
     def __init__(self, data: PreparedDataset, split: str, transform) -> None:
         tree = data.tree
         if tree is None or not tree.exists():
-            raise DataError(f"{data.folder}: the source tree {tree} is gone; the torch loader reads it "
-                            f"(prepare again, or use data.loader = \"ffcv\")")
+            raise DataError(
+                f"{data.folder}: the source tree {tree} is gone; the torch loader reads it "
+                f'(prepare again, or use data.loader = "ffcv")'
+            )
         cifar = data.info.cifar
         self.images = CifarSource(tree, cifar) if cifar and (tree / cifar.meta_file).is_file() else FolderSource(tree)
         skipped = set(data.meta["splits"][split].get("skipped_items", []))
         self.samples = [s for s in self.images.samples(split) if self.images.describe(s[0]) not in skipped]
         if len(self.samples) != data.split(split).count:
-            raise DataError(f"{tree}: {split} holds {len(self.samples)} readable images now, "
-                            f"{data.split(split).count} when prepared; prepare again")
+            raise DataError(
+                f"{tree}: {split} holds {len(self.samples)} readable images now, "
+                f"{data.split(split).count} when prepared; prepare again"
+            )
         self.transform = transform
 
     def __len__(self) -> int:
@@ -199,19 +214,29 @@ class _SourceDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images.read(item))), label
 
 
-def _torch_loader(data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None,
-                  transform, train: bool) -> torch.utils.data.DataLoader:
+def _torch_loader(
+    data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None, transform, train: bool
+) -> torch.utils.data.DataLoader:
     from torch.utils.data import DataLoader, DistributedSampler, Subset
 
     dataset: torch.utils.data.Dataset = _SourceDataset(data, split, transform)
     if indices is not None:
         dataset = Subset(dataset, np.sort(np.asarray(indices)).tolist())
     generator = torch.Generator().manual_seed(config.seed)
-    sampler = DistributedSampler(dataset, shuffle=train, seed=config.seed, drop_last=train) \
-        if config.distributed else None
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=config.workers, drop_last=train, generator=generator,
-                      pin_memory=config.device.startswith("cuda"), persistent_workers=config.workers > 0)
+    sampler = (
+        DistributedSampler(dataset, shuffle=train, seed=config.seed, drop_last=train) if config.distributed else None
+    )
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=config.workers,
+        drop_last=train,
+        generator=generator,
+        pin_memory=config.device.startswith("cuda"),
+        persistent_workers=config.workers > 0,
+    )
 
 
 def _torch_two_view(info, size: int):

@@ -103,8 +103,10 @@ class PreparedDataset:
         except Exception as exc:  # ffcv raises bare errors for a damaged header
             raise DataError(f"{files.beton}: not a readable .beton ({type(exc).__name__}: {exc})") from None
         if found != files.count:
-            raise DataError(f"{files.beton}: holds {found} images, but meta.json says {files.count}; "
-                            f"the file is stale or damaged: prepare it again with --force")
+            raise DataError(
+                f"{files.beton}: holds {found} images, but meta.json says {files.count}; "
+                f"the file is stale or damaged: prepare it again with --force"
+            )
         return files
 
     @property
@@ -119,17 +121,26 @@ def open_prepared(dataset: str, root: str | Path | None = None) -> PreparedDatas
     folder = data_root(root) / info.name
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
-        raise DataError(f"{meta_path}: not found; prepare the data first: "
-                        f"`nasiam-bench data prepare {info.name} --source PATH [--root {data_root(root)}]`")
+        raise DataError(
+            f"{meta_path}: not found; prepare the data first: "
+            f"`nasiam-bench data prepare {info.name} --source PATH [--root {data_root(root)}]`"
+        )
     return PreparedDataset(info, folder, json.loads(meta_path.read_text()))
 
 
 # ------------------------------------------------------------------------------------------------------ prepare
 
 
-def prepare(dataset: str, source: str | Path | None = None, *, download: bool = False,
-            root: str | Path | None = None, workers: int = 2, max_resolution: int = 256,
-            force: bool = False) -> PreparedDataset:
+def prepare(
+    dataset: str,
+    source: str | Path | None = None,
+    *,
+    download: bool = False,
+    root: str | Path | None = None,
+    workers: int = 2,
+    max_resolution: int = 256,
+    force: bool = False,
+) -> PreparedDataset:
     """Write the .beton files of ``dataset`` from ``source`` (or a torchvision download); skip if up to date."""
     info = dataset_info(dataset)
     folder = data_root(root) / info.name
@@ -139,9 +150,12 @@ def prepare(dataset: str, source: str | Path | None = None, *, download: bool = 
     if download:
         source = _download(info, folder)
     if source is None:
-        raise DataError(f"prepare {info.name}: give --source PATH (an ImageFolder tree, a .tar/.tar.gz of one"
-                        + (", or torchvision's CIFAR folder" if info.cifar else "") + ")"
-                        + (" or --download" if info.cifar else ""))
+        raise DataError(
+            f"prepare {info.name}: give --source PATH (an ImageFolder tree, a .tar/.tar.gz of one"
+            + (", or torchvision's CIFAR folder" if info.cifar else "")
+            + ")"
+            + (" or --download" if info.cifar else "")
+        )
     source = Path(source).expanduser()
     if not source.exists():
         raise DataError(f"prepare {info.name}: source {source} does not exist")
@@ -161,9 +175,15 @@ def prepare(dataset: str, source: str | Path | None = None, *, download: bool = 
         raise DataError(f"{source}: holds {len(images.classes)} classes; {info.name} has {info.num_classes}")
 
     meta: dict[str, Any] = {
-        "dataset": info.name, "classes": images.classes, "train_split": "train", "eval_split": eval_split,
-        "source": str(source.resolve()), "source_digest": digest, "writer": options,
-        "tree": str(tree.resolve()) if tree else None, "splits": {},
+        "dataset": info.name,
+        "classes": images.classes,
+        "train_split": "train",
+        "eval_split": eval_split,
+        "source": str(source.resolve()),
+        "source_digest": digest,
+        "writer": options,
+        "tree": str(tree.resolve()) if tree else None,
+        "splits": {},
     }
     for split in splits:
         meta["splits"][split] = _write_split(info, images, split, folder, workers, max_resolution)
@@ -173,8 +193,10 @@ def prepare(dataset: str, source: str | Path | None = None, *, download: bool = 
 
 
 def _counts(meta: dict[str, Any]) -> str:
-    return ", ".join(f"{s}: {e['count']:,} images" + (f" ({e['skipped']} corrupt skipped)" if e["skipped"] else "")
-                     for s, e in meta["splits"].items())
+    return ", ".join(
+        f"{s}: {e['count']:,} images" + (f" ({e['skipped']} corrupt skipped)" if e["skipped"] else "")
+        for s, e in meta["splits"].items()
+    )
 
 
 def _up_to_date(folder: Path, digest: str, options: dict[str, Any]) -> dict[str, Any] | None:
@@ -184,15 +206,18 @@ def _up_to_date(folder: Path, digest: str, options: dict[str, Any]) -> dict[str,
     meta = json.loads(meta_path.read_text())
     if meta.get("source_digest") != digest or meta.get("writer") != options:
         return None
-    files_there = all((folder / e["beton"]).is_file() and (folder / e["labels"]).is_file()
-                      for e in meta["splits"].values())
+    files_there = all(
+        (folder / e["beton"]).is_file() and (folder / e["labels"]).is_file() for e in meta["splits"].values()
+    )
     return meta if files_there else None
 
 
 def _download(info: DatasetInfo, folder: Path) -> Path:
     if info.cifar is None:
-        raise DataError(f"--download: torchvision downloads cifar10 and cifar100 only, not {info.name}; "
-                        f"give --source PATH to an ImageFolder tree or archive")
+        raise DataError(
+            f"--download: torchvision downloads cifar10 and cifar100 only, not {info.name}; "
+            f"give --source PATH to an ImageFolder tree or archive"
+        )
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, info.cifar.torchvision_class)
@@ -222,8 +247,10 @@ def _open_source(info: DatasetInfo, source: Path, folder: Path) -> tuple[ImageSo
     if source.is_dir():
         root = tree_root(source)
         return FolderSource(root, origin=str(source)), root
-    raise DataError(f"{source}: not a folder or a .tar/.tar.gz archive"
-                    + (f", nor torchvision's {info.cifar.folder}/" if info.cifar else ""))
+    raise DataError(
+        f"{source}: not a folder or a .tar/.tar.gz archive"
+        + (f", nor torchvision's {info.cifar.folder}/" if info.cifar else "")
+    )
 
 
 # ---------------------------------------------------------------------------------------------- one split
@@ -280,16 +307,20 @@ def _readable_samples(images: ImageSource, split: str, workers: int) -> tuple[li
     return good, skipped
 
 
-def _write_split(info: DatasetInfo, images: ImageSource, split: str, folder: Path, workers: int,
-                 max_resolution: int) -> dict[str, Any]:
+def _write_split(
+    info: DatasetInfo, images: ImageSource, split: str, folder: Path, workers: int, max_resolution: int
+) -> dict[str, Any]:
     from ffcv.fields import IntField, RGBImageField
     from ffcv.reader import Reader
     from ffcv.writer import DatasetWriter
 
     samples, skipped = _readable_samples(images, split, workers)
     beton, labels_file = folder / f"{split}.beton", folder / f"{split}.labels.npy"
-    image_field = (RGBImageField(write_mode="raw") if info.store_raw
-                   else RGBImageField(write_mode="jpg", max_resolution=max_resolution, jpeg_quality=JPEG_QUALITY))
+    image_field = (
+        RGBImageField(write_mode="raw")
+        if info.store_raw
+        else RGBImageField(write_mode="jpg", max_resolution=max_resolution, jpeg_quality=JPEG_QUALITY)
+    )
     with atomic_path(beton) as tmp:
         writer = DatasetWriter(str(tmp), {"image": image_field, "label": IntField()}, num_workers=max(1, workers))
         writer.from_indexed_dataset(_Readable(images, samples))
@@ -300,5 +331,10 @@ def _write_split(info: DatasetInfo, images: ImageSource, split: str, folder: Pat
     with atomic_path(labels_file) as tmp:
         with tmp.open("wb") as fh:
             np.save(fh, labels)
-    return {"beton": beton.name, "labels": labels_file.name, "count": len(samples), "skipped": len(skipped),
-            "skipped_items": skipped}
+    return {
+        "beton": beton.name,
+        "labels": labels_file.name,
+        "count": len(samples),
+        "skipped": len(skipped),
+        "skipped_items": skipped,
+    }
