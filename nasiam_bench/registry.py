@@ -136,7 +136,7 @@ class Registry(Generic[T]):
                 f"failed to load: {type(exc).__name__}: {exc}"
             ) from exc
         # An entry point may name a module (its import registers with the decorator) or the object itself.
-        if not isinstance(obj, types.ModuleType) and ep.name not in self._entries:
+        if not isinstance(obj, types.ModuleType):
             self.add(ep.name, obj)
 
 
@@ -147,7 +147,11 @@ def _origin(obj: object) -> str:
 # The suite's registries. Each names the in-tree modules that fill it.
 BACKBONES: Registry = Registry("backbones", ("nasiam_bench.backbones",))
 ACTIVATIONS: Registry = Registry("activations", ("nasiam_bench.activations",))
-FRAMEWORKS: Registry = Registry("frameworks")
+FRAMEWORKS: Registry = Registry(
+    "frameworks",
+    ("nasiam_bench.frameworks.simsiam", "nasiam_bench.frameworks.moco", "nasiam_bench.frameworks.simclr",
+     "nasiam_bench.frameworks.byol"),
+)
 SEARCH_STRATEGIES: Registry = Registry("search_strategies")
 DATASETS: Registry = Registry("datasets", ("nasiam_bench.data.datasets",))
 

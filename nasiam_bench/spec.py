@@ -118,6 +118,19 @@ class EvalSection:
     linear_epochs: int = _opt(10, lo=0)
     linear_lr: float = _opt(0.1, lo=0.0)
     linear_batch_size: int = _opt(256, lo=1)
+    test_subset: int = _opt(0, lo=0, doc="stratified subset of the evaluation split; 0: all of it")
+
+
+@dataclass(frozen=True)
+class FrameworkSection:
+    """Hyperparameters of the framework; unset ones take the framework's paper defaults."""
+
+    temperature: float | None = _opt(None, lo=1e-4, doc="InfoNCE / NT-Xent temperature (moco, simclr)")
+    queue_size: int | None = _opt(None, lo=1, doc="MoCo's queue of negatives")
+    momentum: float | None = _opt(None, lo=0.0, hi=1.0, doc="EMA momentum of the key/target encoder (moco, byol)")
+
+    def given(self) -> dict[str, float | int]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,7 @@ class Spec:
     search: SearchSection = field(default_factory=SearchSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    framework: FrameworkSection = field(default_factory=FrameworkSection)
     seeds: SeedsSection = field(default_factory=SeedsSection)
     source: str = field(default="", compare=False, metadata={"hashed": False})
 
@@ -182,8 +196,8 @@ def _section_fields(section: str) -> dict[str, dataclasses.Field]:
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, dict):  # unset optional values are left out (TOML has no null)
+        return {k: _plain(v) for k, v in value.items() if v is not None}
     return value
 
 
@@ -309,7 +323,13 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
             if name in values:
                 kwargs[name] = _check(f"{info.name}.{name}", values[name], hints[name], f.metadata, where)
         sections[info.name] = info.type_cls(**kwargs)
-    return Spec(**sections, source=source)
+    spec = Spec(**sections, source=source)
+    framework = registry("frameworks").get(spec.experiment.framework)
+    for key in spec.framework.given():
+        if key not in framework.OPTIONS:
+            raise SpecError(f"{where}: framework.{key} does not apply to {spec.experiment.framework}; "
+                            f"its options: {', '.join(framework.OPTIONS) or 'none'}")
+    return spec
 
 
 def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any], where: str) -> Any:
@@ -321,8 +341,8 @@ def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any]
             raise SpecError(f"{where}: {key} = []: expected at least one value")
         item_type = typing.get_args(annotation)[0]
         return tuple(_check(key, v, item_type, meta, where) for v in value)
-    if isinstance(annotation, types.UnionType):
-        raise TypeError(f"unsupported annotation {annotation} for {key}")
+    if isinstance(annotation, types.UnionType):  # X | None: TOML has no null, so a value given is an X
+        (annotation,) = (a for a in typing.get_args(annotation) if a is not type(None))
     value = _check_type(key, value, annotation, where)
     _check_value(key, value, meta, where)
     return value

@@ -49,23 +49,21 @@ PLUGIN = """
     def squareplus():
         return nn.Softplus(beta=2.0)
 
-    def dummy_framework():
+    def dummy_strategy():
         return None
 """
 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory):
-    """A third-party distribution adding an activation, and a 'moco' framework until issue #4 ships the real one."""
+    """A third-party distribution adding an activation, and a 'darts' strategy until issue #5 ships the real one."""
     return write_plugin(
         tmp_path_factory.mktemp("site"),
         "nasiam-plugin-demo",
         PLUGIN,
         {
             "nasiam_bench.activations": {"squareplus": "nasiam_plugin_demo:squareplus"},
-            "nasiam_bench.frameworks": {"moco": "nasiam_plugin_demo:dummy_framework"},
-            "nasiam_bench.datasets": {"cifar10": "nasiam_plugin_demo:dummy_framework"},
-            "nasiam_bench.search_strategies": {"darts": "nasiam_plugin_demo:dummy_framework"},
+            "nasiam_bench.search_strategies": {"darts": "nasiam_plugin_demo:dummy_strategy"},
         },
     )
 

@@ -106,17 +106,16 @@ def test_entry_point_clashing_with_a_builtin_is_a_duplicate(tmp_path, monkeypatc
         tmp_path, "clash-plugin", PLUGIN.replace("toy", "clash"), {"nasiam_bench.toys": {"relu": "clash_plugin:ball"}}
     )
     monkeypatch.syspath_prepend(str(site))
-    reg = Registry("toys")
-
-    @reg.register("relu")
-    def relu():
-        pass
-
-    # An in-tree entry of that name wins silently only if it is the same object; a different plugin object clashes
-    # when registered explicitly by name.
-    assert reg.get("relu") is relu
-    with pytest.raises(DuplicateEntryError):
-        reg.add("relu", lambda: None)
+    module = tmp_path / "toys_builtin.py"
+    module.write_text("def relu():\n    return 'relu'\n")
+    reg = Registry("toys", modules=("toys_builtin_reg",))
+    (tmp_path / "toys_builtin_reg.py").write_text(
+        "import toys_builtin\nfrom tests.test_registry import CLASH\nCLASH.add('relu', toys_builtin.relu)\n"
+    )
+    globals()["CLASH"] = reg
+    monkeypatch.delitem(sys.modules, "toys_builtin_reg", raising=False)
+    with pytest.raises(DuplicateEntryError, match=r"toys: 'relu' is already registered \(by toys_builtin.relu\)"):
+        reg.list()
 
 
 def test_broken_entry_point_names_itself(tmp_path, monkeypatch):

@@ -1,0 +1,1 @@
+"""SSL frameworks, one module each, registered in ``FRAMEWORKS`` on import."""

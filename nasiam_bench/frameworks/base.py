@@ -1,0 +1,98 @@
+"""What every SSL framework provides to the trainer, which knows none of them by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from nasiam_bench.registry import NasiamBenchError
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    """Where a head sits: its input and output sizes, and its hidden width in the framework's paper."""
+
+    in_dim: int
+    out_dim: int
+    hidden: int
+
+
+class Framework(nn.Module):
+    """A backbone with the framework's heads; ``forward(view1, view2)`` returns the loss.
+
+    Subclasses define ``head_shapes`` and ``baseline_heads`` (their papers' MLPs), the loss in ``forward``, and any
+    per-step work in ``after_step`` (momentum encoders). ``options`` are the framework's hyperparameters, with the
+    paper's values as defaults; the spec's ``[framework]`` section overrides those a framework lists in ``OPTIONS``.
+    """
+
+    OPTIONS: ClassVar[dict[str, float | int]] = {}
+    HEADS: ClassVar[tuple[str, ...]] = ("projector",)
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module] | None = None,
+                 options: dict[str, float | int] | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = int(backbone.num_features)
+        self.options = self.resolve_options(options or {})
+        heads = heads if heads is not None else self.baseline_heads(self.feature_dim)
+        if set(heads) != set(self.HEADS):
+            raise NasiamBenchError(f"{type(self).__name__} takes heads {', '.join(self.HEADS)}; got "
+                                   f"{', '.join(sorted(heads)) or 'none'}")
+        self.heads = nn.ModuleDict(heads)
+
+    @classmethod
+    def resolve_options(cls, given: dict[str, float | int]) -> dict[str, float | int]:
+        unknown = sorted(set(given) - set(cls.OPTIONS))
+        if unknown:
+            valid = ", ".join(cls.OPTIONS) or "none"
+            raise NasiamBenchError(f"framework option {unknown[0]!r} does not apply to {cls.__name__}; valid: {valid}")
+        return {**cls.OPTIONS, **given}
+
+    @classmethod
+    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
+        raise NotImplementedError
+
+    @classmethod
+    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"loss": scalar, "embedding": the online projector's output for view1, detached}``."""
+        raise NotImplementedError
+
+    def after_step(self, progress: float) -> None:
+        """Called after each optimiser step with the fraction of training done (momentum updates)."""
+
+    def param_groups(self) -> list[dict]:
+        """Parameter groups for the optimiser; a group with ``fixed_lr`` keeps its learning rate unscheduled."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads["projector"](self.backbone(x))
+
+
+class MomentumEncoder(nn.Module):
+    """A frozen copy of backbone + projector, following the online one by an exponential moving average."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        import copy
+
+        self.backbone, self.projector = copy.deepcopy(backbone), copy.deepcopy(projector)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, backbone: nn.Module, projector: nn.Module, momentum: float) -> None:
+        online = [*backbone.parameters(), *projector.parameters()]
+        target = [*self.backbone.parameters(), *self.projector.parameters()]
+        torch._foreach_mul_(target, momentum)
+        torch._foreach_add_(target, online, alpha=1 - momentum)
+        # Buffers (BatchNorm statistics) stay the target's own, from its forward passes, as in MoCo's and BYOL's code.
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))

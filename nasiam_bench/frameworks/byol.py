@@ -1,0 +1,46 @@
+"""BYOL (Grill et al., 2020): an online network with a predictor regresses a momentum target network."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from nasiam_bench.frameworks.base import Framework, HeadShape, MomentumEncoder
+from nasiam_bench.frameworks.losses import byol_loss
+from nasiam_bench.heads.mlp import mlp
+from nasiam_bench.registry import FRAMEWORKS
+
+HIDDEN = 4096
+OUT_DIM = 256
+
+
+@FRAMEWORKS.register("byol")
+class BYOL(Framework):
+    HEADS = ("projector", "predictor")
+    OPTIONS = {"momentum": 0.996}  # the target's momentum at the start; it rises to 1 on a cosine
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module] | None = None,
+                 options: dict[str, float | int] | None = None) -> None:
+        super().__init__(backbone, heads, options)
+        self.target = MomentumEncoder(self.backbone, self.heads["projector"])
+
+    @classmethod
+    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
+        return {"projector": HeadShape(feature_dim, OUT_DIM, HIDDEN), "predictor": HeadShape(OUT_DIM, OUT_DIM, HIDDEN)}
+
+    @classmethod
+    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+        return {"projector": mlp([feature_dim, HIDDEN, OUT_DIM]), "predictor": mlp([OUT_DIM, HIDDEN, OUT_DIM])}
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
+        z1, z2 = self.project(view1), self.project(view2)
+        p1, p2 = self.heads["predictor"](z1), self.heads["predictor"](z2)
+        t1, t2 = self.target(view1), self.target(view2)
+        return {"loss": byol_loss(p1, p2, t1, t2), "embedding": z1.detach()}
+
+    def after_step(self, progress: float) -> None:
+        base = float(self.options["momentum"])
+        momentum = 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
+        self.target.update(self.backbone, self.heads["projector"], momentum)

@@ -1,0 +1,67 @@
+"""MoCo v2 (Chen et al., 2020): a momentum key encoder with its own copy of the projector, and a queue of keys."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasiam_bench.distributed import gather_no_grad
+from nasiam_bench.frameworks.base import Framework, HeadShape, MomentumEncoder
+from nasiam_bench.frameworks.losses import info_nce
+from nasiam_bench.heads.mlp import mlp
+from nasiam_bench.registry import FRAMEWORKS
+
+OUT_DIM = 128
+
+
+@FRAMEWORKS.register("moco")
+class MoCo(Framework):
+    # CIFAR values (the paper's ImageNet queue is 65,536 and momentum 0.999).
+    OPTIONS = {"temperature": 0.2, "queue_size": 4096, "momentum": 0.99}
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module] | None = None,
+                 options: dict[str, float | int] | None = None) -> None:
+        super().__init__(backbone, heads, options)
+        # The key encoder keeps its own momentum copy of the projector, searched or not (NASiam's code shares one).
+        self.key_encoder = MomentumEncoder(self.backbone, self.heads["projector"])
+        out_dim = self._projector_out_dim()
+        self.register_buffer("queue", F.normalize(torch.randn(out_dim, int(self.options["queue_size"])), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def _projector_out_dim(self) -> int:
+        with torch.no_grad():
+            training = self.heads["projector"].training
+            self.heads["projector"].eval()
+            dim = self.heads["projector"](torch.zeros(2, self.feature_dim)).shape[1]
+            self.heads["projector"].train(training)
+        return dim
+
+    @classmethod
+    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
+        return {"projector": HeadShape(feature_dim, OUT_DIM, feature_dim)}
+
+    @classmethod
+    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+        # MoCo v2's head: a 2-layer MLP (hidden = feature size, ReLU, no BN) to 128-d.
+        return {"projector": mlp([feature_dim, feature_dim, OUT_DIM], hidden_bn=False)}
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.project(view1)
+        q = F.normalize(z, dim=1)
+        with torch.no_grad():
+            k = F.normalize(self.key_encoder(view2), dim=1)
+        loss = info_nce(q, k, self.queue, float(self.options["temperature"]))
+        self._enqueue(k)
+        return {"loss": loss, "embedding": z.detach()}
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        keys = gather_no_grad(keys)
+        size = self.queue.shape[1]
+        slots = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % size
+        self.queue[:, slots] = keys.T.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % size)
+
+    def after_step(self, progress: float) -> None:
+        self.key_encoder.update(self.backbone, self.heads["projector"], float(self.options["momentum"]))

@@ -1,0 +1,32 @@
+"""SimCLR (Chen et al., 2020): NT-Xent over the two views of the whole (multi-process) batch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nasiam_bench.frameworks.base import Framework, HeadShape
+from nasiam_bench.frameworks.losses import nt_xent
+from nasiam_bench.heads.mlp import mlp
+from nasiam_bench.registry import FRAMEWORKS
+
+HIDDEN = 2048
+OUT_DIM = 128
+
+
+@FRAMEWORKS.register("simclr")
+class SimCLR(Framework):
+    OPTIONS = {"temperature": 0.5}  # the paper's CIFAR-10 value
+
+    @classmethod
+    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
+        return {"projector": HeadShape(feature_dim, OUT_DIM, HIDDEN)}
+
+    @classmethod
+    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+        # SimCLR's head: a 2-layer MLP with BN to 128-d.
+        return {"projector": mlp([feature_dim, HIDDEN, OUT_DIM])}
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
+        z1, z2 = self.project(view1), self.project(view2)
+        return {"loss": nt_xent(z1, z2, float(self.options["temperature"])), "embedding": z1.detach()}

@@ -1,0 +1,41 @@
+"""SimSiam (Chen & He, 2021): a predictor on one branch, a stop-gradient on the other, no negatives."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nasiam_bench.frameworks.base import Framework, HeadShape
+from nasiam_bench.frameworks.losses import simsiam_loss
+from nasiam_bench.heads.mlp import mlp
+from nasiam_bench.registry import FRAMEWORKS
+
+PROJ_DIM = 2048
+PRED_HIDDEN = 512
+
+
+@FRAMEWORKS.register("simsiam")
+class SimSiam(Framework):
+    HEADS = ("projector", "predictor")
+
+    @classmethod
+    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
+        return {"projector": HeadShape(feature_dim, PROJ_DIM, PROJ_DIM),
+                "predictor": HeadShape(PROJ_DIM, PROJ_DIM, PRED_HIDDEN)}
+
+    @classmethod
+    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+        # Projector: 3 layers with BN, the output BN without affine; predictor: 2048 -> 512 -> 2048 bottleneck.
+        return {"projector": mlp([feature_dim, PROJ_DIM, PROJ_DIM, PROJ_DIM], last_bn=True, last_bn_affine=False),
+                "predictor": mlp([PROJ_DIM, PRED_HIDDEN, PROJ_DIM])}
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
+        z1, z2 = self.project(view1), self.project(view2)
+        p1, p2 = self.heads["predictor"](z1), self.heads["predictor"](z2)
+        return {"loss": simsiam_loss(p1, p2, z1, z2), "embedding": z1.detach()}
+
+    def param_groups(self) -> list[dict]:
+        # The paper keeps the predictor's learning rate fixed while the rest follows the cosine schedule.
+        predictor = set(self.heads["predictor"].parameters())
+        return [{"params": [p for p in self.parameters() if p not in predictor and p.requires_grad]},
+                {"params": list(predictor), "fixed_lr": True}]

@@ -1,0 +1,1 @@
+"""Heads: the frameworks' standard MLPs, and (issue #5) the searched ones."""
