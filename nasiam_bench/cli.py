@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from nasiam_bench.registry import REGISTRIES, NasiamBenchError, registry
 
@@ -52,6 +54,34 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from nasiam_bench.spec import load_spec
+    from nasiam_bench.train import default_run_dir, pretrain
+
+    spec = load_spec(args.spec, args.overrides)
+    seeds = [args.seed] if args.seed is not None else list(spec.seeds.values)
+    for seed in seeds:
+        out = Path(args.out) if args.out and len(seeds) == 1 else default_run_dir(spec, seed, args.runs)
+        result = pretrain(spec, seed, out, device=args.device, resume=not args.no_resume, stop_after=args.stop_after)
+        last = result.history[-1] if result.history else {}
+        state = "finished" if result.finished else f"stopped after epoch {result.epochs_done}/{spec.train.epochs}"
+        print(
+            f"{spec.experiment.framework} seed {seed}: {state}; loss {last.get('loss', float('nan')):.4f}, "
+            f"{result.images_per_second:.1f} images/s on {result.device}; checkpoint {result.checkpoint}"
+        )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from nasiam_bench.evaluate import evaluate_checkpoint
+    from nasiam_bench.io import atomic_write_json
+
+    result = evaluate_checkpoint(args.checkpoint, device=args.device, floor=args.floor)
+    atomic_write_json(Path(args.checkpoint).with_name("eval.json"), result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="NASiam benchmark suite: searched vs. standard SSL heads.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -65,6 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=5 profile=smoke")
     p.set_defaults(run=_cmd_show)
+
+    p = sub.add_parser("pretrain", help="pre-train a backbone with the spec's framework (resumes by default)")
+    p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--seed", type=int, help="one seed (default: every seed of seeds.values)")
+    p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
+    p.add_argument("--out", help="the run folder itself, for a single seed")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu or cuda")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+    p.add_argument("--stop-after", type=int, help="stop after this many epochs (resumable)")
+    p.set_defaults(run=_cmd_pretrain)
+
+    p = sub.add_parser("eval", help="kNN, linear probe and collapse metrics of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--floor", action="store_true", help="also the kNN of the same backbone untrained")
+    p.set_defaults(run=_cmd_eval)
 
     p = sub.add_parser("data", help="prepare datasets as FFCV .beton files")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

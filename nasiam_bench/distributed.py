@@ -1,6 +1,7 @@
 """One process per device under torchrun (gloo on the CPU, nccl on CUDA), or a single plain process.
 
-``gather_with_grad`` keeps gradients through the all-gather (SimCLR's negatives), ``gather_no_grad`` does not (MoCo's
+``average_gradients`` reduces the gradients after each backward pass. ``gather_with_grad`` keeps gradients
+through the all-gather (SimCLR's negatives), ``gather_no_grad`` does not (MoCo's
 queue). ``convert_sync_batchnorm`` makes BatchNorm use the statistics of the global batch: torch's SyncBatchNorm on
 CUDA, and on the CPU, which torch's SyncBatchNorm refuses, ``CPUSyncBatchNorm`` below.
 """
@@ -83,6 +84,23 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x / world_size()
 
 
+def average_gradients(module: nn.Module) -> None:
+    """Average the gradients of ``module`` over the processes, in one flat all-reduce after the backward pass.
+
+    In place of DistributedDataParallel: DDP's bucketed reduction gave gradients that differ from a single process's
+    when the model also runs collectives under no_grad (the momentum encoders' synchronised BatchNorm), and an
+    explicit reduction is easy to check. The price is no overlap of communication with the backward pass.
+    """
+    if world_size() == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world_size()
+    for grad, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        grad.copy_(reduced)
+
+
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the global batch with an autograd-aware all-reduce of the per-process sums (any backend)."""
 
@@ -102,7 +120,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n
-        var = stats[c: 2 * c] / n - mean * mean
+        var = stats[c : 2 * c] / n - mean * mean
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -126,8 +144,9 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
 def _convert_cpu(module: nn.Module) -> nn.Module:
     out = module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CPUSyncBatchNorm):
-        out = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+        out = CPUSyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             with torch.no_grad():
                 out.weight.copy_(module.weight)

@@ -149,8 +149,12 @@ BACKBONES: Registry = Registry("backbones", ("nasiam_bench.backbones",))
 ACTIVATIONS: Registry = Registry("activations", ("nasiam_bench.activations",))
 FRAMEWORKS: Registry = Registry(
     "frameworks",
-    ("nasiam_bench.frameworks.simsiam", "nasiam_bench.frameworks.moco", "nasiam_bench.frameworks.simclr",
-     "nasiam_bench.frameworks.byol"),
+    (
+        "nasiam_bench.frameworks.simsiam",
+        "nasiam_bench.frameworks.moco",
+        "nasiam_bench.frameworks.simclr",
+        "nasiam_bench.frameworks.byol",
+    ),
 )
 SEARCH_STRATEGIES: Registry = Registry("search_strategies")
 DATASETS: Registry = Registry("datasets", ("nasiam_bench.data.datasets",))

@@ -320,15 +320,18 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
         hints = typing.get_type_hints(info.type_cls)
         kwargs = {}
         for name, f in _section_fields(info.name).items():
-            if name in values:
-                kwargs[name] = _check(f"{info.name}.{name}", values[name], hints[name], f.metadata, where)
+            value = values.get(name, f.default)  # defaults too: a registry name may be missing from this install
+            if value is not None:
+                kwargs[name] = _check(f"{info.name}.{name}", value, hints[name], f.metadata, where)
         sections[info.name] = info.type_cls(**kwargs)
     spec = Spec(**sections, source=source)
     framework = registry("frameworks").get(spec.experiment.framework)
     for key in spec.framework.given():
         if key not in framework.OPTIONS:
-            raise SpecError(f"{where}: framework.{key} does not apply to {spec.experiment.framework}; "
-                            f"its options: {', '.join(framework.OPTIONS) or 'none'}")
+            raise SpecError(
+                f"{where}: framework.{key} does not apply to {spec.experiment.framework}; "
+                f"its options: {', '.join(framework.OPTIONS) or 'none'}"
+            )
     return spec
 
 
@@ -371,6 +374,11 @@ def _check_value(key: str, value: Any, meta: typing.Mapping[str, Any], where: st
         reg = registry(meta["registry"])
         if value not in reg:
             raise SpecError(f"{where}: {key}: {reg.unknown_message(value)}")
+
+
+def spec_from_dict(raw: dict[str, Any], where: str = "checkpoint") -> Spec:
+    """A spec from the sections ``Spec.to_dict`` wrote (a checkpoint's or a run record's), validated again."""
+    return _build(_merge({}, raw, where=where), where=where, source=where)
 
 
 def spec_to_toml(spec: Spec) -> str:

@@ -23,6 +23,8 @@ from nasiam_bench.data.augment import Normalize, TwoViewAugment
 from nasiam_bench.data.datasets import CifarSource, DataError, FolderSource
 from nasiam_bench.data.prepare import PreparedDataset
 
+# FFCV sets torch's intra-op thread count to its own worker count (to 1 on import); training wants them all back.
+TORCH_THREADS = torch.get_num_threads()
 EVAL_CROP_RATIO = 224 / 256  # resize to size/ratio, centre-crop size: the usual ImageNet evaluation
 TRAIN_DECODE_RATIO = 256 / 224  # variable-size images are decoded to a centre square this much above the crop
 
@@ -69,7 +71,7 @@ class SSLLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
         self.set_epoch(self.epoch)
-        for images, labels in self._batches:
+        for images, labels in _iterate(self._batches):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True).view(-1)
             if images.dtype == torch.uint8:  # FFCV: augment the decoded batch here
@@ -90,12 +92,19 @@ class EvalLoader:
         return self._length
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self._batches:
+        for images, labels in _iterate(self._batches):
             images = images.to(self.device, non_blocking=True)
             yield (
                 (self.normalize(images) if images.dtype == torch.uint8 else images),
                 labels.to(self.device, non_blocking=True).view(-1),
             )
+
+
+def _iterate(batches):
+    """Iterate a loader, restoring torch's thread count after FFCV has set it."""
+    iterator = iter(batches)
+    torch.set_num_threads(TORCH_THREADS)
+    return iterator
 
 
 def _mix(seed: int, epoch: int) -> int:

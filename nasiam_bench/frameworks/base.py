@@ -31,16 +31,21 @@ class Framework(nn.Module):
     OPTIONS: ClassVar[dict[str, float | int]] = {}
     HEADS: ClassVar[tuple[str, ...]] = ("projector",)
 
-    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module] | None = None,
-                 options: dict[str, float | int] | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        heads: dict[str, nn.Module] | None = None,
+        options: dict[str, float | int] | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_dim = int(backbone.num_features)
         self.options = self.resolve_options(options or {})
         heads = heads if heads is not None else self.baseline_heads(self.feature_dim)
         if set(heads) != set(self.HEADS):
-            raise NasiamBenchError(f"{type(self).__name__} takes heads {', '.join(self.HEADS)}; got "
-                                   f"{', '.join(sorted(heads)) or 'none'}")
+            raise NasiamBenchError(
+                f"{type(self).__name__} takes heads {', '.join(self.HEADS)}; got {', '.join(sorted(heads)) or 'none'}"
+            )
         self.heads = nn.ModuleDict(heads)
 
     @classmethod

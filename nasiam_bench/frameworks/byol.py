@@ -21,8 +21,12 @@ class BYOL(Framework):
     HEADS = ("projector", "predictor")
     OPTIONS = {"momentum": 0.996}  # the target's momentum at the start; it rises to 1 on a cosine
 
-    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module] | None = None,
-                 options: dict[str, float | int] | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        heads: dict[str, nn.Module] | None = None,
+        options: dict[str, float | int] | None = None,
+    ) -> None:
         super().__init__(backbone, heads, options)
         self.target = MomentumEncoder(self.backbone, self.heads["projector"])
 

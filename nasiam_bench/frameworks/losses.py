@@ -19,8 +19,9 @@ def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch
 
 def byol_loss(p1: torch.Tensor, p2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
     """BYOL: 2 - 2 cos(p, target), symmetrised (mean over the batch, summed over the two directions)."""
-    return (2 - 2 * F.cosine_similarity(p1, t2.detach(), dim=-1)).mean() + \
-        (2 - 2 * F.cosine_similarity(p2, t1.detach(), dim=-1)).mean()
+    return (2 - 2 * F.cosine_similarity(p1, t2.detach(), dim=-1)).mean() + (
+        2 - 2 * F.cosine_similarity(p2, t1.detach(), dim=-1)
+    ).mean()
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:

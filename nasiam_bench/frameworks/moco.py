@@ -20,8 +20,12 @@ class MoCo(Framework):
     # CIFAR values (the paper's ImageNet queue is 65,536 and momentum 0.999).
     OPTIONS = {"temperature": 0.2, "queue_size": 4096, "momentum": 0.99}
 
-    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module] | None = None,
-                 options: dict[str, float | int] | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        heads: dict[str, nn.Module] | None = None,
+        options: dict[str, float | int] | None = None,
+    ) -> None:
         super().__init__(backbone, heads, options)
         # The key encoder keeps its own momentum copy of the projector, searched or not (NASiam's code shares one).
         self.key_encoder = MomentumEncoder(self.backbone, self.heads["projector"])
@@ -51,7 +55,8 @@ class MoCo(Framework):
         q = F.normalize(z, dim=1)
         with torch.no_grad():
             k = F.normalize(self.key_encoder(view2), dim=1)
-        loss = info_nce(q, k, self.queue, float(self.options["temperature"]))
+        # A copy: the queue is updated in place below, before the backward pass needs its values.
+        loss = info_nce(q, k, self.queue.clone(), float(self.options["temperature"]))
         self._enqueue(k)
         return {"loss": loss, "embedding": z.detach()}
 

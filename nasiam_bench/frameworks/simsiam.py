@@ -20,14 +20,18 @@ class SimSiam(Framework):
 
     @classmethod
     def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
-        return {"projector": HeadShape(feature_dim, PROJ_DIM, PROJ_DIM),
-                "predictor": HeadShape(PROJ_DIM, PROJ_DIM, PRED_HIDDEN)}
+        return {
+            "projector": HeadShape(feature_dim, PROJ_DIM, PROJ_DIM),
+            "predictor": HeadShape(PROJ_DIM, PROJ_DIM, PRED_HIDDEN),
+        }
 
     @classmethod
     def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
         # Projector: 3 layers with BN, the output BN without affine; predictor: 2048 -> 512 -> 2048 bottleneck.
-        return {"projector": mlp([feature_dim, PROJ_DIM, PROJ_DIM, PROJ_DIM], last_bn=True, last_bn_affine=False),
-                "predictor": mlp([PROJ_DIM, PRED_HIDDEN, PROJ_DIM])}
+        return {
+            "projector": mlp([feature_dim, PROJ_DIM, PROJ_DIM, PROJ_DIM], last_bn=True, last_bn_affine=False),
+            "predictor": mlp([PROJ_DIM, PRED_HIDDEN, PROJ_DIM]),
+        }
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
         z1, z2 = self.project(view1), self.project(view2)
@@ -37,5 +41,7 @@ class SimSiam(Framework):
     def param_groups(self) -> list[dict]:
         # The paper keeps the predictor's learning rate fixed while the rest follows the cosine schedule.
         predictor = set(self.heads["predictor"].parameters())
-        return [{"params": [p for p in self.parameters() if p not in predictor and p.requires_grad]},
-                {"params": list(predictor), "fixed_lr": True}]
+        return [
+            {"params": [p for p in self.parameters() if p not in predictor and p.requires_grad]},
+            {"params": list(predictor), "fixed_lr": True},
+        ]

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+
 from torch import nn
 
 
-def mlp(dims: list[int], *, hidden_bn: bool = True, last_bn: bool = False, last_bn_affine: bool = True,
-        last_bias: bool = True) -> nn.Sequential:
+def mlp(
+    dims: list[int],
+    *,
+    hidden_bn: bool = True,
+    last_bn: bool = False,
+    last_bn_affine: bool = True,
+    last_bias: bool = True,
+) -> nn.Sequential:
     """Linear layers through ``dims``; each hidden layer is Linear (no bias when BN follows) -> BN -> ReLU.
 
     ``last_bn`` adds a BatchNorm after the output layer (SimSiam's projector, without affine parameters).
     """
     layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
         last = i == len(dims) - 2
         if not last:
             layers += [nn.Linear(d_in, d_out, bias=not hidden_bn)]

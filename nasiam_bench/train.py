@@ -1,0 +1,404 @@
+"""Pre-train a backbone with an SSL framework: one CPU, one GPU, or several processes under torchrun.
+
+The trainer knows frameworks only through ``Framework``: it asks for the loss, the parameter groups and the
+per-step hook. Each epoch ends with an atomic checkpoint; a run started again in the same folder resumes from it
+and ends with exactly the weights an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import resource
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from nasiam_bench import distributed
+from nasiam_bench.backbones import build_backbone
+from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
+from nasiam_bench.data.prepare import PreparedDataset, open_prepared
+from nasiam_bench.data.splits import stratified_subset
+from nasiam_bench.evaluate import EvalData, collapse_metrics, knn_top1
+from nasiam_bench.frameworks.base import Framework
+from nasiam_bench.io import atomic_path, atomic_write_text
+from nasiam_bench.registry import FRAMEWORKS, NasiamBenchError
+from nasiam_bench.spec import Spec, SpecError, spec_from_dict
+
+CHECKPOINT_FORMAT = "nasiam-bench/checkpoint/1"
+COLLAPSE_STD_RATIO = 0.1  # std of normalised embeddings below 0.1/sqrt(d): the representation is collapsing
+
+
+class TrainingDiverged(NasiamBenchError):
+    """The loss became NaN or infinite."""
+
+
+class CollapseWarning(UserWarning):
+    """The embeddings are collapsing to a point."""
+
+
+@dataclass
+class PretrainResult:
+    out_dir: Path
+    epochs_done: int
+    finished: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images_per_second: float = 0.0
+    peak_memory_mb: float = 0.0
+    device: str = "cpu"
+    world_size: int = 1
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def backbone_path(self) -> Path:
+        return self.out_dir / "backbone.pt"
+
+
+def default_run_dir(spec: Spec, seed: int, root: str | Path = "runs") -> Path:
+    label = spec.experiment.name or f"{spec.experiment.framework}-{spec.experiment.dataset}"
+    return Path(root) / f"{label}-{spec.run_id}" / f"seed{seed}"
+
+
+def build_model(spec: Spec, heads: dict[str, nn.Module] | None = None) -> Framework:
+    """The framework's model around a fresh backbone; ``heads`` None means the framework's baseline heads."""
+    e = spec.experiment
+    backbone = build_backbone(e.backbone, cifar_stem=e.cifar_stem, width=e.width)
+    return FRAMEWORKS.get(e.framework)(backbone, heads, spec.framework.given())
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint this suite wrote, or a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise NasiamBenchError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise NasiamBenchError(f"{path}: not a nasiam-bench checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise NasiamBenchError(f"{path}: not a nasiam-bench checkpoint (no format {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def resolve_heads(spec: Spec) -> dict[str, nn.Module] | None:
+    if spec.experiment.head != "baseline":
+        raise SpecError(
+            f"experiment.head = {spec.experiment.head!r}: this build trains 'baseline' heads only; "
+            f"searched and genotype heads come with the search (issue #5)"
+        )
+    return None
+
+
+def _lr_lambda(total: int, warmup: int, fixed: bool):
+    def factor(step: int) -> float:
+        if fixed:
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return factor
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    if not history:
+        return
+    buffer = io.StringIO()
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(out_dir / "log.csv", buffer.getvalue())
+
+
+def train_indices(spec: Spec, data: PreparedDataset, seed: int) -> np.ndarray:
+    """The training images of a run: the seeded, stratified ``data.train_subset`` (all when 0)."""
+    return stratified_subset(data.labels(data.train_split), spec.data.train_subset, seed)
+
+
+def pretrain(
+    spec: Spec,
+    seed: int,
+    out_dir: str | Path,
+    *,
+    heads: dict[str, nn.Module] | None = None,
+    device: str = "auto",
+    resume: bool = True,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> PretrainResult:
+    """Pre-train for ``spec.train.epochs`` epochs, resuming from ``out_dir/checkpoint.pt`` when there is one.
+
+    ``stop_after`` ends this call after that many epochs (the checkpoint stays resumable): time-sliced runs.
+    """
+    out_dir = Path(out_dir)
+    ctx = distributed.setup(device)
+    t = spec.train
+    if t.batch_size % ctx.world_size:
+        raise SpecError(f"train.batch_size = {t.batch_size} does not split over {ctx.world_size} processes")
+    seed_everything(seed)
+    heads = heads if heads is not None else resolve_heads(spec)
+    model: Framework = build_model(spec, heads).to(ctx.device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if ctx.distributed:
+        model = distributed.convert_sync_batchnorm(model, ctx.device)
+
+    data = open_prepared(spec.experiment.dataset, spec.data.root or None)
+    indices = train_indices(spec, data, seed)
+    loader = ssl_loader(
+        data,
+        data.train_split,
+        LoaderConfig(
+            batch_size=t.batch_size // ctx.world_size,
+            image_size=spec.data.image_size,
+            seed=seed,
+            workers=spec.data.workers,
+            kind=spec.data.loader,
+            device=str(ctx.device),
+            distributed=ctx.distributed,
+        ),
+        indices,
+    )
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise SpecError(f"train.batch_size = {t.batch_size} exceeds the {len(indices)} training images")
+    total_steps = steps_per_epoch * t.epochs
+
+    groups = model.param_groups()
+    lr = t.lr * t.batch_size / 256
+    optimizer = torch.optim.SGD(
+        [{**g, "lr": lr} for g in groups], lr=lr, momentum=t.momentum, weight_decay=t.weight_decay
+    )
+    warmup = t.warmup_epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [_lr_lambda(total_steps, warmup, bool(g.get("fixed_lr"))) for g in groups]
+    )
+
+    history: list[dict[str, Any]] = []
+    start_epoch, train_seconds, images_seen = 0, 0.0, 0
+    checkpoint = out_dir / "checkpoint.pt"
+    if resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        _check_resumable(state, spec, seed, checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start_epoch, history = state["epoch"], state["history"]
+        train_seconds, images_seen = state["train_seconds"], state["images_seen"]
+
+    use_amp = t.amp and ctx.device.type == "cuda"
+    writer = _tensorboard(out_dir) if ctx.is_main else None
+    monitor = None
+    if spec.eval.knn_every and ctx.is_main:
+        monitor = EvalData(
+            data,
+            indices,
+            LoaderConfig(
+                batch_size=spec.eval.linear_batch_size,
+                image_size=spec.data.image_size,
+                seed=seed,
+                workers=spec.data.workers,
+                kind=spec.data.loader,
+                device=str(ctx.device),
+            ),
+            spec.eval.test_subset,
+            seed,
+        )
+
+    end_epoch = t.epochs if stop_after is None else min(t.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
+        model.train()
+        loader.set_epoch(epoch)
+        epoch_start, losses, embedding = time.perf_counter(), [], None
+        bar = tqdm(
+            loader,
+            desc=f"{spec.experiment.framework} epoch {epoch + 1}/{t.epochs}",
+            unit="batch",
+            leave=False,
+            disable=not (progress and ctx.is_main),
+        )
+        for step, (view1, view2, _) in enumerate(bar):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                out = model(view1, view2)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the {spec.experiment.framework} loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"(lr {scheduler.get_last_lr()[0]:.4g}); the checkpoint of epoch {epoch} in {out_dir} is "
+                    f"intact: lower train.lr" + (" or set train.amp=false" if use_amp else "")
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            distributed.average_gradients(model)
+            optimizer.step()
+            scheduler.step()
+            model.after_step((epoch * steps_per_epoch + step + 1) / total_steps)
+            losses.append(loss.detach())
+            embedding = out["embedding"]
+            if writer is not None:
+                writer.add_scalar("train/loss_step", loss.item(), epoch * steps_per_epoch + step)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        seconds = time.perf_counter() - epoch_start
+        train_seconds += seconds
+        images_seen += steps_per_epoch * t.batch_size
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": distributed.all_reduce_mean(torch.stack(losses).mean()).item(),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(seconds, 3),
+            "images_per_s": round(steps_per_epoch * t.batch_size / seconds, 2),
+            **collapse_metrics(embedding),
+        }
+        if row["std_ratio"] < COLLAPSE_STD_RATIO and ctx.is_main:
+            message = (
+                f"epoch {epoch + 1}: the embeddings are collapsing (std of normalised projector output "
+                f"{row['std_ratio']:.3f}/sqrt(d), effective rank {row['effective_rank']:.1f})"
+            )
+            warnings.warn(message, CollapseWarning, stacklevel=2)
+        if monitor is not None and (epoch + 1) % spec.eval.knn_every == 0:
+            row["knn_top1"] = knn_top1(monitor.features(model.backbone), spec.eval.knn_k, spec.eval.knn_temperature)
+        history.append(row)
+        if ctx.is_main:
+            _save_checkpoint(
+                checkpoint, spec, seed, epoch + 1, model, optimizer, scheduler, history, train_seconds, images_seen
+            )
+            _write_log(out_dir, history)
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(f"epoch/{key}", value, epoch + 1)
+        if ctx.distributed:
+            torch.distributed.barrier()
+
+    finished = (history[-1]["epoch"] if history else 0) >= t.epochs
+    if finished and ctx.is_main:
+        export_backbone(model.backbone, out_dir / "backbone.pt")
+    if writer is not None:
+        writer.close()
+    return PretrainResult(
+        out_dir,
+        history[-1]["epoch"] if history else 0,
+        finished,
+        history,
+        train_seconds,
+        images_seen / train_seconds if train_seconds else 0.0,
+        _peak_memory_mb(ctx.device),
+        device_name(ctx.device),
+        ctx.world_size,
+    )
+
+
+def _check_resumable(state: dict[str, Any], spec: Spec, seed: int, path: Path) -> None:
+    if state["framework"] != spec.experiment.framework:
+        raise NasiamBenchError(
+            f"{path} is a {state['framework']} checkpoint; this spec trains "
+            f"{spec.experiment.framework}: use another output folder, or --no-resume"
+        )
+    if state["run_id"] != spec.run_id or state["seed"] != seed:
+        raise NasiamBenchError(
+            f"{path} belongs to run {state['run_id']} seed {state['seed']}, not {spec.run_id} "
+            f"seed {seed}: use another output folder, or --no-resume"
+        )
+
+
+def _save_checkpoint(
+    path: Path,
+    spec: Spec,
+    seed: int,
+    epoch: int,
+    model: Framework,
+    optimizer,
+    scheduler,
+    history,
+    train_seconds: float,
+    images_seen: int,
+) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "framework": spec.experiment.framework,
+        "spec": spec.to_dict(),
+        "run_id": spec.run_id,
+        "seed": seed,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _rng_state(),
+        "history": history,
+        "train_seconds": train_seconds,
+        "images_seen": images_seen,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def export_backbone(backbone: nn.Module, path: Path) -> None:
+    """The backbone's ``state_dict`` with clean keys (no ``module.`` or ``backbone.`` prefixes), for timm."""
+    with atomic_path(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
+
+
+def _tensorboard(out_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
+def model_from_checkpoint(state: dict[str, Any], heads: dict[str, nn.Module] | None = None) -> tuple[Spec, Framework]:
+    """Rebuild the spec and the trained model a checkpoint holds."""
+    spec = spec_from_dict(state["spec"], where=f"checkpoint of run {state['run_id']}")
+    model = build_model(spec, heads)
+    model.load_state_dict(state["model"])
+    return spec, model

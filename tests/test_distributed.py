@@ -1,0 +1,44 @@
+"""torchrun with 2 CPU processes (gloo) gives the loss and gradients of 1 process with the same global batch."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+SCRIPT = REPO / "tests" / "distributed_check.py"
+
+
+def _run(args, out):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, *args, str(out)], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return torch.load(out, weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dist")
+    single = _run([str(SCRIPT)], folder / "single.pt")
+    pair = _run(
+        ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(SCRIPT)],
+        folder / "pair.pt",
+    )
+    return single, pair
+
+
+@pytest.mark.parametrize("framework", ["simsiam", "moco", "simclr", "byol"])
+def test_two_processes_match_one(runs, framework):
+    single, pair = runs[0][framework], runs[1][framework]
+    assert pair["loss"] == pytest.approx(single["loss"], rel=1e-5, abs=1e-6)
+    assert single["grads"].keys() == pair["grads"].keys() and len(single["grads"]) > 10
+    for name, grad in single["grads"].items():
+        torch.testing.assert_close(pair["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=f"{framework} {name}")
+    # BatchNorm running statistics over the global batch, and MoCo's queue of gathered keys, agree too.
+    for name, buffer in single["buffers"].items():
+        torch.testing.assert_close(pair["buffers"][name], buffer, rtol=1e-4, atol=1e-6, msg=f"{framework} {name}")

@@ -1,0 +1,43 @@
+import torch
+
+from nasiam_bench.evaluate import Features, collapse_metrics, knn_top1, linear_probe
+
+
+def clustered(n_per_class=50, classes=4, dim=16, noise=0.1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=g) * 3
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    return centres[labels] + noise * torch.randn(len(labels), dim, generator=g), labels
+
+
+def test_knn_on_known_clusters():
+    train, train_y = clustered(seed=0)
+    test, test_y = clustered(n_per_class=10, seed=0)
+    test = test + 0.05 * torch.randn_like(test)
+    assert knn_top1(Features(train, train_y, test, test_y, 4), k=20) == 100.0
+    shuffled = train_y[torch.randperm(len(train_y), generator=torch.Generator().manual_seed(1))]
+    assert knn_top1(Features(train, shuffled, test, test_y, 4), k=20) < 60.0  # labels unrelated to features
+
+
+def test_knn_weights_votes_by_similarity():
+    # One close neighbour of class 1 outweighs two far ones of class 0 at temperature 0.1.
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    labels = torch.tensor([1, 0, 0])
+    query = torch.tensor([[1.0, 0.1]])
+    assert knn_top1(Features(bank, labels, query, torch.tensor([1]), 2), k=3, temperature=0.1) == 100.0
+
+
+def test_linear_probe_separable_clusters():
+    train, train_y = clustered(seed=0)
+    test, test_y = clustered(n_per_class=10, seed=0)
+    top1, top5 = linear_probe(Features(train, train_y, test, test_y, 4), epochs=20, lr=0.1, batch_size=32, seed=0)
+    assert top1 == 100.0 and top5 == 100.0
+
+
+def test_collapse_metrics():
+    spread = collapse_metrics(torch.randn(512, 64, generator=torch.Generator().manual_seed(0)))
+    assert 0.9 < spread["std_ratio"] < 1.1 and spread["effective_rank"] > 50
+    collapsed = collapse_metrics(torch.ones(512, 64) + 1e-4 * torch.randn(512, 64))
+    assert collapsed["std_ratio"] < 0.01
+    line = torch.randn(512, 1) * torch.randn(1, 64)  # every embedding on one line through the origin
+    assert collapse_metrics(line)["effective_rank"] < 2.5

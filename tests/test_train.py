@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+
+from nasiam_bench.cli import main
+from nasiam_bench.registry import NasiamBenchError
+from nasiam_bench.spec import load_spec
+from nasiam_bench.train import TrainingDiverged, load_checkpoint, pretrain
+from tests.conftest import TEST_DATA_ROOT
+
+pytestmark = pytest.mark.usefixtures("dummy_entries", "cifar10_data")
+
+
+def smoke(framework, *overrides):
+    return load_spec(f"{framework}_cifar10", ["profile=smoke", f"data.root={TEST_DATA_ROOT}", *overrides])
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    spec = smoke("moco", "train.epochs=2", "data.train_subset=128")
+    whole = pretrain(spec, 0, tmp_path / "whole", progress=False)
+    assert whole.finished and whole.epochs_done == 2
+    first = pretrain(spec, 0, tmp_path / "split", progress=False, stop_after=1)
+    assert not first.finished and first.epochs_done == 1
+    assert not (tmp_path / "split" / "backbone.pt").exists()
+    resumed = pretrain(spec, 0, tmp_path / "split", progress=False)
+    assert resumed.finished and [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+    a = load_checkpoint(whole.checkpoint)["model"]
+    b = load_checkpoint(resumed.checkpoint)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key  # exactly, queue and key encoder included
+    backbone = torch.load(whole.backbone_path)
+    assert all(not k.startswith(("module.", "backbone.")) for k in backbone) and "conv1.weight" in backbone
+    again = pretrain(spec, 0, tmp_path / "whole", progress=False)  # finished: nothing more to do
+    assert again.finished and again.history == whole.history
+
+
+@pytest.mark.parametrize("framework", ["simsiam", "moco", "simclr", "byol"])
+def test_cli_pretrain_then_eval(framework, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(["pretrain", f"{framework}_cifar10", "profile=smoke", f"data.root={TEST_DATA_ROOT}", "--out", str(out)])
+        == 0
+    )
+    assert "finished" in capsys.readouterr().out
+    log = (out / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,loss,lr") and len(log) == 2
+    assert any((out / "tensorboard").iterdir())
+    assert main(["eval", str(out / "checkpoint.pt"), "--floor"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["knn_top1"] <= 100 and 0 <= result["linear_top1"] <= result["linear_top5"] <= 100
+    assert result["linear_top5"] > 30  # any classifier scores 50% top-5 on 10 balanced classes
+    assert result["std_ratio"] > 0 and result["effective_rank"] >= 1 and "untrained_knn_top1" in result
+    assert json.loads((out / "eval.json").read_text()) == result
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    from nasiam_bench.frameworks.simsiam import SimSiam
+
+    real = SimSiam.forward
+
+    def poisoned(self, view1, view2):
+        out = real(self, view1, view2)
+        return {**out, "loss": out["loss"] * float("nan")}
+
+    monkeypatch.setattr(SimSiam, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"the simsiam loss is nan at epoch 1, step 1 .* lower train.lr"):
+        pretrain(smoke("simsiam"), 0, tmp_path, progress=False)
+
+
+def test_checkpoint_of_another_framework_or_run_fails_clearly(tmp_path, capsys):
+    moco = pretrain(smoke("moco", "data.train_subset=64"), 0, tmp_path, progress=False)
+    with pytest.raises(NasiamBenchError, match=r"is a moco checkpoint; this spec trains simsiam"):
+        pretrain(smoke("simsiam"), 0, tmp_path, progress=False)
+    with pytest.raises(NasiamBenchError, match=r"belongs to run .* seed 0, not .* seed 1"):
+        pretrain(smoke("moco", "data.train_subset=64"), 1, tmp_path, progress=False)
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    assert main(["eval", str(bogus)]) == 2
+    assert "not a nasiam-bench checkpoint" in capsys.readouterr().err
+    torch.save({"weights": 1}, bogus)
+    assert main(["eval", str(bogus)]) == 2
+    assert moco.checkpoint.is_file()
