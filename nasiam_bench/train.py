@@ -271,21 +271,16 @@ def pretrain(
             disable=not (progress and ctx.is_main),
         )
         for step, (view1, view2, _) in enumerate(bar):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                out = model(view1, view2)
-            loss = out["loss"]
-            if not torch.isfinite(loss):
+            progress_after = (epoch * steps_per_epoch + step + 1) / total_steps
+            try:
+                out = train_step(model, view1, view2, optimizer, scheduler, progress_after, use_amp)
+            except FloatingPointError as exc:
                 raise TrainingDiverged(
-                    f"the {spec.experiment.framework} loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"the {spec.experiment.framework} loss is {exc} at epoch {epoch + 1}, step {step + 1} "
                     f"(lr {scheduler.get_last_lr()[0]:.4g}); the checkpoint of epoch {epoch} in {out_dir} is "
                     f"intact: lower train.lr" + (" or set train.amp=false" if use_amp else "")
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(model)
-            optimizer.step()
-            scheduler.step()
-            model.after_step((epoch * steps_per_epoch + step + 1) / total_steps)
+                ) from None
+            loss = out["loss"]
             losses.append(loss.detach())
             embedding = out["embedding"]
             if writer is not None:
@@ -338,6 +333,30 @@ def pretrain(
         device_name(ctx.device),
         ctx.world_size,
     )
+
+
+def train_step(
+    model: Framework,
+    view1: torch.Tensor,
+    view2: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    progress: float,
+    use_amp: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One optimisation step of any framework; raises FloatingPointError (with the value) on a non-finite loss."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        out = model(view1, view2)
+    loss = out["loss"]
+    if not torch.isfinite(loss):
+        raise FloatingPointError(str(loss.item()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    distributed.average_gradients(model)
+    optimizer.step()
+    scheduler.step()
+    model.after_step(progress)
+    return out
 
 
 def _check_resumable(state: dict[str, Any], spec: Spec, seed: int, path: Path) -> None:

@@ -1,0 +1,110 @@
+"""Training-step throughput of each framework in the suite against a plain hand-written PyTorch step.
+
+Same backbone (half-width ResNet-18, CIFAR stem), same heads, same batch, same optimiser; the plain step spells the
+loss out inline and calls no suite code. Rounds alternate between the two so that drift hits both alike.
+"""
+
+import copy
+import statistics
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nasiam_bench.backbones import build_backbone
+from nasiam_bench.registry import FRAMEWORKS
+from nasiam_bench.train import train_step
+
+BATCH = 64
+ROUNDS = 5
+
+
+def plain_step_fn(name, backbone, heads, extra):
+    """A hand-written step for ``name``: forward, inline loss, backward, SGD step, momentum update."""
+    proj = heads["projector"]
+    pred = heads.get("predictor")
+    params = [p for p in [*backbone.parameters(), *proj.parameters(), *(pred.parameters() if pred else [])]]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    target = extra.get("target")
+    queue = F.normalize(torch.randn(128, 4096), dim=0) if name == "moco" else None
+    ptr = [0]
+
+    def step(x1, x2):
+        if name == "simsiam":
+            z1, z2 = proj(backbone(x1)), proj(backbone(x2))
+            p1, p2 = pred(z1), pred(z2)
+            loss = -(F.cosine_similarity(p1, z2.detach()).mean() + F.cosine_similarity(p2, z1.detach()).mean()) / 2
+        elif name == "simclr":
+            z = F.normalize(torch.cat([proj(backbone(x1)), proj(backbone(x2))]), dim=1)
+            n = len(x1)
+            logits = z @ z.T / 0.5
+            logits.fill_diagonal_(float("-inf"))
+            loss = F.cross_entropy(logits, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+        elif name == "moco":
+            q = F.normalize(proj(backbone(x1)), dim=1)
+            with torch.no_grad():
+                k = F.normalize(target(x2), dim=1)
+            logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.clone()], dim=1) / 0.2
+            loss = F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long))
+            queue[:, (ptr[0] + torch.arange(len(k))) % 4096] = k.T
+            ptr[0] = (ptr[0] + len(k)) % 4096
+        else:  # byol
+            z1, z2 = proj(backbone(x1)), proj(backbone(x2))
+            p1, p2 = pred(z1), pred(z2)
+            with torch.no_grad():
+                t1, t2 = target(x1), target(x2)
+            loss = (2 - 2 * F.cosine_similarity(p1, t2)).mean() + (2 - 2 * F.cosine_similarity(p2, t1)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if target is not None:
+            with torch.no_grad():
+                online = [*backbone.parameters(), *proj.parameters()]
+                for t, o in zip(target.parameters(), online, strict=True):
+                    t.mul_(0.99).add_(o, alpha=0.01)
+        return loss
+
+    return step
+
+
+@pytest.mark.parametrize("name", ["simsiam", "moco", "simclr", "byol"])
+@pytest.mark.benchmark(group="train-step")
+def test_framework_step_overhead(name, benchmark, report):
+    torch.manual_seed(0)
+    model = FRAMEWORKS.get(name)(build_backbone("resnet18", cifar_stem=True, width=0.5))
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+    reference = copy.deepcopy(model)
+    extra = {"target": getattr(reference, "key_encoder", None) or getattr(reference, "target", None)}
+    plain = plain_step_fn(name, reference.backbone, dict(reference.heads), extra)
+
+    g = torch.Generator().manual_seed(1)
+    x1 = torch.randn(BATCH, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
+    x2 = torch.randn(BATCH, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
+    suite_times, plain_times = [], []
+
+    def suite_round():
+        start = time.perf_counter()
+        train_step(model, x1, x2, optimizer, scheduler, 0.5)
+        suite_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        plain(x1, x2)
+        plain_times.append(time.perf_counter() - start)
+
+    suite_round()  # warm-up
+    suite_times.clear()
+    plain_times.clear()
+    benchmark.pedantic(suite_round, rounds=ROUNDS, iterations=1)
+    assert len(suite_times) == len(plain_times) >= 1
+    suite, ref = statistics.median(suite_times), statistics.median(plain_times)
+    benchmark.extra_info.update(
+        suite_images_per_s=BATCH / suite, plain_images_per_s=BATCH / ref, overhead=suite / ref - 1
+    )
+    report(
+        f"train step {name:8}: suite {BATCH / suite:6.1f} images/s, plain PyTorch {BATCH / ref:6.1f} images/s, "
+        f"suite/plain time {suite / ref:.3f} (target <= 1.05; half-width ResNet-18, batch {BATCH}, CPU, "
+        f"median of {len(suite_times)})"
+    )
