@@ -72,6 +72,29 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from nasiam_bench.heads.genotype import GENOTYPES_DIR, load_genotype
+    from nasiam_bench.search.run import default_search_dir, run_search
+    from nasiam_bench.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    seeds = [args.seed] if args.seed is not None else list(spec.seeds.values)
+    for seed in seeds:
+        out = Path(args.out) if args.out and len(seeds) == 1 else default_search_dir(spec, seed, args.runs)
+        result, genotype_file = run_search(spec, seed, out, device=args.device)
+        if genotype_file is None:
+            print(f"{spec.experiment.strategy}: no search; the {spec.experiment.framework} baseline heads")
+            continue
+        for head, ops in result.genotype.items():
+            print(f"{head}: {', '.join(ops)}")
+        print(f"genotype {genotype_file} ({result.seconds:.1f} s, {result.steps} steps)")
+        if args.save_as:
+            target = GENOTYPES_DIR / f"{args.save_as}.toml"
+            load_genotype(genotype_file).save(target)
+            print(f"saved as {target}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from nasiam_bench.evaluate import evaluate_checkpoint
     from nasiam_bench.io import atomic_write_json
@@ -106,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--stop-after", type=int, help="stop after this many epochs (resumable)")
     p.set_defaults(run=_cmd_pretrain)
+
+    p = sub.add_parser("search", help="search the heads with the spec's strategy; writes the genotype")
+    p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--seed", type=int, help="one seed (default: every seed of seeds.values)")
+    p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
+    p.add_argument("--out", help="the search folder itself, for a single seed")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save-as", help="also save the genotype as registry/genotypes/NAME.toml")
+    p.set_defaults(run=_cmd_search)
 
     p = sub.add_parser("eval", help="kNN, linear probe and collapse metrics of a checkpoint")
     p.add_argument("checkpoint")

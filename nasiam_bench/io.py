@@ -33,3 +33,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save`` atomically."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch_or_none(path: str | Path) -> Any:
+    """What ``save_torch`` wrote, or None when there is no such file."""
+    import torch
+
+    path = Path(path)
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None

@@ -156,7 +156,10 @@ FRAMEWORKS: Registry = Registry(
         "nasiam_bench.frameworks.byol",
     ),
 )
-SEARCH_STRATEGIES: Registry = Registry("search_strategies")
+SEARCH_STRATEGIES: Registry = Registry(
+    "search_strategies",
+    ("nasiam_bench.search.darts", "nasiam_bench.search.gdas", "nasiam_bench.search.random", "nasiam_bench.search.none"),
+)
 DATASETS: Registry = Registry("datasets", ("nasiam_bench.data.datasets",))
 
 REGISTRIES: dict[str, Registry] = {r.name: r for r in (BACKBONES, ACTIVATIONS, FRAMEWORKS, SEARCH_STRATEGIES, DATASETS)}

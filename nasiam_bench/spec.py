@@ -96,6 +96,13 @@ class SearchSection:
     arch_weight_decay: float = _opt(1e-3, lo=0.0)
     arch_optimizer: str = _opt("adam", choices=("adam", "adamw"))
     random_samples: int = _opt(4, lo=1, doc="genotypes sampled by the random strategy")
+    tau_max: float = _opt(10.0, lo=1e-3, doc="GDAS: Gumbel-softmax temperature at the start")
+    tau_min: float = _opt(0.1, lo=1e-3, doc="GDAS: ... and at the end (annealed linearly)")
+    projector_layers: int = _opt(0, lo=0, hi=32, doc="searched projector layers; 0: the paper's for the framework")
+    predictor_layers: int = _opt(0, lo=0, hi=32, doc="searched predictor layers; 0: the paper's")
+
+    def layers(self) -> dict[str, int]:
+        return {"projector": self.projector_layers, "predictor": self.predictor_layers}
 
 
 @dataclass(frozen=True)
@@ -153,20 +160,30 @@ class Spec:
         """The resolved spec as plain TOML-able data (sections only)."""
         return {s.name: _plain(dataclasses.asdict(getattr(self, s.name))) for s in _sections()}
 
-    @property
-    def run_id(self) -> str:
-        """Stable 12-hex-digit hash of everything that changes a result."""
+    def _digest(self, skip: tuple[str, ...] = ()) -> str:
         hashed = {
-            s.name: {
-                f.name: v
-                for f in dataclasses.fields(s.type_cls)
+            sec.name: {
+                f.name: _plain(getattr(getattr(self, sec.name), f.name))
+                for f in dataclasses.fields(sec.type_cls)
                 if f.metadata.get("hashed", True)
-                for v in [_plain(getattr(getattr(self, s.name), f.name))]
+                and f"{sec.name}.{f.name}" not in skip
+                and sec.name not in skip
+                and getattr(getattr(self, sec.name), f.name) is not None
             }
-            for s in _sections()
+            for sec in _sections()
         }
         blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def run_id(self) -> str:
+        """Stable 12-hex-digit hash of everything that changes a result."""
+        return self._digest()
+
+    @property
+    def search_id(self) -> str:
+        """The hash of what changes a search: not the head trained afterwards, nor the pre-training schedule."""
+        return self._digest(skip=("experiment.head", "train", "eval", "seeds"))
 
     def replace(self, **overrides: Any) -> Spec:
         """A copy with ``section.key`` (or unique short key) overrides applied and validated."""

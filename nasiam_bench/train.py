@@ -31,7 +31,8 @@ from nasiam_bench.data.prepare import PreparedDataset, open_prepared
 from nasiam_bench.data.splits import stratified_subset
 from nasiam_bench.evaluate import EvalData, collapse_metrics, knn_top1
 from nasiam_bench.frameworks.base import Framework
-from nasiam_bench.io import atomic_path, atomic_write_text
+from nasiam_bench.heads.genotype import Genotype, build_heads, load_genotype, paper_genotype_path
+from nasiam_bench.io import atomic_write_text, save_torch
 from nasiam_bench.registry import FRAMEWORKS, NasiamBenchError
 from nasiam_bench.spec import Spec, SpecError, spec_from_dict
 
@@ -73,11 +74,16 @@ def default_run_dir(spec: Spec, seed: int, root: str | Path = "runs") -> Path:
     return Path(root) / f"{label}-{spec.run_id}" / f"seed{seed}"
 
 
-def build_model(spec: Spec, heads: dict[str, nn.Module] | None = None) -> Framework:
-    """The framework's model around a fresh backbone; ``heads`` None means the framework's baseline heads."""
+def build_model(spec: Spec, genotype: dict[str, list[str]] | None = None) -> Framework:
+    """The framework's model around a fresh backbone: its baseline heads, or the heads a genotype describes."""
     e = spec.experiment
     backbone = build_backbone(e.backbone, cifar_stem=e.cifar_stem, width=e.width)
-    return FRAMEWORKS.get(e.framework)(backbone, heads, spec.framework.given())
+    framework = FRAMEWORKS.get(e.framework)
+    heads = None
+    if genotype is not None:
+        cells = framework.search_cells(int(backbone.num_features), spec.search.layers())
+        heads = build_heads(Genotype(e.framework, genotype), cells, where=f"{e.framework} genotype")
+    return framework(backbone, heads, spec.framework.given())
 
 
 def device_name(device: torch.device) -> str:
@@ -102,13 +108,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def resolve_heads(spec: Spec) -> dict[str, nn.Module] | None:
-    if spec.experiment.head != "baseline":
-        raise SpecError(
-            f"experiment.head = {spec.experiment.head!r}: this build trains 'baseline' heads only; "
-            f"searched and genotype heads come with the search (issue #5)"
-        )
-    return None
+def resolve_genotype(spec: Spec, seed: int, runs: str | Path = "runs") -> dict[str, list[str]] | None:
+    """The ops of the heads ``experiment.head`` asks for; None for the framework's baseline heads.
+
+    ``genotype:<file>``: a genotype file; ``paper``: the paper's for this framework, dataset and backbone;
+    ``nasiam``: what ``nasiam-bench search`` found for this spec and seed; ``random``: one sampled with the seed.
+    """
+    e = spec.experiment
+    kind = e.head
+    if kind == "baseline":
+        return None
+    if kind == "random":
+        from nasiam_bench.heads.ops import search_space
+        from nasiam_bench.search.random import sample_genotype
+
+        layers = FRAMEWORKS.get(e.framework).search_cells(1, spec.search.layers())
+        rng = np.random.default_rng([seed, 1])  # not the random search's own stream
+        return sample_genotype(search_space(e.activations), {h: c.layers for h, c in layers.items()}, rng)
+    if kind == "paper":
+        path = paper_genotype_path(e.framework, e.dataset, e.backbone)
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in path.parent.glob("*.toml"))) or "none"
+            raise SpecError(
+                f"experiment.head = 'paper': the paper published no genotype for {e.framework} on "
+                f"{e.dataset} with {e.backbone}; it did for: {known}"
+            )
+    elif kind == "nasiam":
+        from nasiam_bench.search.run import default_search_dir
+
+        path = default_search_dir(spec, seed, runs) / "genotype.toml"
+        if not path.is_file():
+            raise SpecError(
+                f"experiment.head = 'nasiam': no search result at {path}; run "
+                f"`nasiam-bench search` with this spec first"
+            )
+    else:
+        path = Path(kind.removeprefix("genotype:"))
+    genotype = load_genotype(path)
+    if genotype.framework != e.framework:
+        raise SpecError(f"{path}: a genotype of {genotype.framework} heads, not {e.framework}")
+    return genotype.heads
 
 
 def _lr_lambda(total: int, warmup: int, fixed: bool):
@@ -172,15 +211,17 @@ def pretrain(
     seed: int,
     out_dir: str | Path,
     *,
-    heads: dict[str, nn.Module] | None = None,
+    genotype: dict[str, list[str]] | None = None,
     device: str = "auto",
     resume: bool = True,
     stop_after: int | None = None,
     progress: bool = True,
+    runs: str | Path = "runs",
 ) -> PretrainResult:
     """Pre-train for ``spec.train.epochs`` epochs, resuming from ``out_dir/checkpoint.pt`` when there is one.
 
-    ``stop_after`` ends this call after that many epochs (the checkpoint stays resumable): time-sliced runs.
+    The heads are those ``experiment.head`` names (resolved against ``runs`` for ``nasiam``), unless ``genotype``
+    gives their ops. ``stop_after`` ends this call after that many epochs (the checkpoint stays resumable).
     """
     out_dir = Path(out_dir)
     ctx = distributed.setup(device)
@@ -188,8 +229,8 @@ def pretrain(
     if t.batch_size % ctx.world_size:
         raise SpecError(f"train.batch_size = {t.batch_size} does not split over {ctx.world_size} processes")
     seed_everything(seed)
-    heads = heads if heads is not None else resolve_heads(spec)
-    model: Framework = build_model(spec, heads).to(ctx.device)
+    genotype = genotype if genotype is not None else resolve_genotype(spec, seed, runs)
+    model: Framework = build_model(spec, genotype).to(ctx.device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if ctx.distributed:
@@ -308,7 +349,17 @@ def pretrain(
         history.append(row)
         if ctx.is_main:
             _save_checkpoint(
-                checkpoint, spec, seed, epoch + 1, model, optimizer, scheduler, history, train_seconds, images_seen
+                checkpoint,
+                spec,
+                seed,
+                epoch + 1,
+                model,
+                optimizer,
+                scheduler,
+                history,
+                train_seconds,
+                images_seen,
+                genotype,
             )
             _write_log(out_dir, history)
             for key, value in row.items():
@@ -383,9 +434,11 @@ def _save_checkpoint(
     history,
     train_seconds: float,
     images_seen: int,
+    genotype: dict[str, list[str]] | None,
 ) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
+        "genotype": genotype,
         "framework": spec.experiment.framework,
         "spec": spec.to_dict(),
         "run_id": spec.run_id,
@@ -399,14 +452,12 @@ def _save_checkpoint(
         "train_seconds": train_seconds,
         "images_seen": images_seen,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(path, state)
 
 
 def export_backbone(backbone: nn.Module, path: Path) -> None:
     """The backbone's ``state_dict`` with clean keys (no ``module.`` or ``backbone.`` prefixes), for timm."""
-    with atomic_path(path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, tmp)
+    save_torch(path, {k: v.detach().cpu() for k, v in backbone.state_dict().items()})
 
 
 def _tensorboard(out_dir: Path):
@@ -415,9 +466,9 @@ def _tensorboard(out_dir: Path):
     return SummaryWriter(str(out_dir / "tensorboard"))
 
 
-def model_from_checkpoint(state: dict[str, Any], heads: dict[str, nn.Module] | None = None) -> tuple[Spec, Framework]:
-    """Rebuild the spec and the trained model a checkpoint holds."""
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[Spec, Framework]:
+    """Rebuild the spec and the trained model (its heads included) a checkpoint holds."""
     spec = spec_from_dict(state["spec"], where=f"checkpoint of run {state['run_id']}")
-    model = build_model(spec, heads)
+    model = build_model(spec, state.get("genotype"))
     model.load_state_dict(state["model"])
     return spec, model

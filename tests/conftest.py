@@ -1,4 +1,4 @@
-"""Shared fixtures: a fake installed plugin distribution, and dummy registry entries for what later issues build."""
+"""Shared fixtures: a fake installed plugin distribution, the real CIFAR-10 prepared once, a shared loader."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from nasiam_bench.registry import DATASETS, FRAMEWORKS, SEARCH_STRATEGIES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,25 +37,6 @@ def run_cli(*args: str, extra_path: Path | None = None) -> subprocess.CompletedP
     return subprocess.run(
         [sys.executable, "-m", "nasiam_bench", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
     )
-
-
-@pytest.fixture
-def dummy_entries(monkeypatch):
-    """Stand-ins for the framework, dataset and strategy entries that issues #3-#5 register."""
-
-    def dummy() -> None:
-        return None
-
-    for reg, names in (
-        (FRAMEWORKS, ("moco", "simsiam", "simclr")),
-        (DATASETS, ("cifar10",)),
-        (SEARCH_STRATEGIES, ("darts",)),
-    ):
-        len(reg)  # load the in-tree entries first, so the stand-ins never shadow real ones
-        for name in names:
-            if name not in reg:
-                monkeypatch.setitem(reg._entries, name, dummy)
-    return dummy
 
 
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"

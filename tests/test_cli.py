@@ -34,7 +34,7 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_show_prints_resolved_toml(tmp_path, capsys, dummy_entries):
+def test_show_prints_resolved_toml(tmp_path, capsys):
     spec = tmp_path / "exp.toml"
     spec.write_text('[experiment]\nframework = "moco"\n')
     assert main(["show", str(spec), "profile=smoke", "train.epochs=2"]) == 0
@@ -48,22 +48,18 @@ PLUGIN = """
 
     def squareplus():
         return nn.Softplus(beta=2.0)
-
-    def dummy_strategy():
-        return None
 """
 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory):
-    """A third-party distribution adding an activation, and a 'darts' strategy until issue #5 ships the real one."""
+    """A third-party distribution adding an activation."""
     return write_plugin(
         tmp_path_factory.mktemp("site"),
         "nasiam-plugin-demo",
         PLUGIN,
         {
             "nasiam_bench.activations": {"squareplus": "nasiam_plugin_demo:squareplus"},
-            "nasiam_bench.search_strategies": {"darts": "nasiam_plugin_demo:dummy_strategy"},
         },
     )
 

@@ -5,8 +5,6 @@ import pytest
 
 from nasiam_bench.spec import Spec, SpecError, load_spec, parse_override, spec_to_toml
 
-pytestmark = pytest.mark.usefixtures("dummy_entries")
-
 
 def write(tmp_path, text, name="exp.toml"):
     path = tmp_path / name

@@ -9,7 +9,7 @@ from nasiam_bench.spec import load_spec
 from nasiam_bench.train import TrainingDiverged, load_checkpoint, pretrain
 from tests.conftest import TEST_DATA_ROOT
 
-pytestmark = pytest.mark.usefixtures("dummy_entries", "cifar10_data")
+pytestmark = pytest.mark.usefixtures("cifar10_data")
 
 
 def smoke(framework, *overrides):

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from nasiam_bench.heads.supernet import Cell
 from nasiam_bench.registry import NasiamBenchError
 
 
@@ -30,6 +31,8 @@ class Framework(nn.Module):
 
     OPTIONS: ClassVar[dict[str, float | int]] = {}
     HEADS: ClassVar[tuple[str, ...]] = ("projector",)
+    SEARCH_LAYERS: ClassVar[dict[str, int]] = {"projector": 4}  # the paper's searched layers per head
+    ONLINE_VIEWS: ClassVar[int] = 2  # views whose backbone features the loss needs with gradients
 
     def __init__(
         self,
@@ -64,9 +67,30 @@ class Framework(nn.Module):
     def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
         raise NotImplementedError
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"loss": scalar, "embedding": the online projector's output for view1, detached}``."""
+    @classmethod
+    def search_cells(cls, feature_dim: int, layers: dict[str, int] | None = None) -> dict[str, Cell]:
+        """The searched heads' layouts; ``layers`` overrides the paper's layer count of a head (0 keeps it)."""
+        counts = {**cls.SEARCH_LAYERS, **{k: v for k, v in (layers or {}).items() if v}}
+        return cls._cells(feature_dim, counts)
+
+    @classmethod
+    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
         raise NotImplementedError
+
+    def forward(
+        self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``{"loss": scalar, "embedding": the online projector's output for view1, detached}``.
+
+        ``features``: the backbone's outputs for the first ``ONLINE_VIEWS`` views, computed already (the search's
+        architecture step computes them without autograd).
+        """
+        raise NotImplementedError
+
+    def online_features(
+        self, views: tuple[torch.Tensor, ...], features: tuple[torch.Tensor, ...] | None
+    ) -> tuple[torch.Tensor, ...]:
+        return features if features is not None else tuple(self.backbone(v) for v in views[: self.ONLINE_VIEWS])
 
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with the fraction of training done (momentum updates)."""

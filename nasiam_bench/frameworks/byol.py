@@ -10,6 +10,7 @@ from torch import nn
 from nasiam_bench.frameworks.base import Framework, HeadShape, MomentumEncoder
 from nasiam_bench.frameworks.losses import byol_loss
 from nasiam_bench.heads.mlp import mlp
+from nasiam_bench.heads.supernet import Cell
 from nasiam_bench.registry import FRAMEWORKS
 
 HIDDEN = 4096
@@ -19,6 +20,7 @@ OUT_DIM = 256
 @FRAMEWORKS.register("byol")
 class BYOL(Framework):
     HEADS = ("projector", "predictor")
+    SEARCH_LAYERS = {"projector": 4, "predictor": 2}  # not in the paper: laid out as SimSiam's and MoCo's cells
     OPTIONS = {"momentum": 0.996}  # the target's momentum at the start; it rises to 1 on a cosine
 
     def __init__(
@@ -38,8 +40,18 @@ class BYOL(Framework):
     def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
         return {"projector": mlp([feature_dim, HIDDEN, OUT_DIM]), "predictor": mlp([OUT_DIM, HIDDEN, OUT_DIM])}
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
-        z1, z2 = self.project(view1), self.project(view2)
+    @classmethod
+    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
+        return {
+            "projector": Cell((feature_dim,) * (counts["projector"] + 1), lambda: nn.Linear(feature_dim, OUT_DIM)),
+            "predictor": Cell((OUT_DIM, *(HIDDEN,) * (counts["predictor"] - 1), OUT_DIM)),
+        }
+
+    def forward(
+        self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
+    ) -> dict[str, torch.Tensor]:
+        f1, f2 = self.online_features((view1, view2), features)
+        z1, z2 = self.heads["projector"](f1), self.heads["projector"](f2)
         p1, p2 = self.heads["predictor"](z1), self.heads["predictor"](z2)
         t1, t2 = self.target(view1), self.target(view2)
         return {"loss": byol_loss(p1, p2, t1, t2), "embedding": z1.detach()}

@@ -10,6 +10,7 @@ from nasiam_bench.distributed import gather_no_grad
 from nasiam_bench.frameworks.base import Framework, HeadShape, MomentumEncoder
 from nasiam_bench.frameworks.losses import info_nce
 from nasiam_bench.heads.mlp import mlp
+from nasiam_bench.heads.supernet import Cell
 from nasiam_bench.registry import FRAMEWORKS
 
 OUT_DIM = 128
@@ -19,6 +20,7 @@ OUT_DIM = 128
 class MoCo(Framework):
     # CIFAR values (the paper's ImageNet queue is 65,536 and momentum 0.999).
     OPTIONS = {"temperature": 0.2, "queue_size": 4096, "momentum": 0.99}
+    ONLINE_VIEWS = 1  # the second view goes through the key encoder only
 
     def __init__(
         self,
@@ -50,8 +52,16 @@ class MoCo(Framework):
         # MoCo v2's head: a 2-layer MLP (hidden = feature size, ReLU, no BN) to 128-d.
         return {"projector": mlp([feature_dim, feature_dim, OUT_DIM], hidden_bn=False)}
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
-        z = self.project(view1)
+    @classmethod
+    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
+        # The paper: the projector cell at the feature width, then the Linear to 128.
+        return {"projector": Cell((feature_dim,) * (counts["projector"] + 1), lambda: nn.Linear(feature_dim, OUT_DIM))}
+
+    def forward(
+        self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
+    ) -> dict[str, torch.Tensor]:
+        (f1,) = self.online_features((view1, view2), features)
+        z = self.heads["projector"](f1)
         q = F.normalize(z, dim=1)
         with torch.no_grad():
             k = F.normalize(self.key_encoder(view2), dim=1)

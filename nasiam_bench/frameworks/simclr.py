@@ -8,15 +8,18 @@ from torch import nn
 from nasiam_bench.frameworks.base import Framework, HeadShape
 from nasiam_bench.frameworks.losses import nt_xent
 from nasiam_bench.heads.mlp import mlp
+from nasiam_bench.heads.supernet import Cell
 from nasiam_bench.registry import FRAMEWORKS
 
 HIDDEN = 2048
 OUT_DIM = 128
+SEARCH_HIDDEN = 512
 
 
 @FRAMEWORKS.register("simclr")
 class SimCLR(Framework):
     OPTIONS = {"temperature": 0.5}  # the paper's CIFAR-10 value
+    SEARCH_LAYERS = {"projector": 6}
 
     @classmethod
     def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
@@ -27,6 +30,14 @@ class SimCLR(Framework):
         # SimCLR's head: a 2-layer MLP with BN to 128-d.
         return {"projector": mlp([feature_dim, HIDDEN, OUT_DIM])}
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
-        z1, z2 = self.project(view1), self.project(view2)
+    @classmethod
+    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
+        # The paper: feature width -> 512 -> ... -> 512 -> 128, no tail.
+        return {"projector": Cell((feature_dim, *(SEARCH_HIDDEN,) * (counts["projector"] - 1), OUT_DIM))}
+
+    def forward(
+        self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
+    ) -> dict[str, torch.Tensor]:
+        f1, f2 = self.online_features((view1, view2), features)
+        z1, z2 = self.heads["projector"](f1), self.heads["projector"](f2)
         return {"loss": nt_xent(z1, z2, float(self.options["temperature"])), "embedding": z1.detach()}

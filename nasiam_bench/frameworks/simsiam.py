@@ -8,6 +8,7 @@ from torch import nn
 from nasiam_bench.frameworks.base import Framework, HeadShape
 from nasiam_bench.frameworks.losses import simsiam_loss
 from nasiam_bench.heads.mlp import mlp
+from nasiam_bench.heads.supernet import Cell
 from nasiam_bench.registry import FRAMEWORKS
 
 PROJ_DIM = 2048
@@ -17,6 +18,7 @@ PRED_HIDDEN = 512
 @FRAMEWORKS.register("simsiam")
 class SimSiam(Framework):
     HEADS = ("projector", "predictor")
+    SEARCH_LAYERS = {"projector": 6, "predictor": 4}
 
     @classmethod
     def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
@@ -33,8 +35,23 @@ class SimSiam(Framework):
             "predictor": mlp([PROJ_DIM, PRED_HIDDEN, PROJ_DIM]),
         }
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
-        z1, z2 = self.project(view1), self.project(view2)
+    @classmethod
+    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
+        # The paper: the projector cell at the feature width before the final Linear to 2048 and a BN without
+        # affine; the predictor cell 2048 -> 512 -> ... -> 512 -> 2048.
+        def tail() -> nn.Module:
+            return nn.Sequential(nn.Linear(feature_dim, PROJ_DIM), nn.BatchNorm1d(PROJ_DIM, affine=False))
+
+        return {
+            "projector": Cell((feature_dim,) * (counts["projector"] + 1), tail),
+            "predictor": Cell((PROJ_DIM, *(PRED_HIDDEN,) * (counts["predictor"] - 1), PROJ_DIM)),
+        }
+
+    def forward(
+        self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
+    ) -> dict[str, torch.Tensor]:
+        f1, f2 = self.online_features((view1, view2), features)
+        z1, z2 = self.heads["projector"](f1), self.heads["projector"](f2)
         p1, p2 = self.heads["predictor"](z1), self.heads["predictor"](z2)
         return {"loss": simsiam_loss(p1, p2, z1, z2), "embedding": z1.detach()}
 

@@ -1,0 +1,123 @@
+"""Supernet heads for the search: each layer a MixedOp over the search space, weighted by a row of alpha.
+
+The ``linear_<act>`` ops of a layer share their input, so they run as one matrix multiply over their concatenated
+weights (and one BatchNorm over the concatenated outputs: BatchNorm is per feature, so this equals one BN per op);
+only the activations differ per op. The strategy decides how a row of alpha becomes op weights (softmax for DARTS,
+a hard Gumbel sample for GDAS); a one-hot weight vector computes only the chosen op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nasiam_bench.activations import build_activation
+from nasiam_bench.heads.ops import LINEAR_PREFIX, build_op, is_widening
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A searched head: the feature sizes through its layers (``dims[i] -> dims[i+1]`` for layer i) and the fixed
+    module after it (SimSiam's final Linear + BN, MoCo's Linear to 128), if any."""
+
+    dims: tuple[int, ...]
+    tail: Callable[[], nn.Module] | None = None
+
+    @property
+    def layers(self) -> int:
+        return len(self.dims) - 1
+
+
+class MixedLayer(nn.Module):
+    def __init__(self, ops: list[str], in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.op_names = list(ops)
+        self.linear_acts = [op[len(LINEAR_PREFIX) :] for op in ops if op.startswith(LINEAR_PREFIX)]
+        self.n_linear, self.out_dim = len(self.linear_acts), out_dim
+        self.widening = is_widening(in_dim, out_dim)
+        if self.n_linear:
+            self.fused = nn.Linear(in_dim, self.n_linear * out_dim, bias=self.widening)
+            self.fused_bn = None if self.widening else nn.BatchNorm1d(self.n_linear * out_dim)
+            self.acts = nn.ModuleList(build_activation(a) for a in self.linear_acts)
+        self.others = nn.ModuleList(build_op(op, in_dim, out_dim) for op in ops if not op.startswith(LINEAR_PREFIX))
+        self.computed: list[int] = []  # op indices of the last forward (for tests and accounting)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, hard: bool = False) -> torch.Tensor:
+        """The weighted sum of the ops; ``hard``: only the op with the largest weight (GDAS's sample)."""
+        chosen = [int(weights.detach().argmax())] if hard else list(range(len(self.op_names)))
+        self.computed = chosen
+        out = 0
+        linear_chosen = [i for i in chosen if i < self.n_linear]
+        if linear_chosen:
+            out = out + self._linear(x, weights, linear_chosen)
+        for i in chosen:
+            if i >= self.n_linear:
+                out = out + weights[i] * self.others[i - self.n_linear](x)
+        return out
+
+    def _linear(self, x: torch.Tensor, weights: torch.Tensor, chosen: list[int]) -> torch.Tensor:
+        d = self.out_dim
+        if len(chosen) == self.n_linear:  # all of them: one matmul, one BN over the concatenation
+            y = self.fused(x)
+            if self.fused_bn is not None:
+                y = self.fused_bn(y)
+            parts = y.view(len(x), self.n_linear, d).unbind(1)
+        else:  # one sampled op: its slice of the fused weights (and of the BN) only
+            (i,) = chosen
+            sl = slice(i * d, (i + 1) * d)
+            y = nn.functional.linear(x, self.fused.weight[sl], self.fused.bias[sl] if self.widening else None)
+            if self.fused_bn is not None:
+                y = _bn_slice(self.fused_bn, y, sl)
+            parts = {i: y}
+        out = 0
+        for i in chosen:
+            part = parts[i]
+            out = out + weights[i] * (part if self.widening else self.acts[i](part))
+        return out
+
+
+def _bn_slice(bn: nn.BatchNorm1d, y: torch.Tensor, sl: slice) -> torch.Tensor:
+    """BatchNorm of the features ``sl`` of ``bn``, updating only their running statistics."""
+    if bn.training:
+        running_mean, running_var = bn.running_mean[sl], bn.running_var[sl]  # views: updated in place
+        bn.num_batches_tracked.add_(1)
+        return nn.functional.batch_norm(
+            y, running_mean, running_var, bn.weight[sl], bn.bias[sl], True, bn.momentum, bn.eps
+        )
+    return nn.functional.batch_norm(
+        y, bn.running_mean[sl], bn.running_var[sl], bn.weight[sl], bn.bias[sl], False, 0.0, bn.eps
+    )
+
+
+def softmax_rows(alpha: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(alpha, dim=-1)
+
+
+class SearchHead(nn.Module):
+    """A head of MixedLayers with its architecture weights ``alpha`` [layers, ops], and the cell's fixed tail."""
+
+    def __init__(self, ops: list[str], cell: Cell) -> None:
+        super().__init__()
+        self.op_names = list(ops)
+        self.layers = nn.ModuleList(MixedLayer(ops, i, o) for i, o in zip(cell.dims[:-1], cell.dims[1:], strict=True))
+        self.tail = cell.tail() if cell.tail else nn.Identity()
+        self.alpha = nn.Parameter(1e-3 * torch.randn(cell.layers, len(ops)))
+        # Set by the strategy: how alpha becomes op weights, and whether they are a hard one-op sample.
+        self.weighting: Callable[[torch.Tensor], torch.Tensor] = softmax_rows
+        self.hard = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.weighting(self.alpha)
+        for layer, w in zip(self.layers, weights, strict=True):
+            x = layer(x, w, self.hard)
+        return self.tail(x)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if name != "alpha"]
+
+    def derive(self) -> list[str]:
+        """The paper's genotype: the op with the largest alpha in each layer."""
+        return [self.op_names[i] for i in self.alpha.detach().argmax(dim=1).tolist()]

@@ -1,0 +1,208 @@
+"""What a search strategy is, and the shared loop of the gradient-based ones (after NNI's one-shot strategies).
+
+A strategy is loss-agnostic: it calls ``loss_fn(model, view1, view2, features)``, the framework's own loss. The
+gradient strategies alternate an architecture step on a batch of the held-out half (the backbone runs without
+autograd there: only alpha needs gradients) and a weight step on a batch of the training half.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from nasiam_bench import distributed
+from nasiam_bench.frameworks.base import Framework
+from nasiam_bench.heads.supernet import SearchHead
+from nasiam_bench.io import load_torch_or_none, save_torch
+from nasiam_bench.spec import SearchSection
+
+LossFn = Callable[..., torch.Tensor]
+
+
+def framework_loss(
+    model: Framework, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
+) -> torch.Tensor:
+    return model(view1, view2, features)["loss"]
+
+
+@dataclass
+class SearchContext:
+    """What a strategy may use: how to build models, the two halves' loaders, a kNN score, where to write."""
+
+    search: SearchSection
+    seed: int
+    ops: list[str]
+    build_supernet: Callable[[], Framework]
+    build_model: Callable[[dict[str, list[str]]], Framework]
+    train_loader: Any  # SSLLoader over the weights' half
+    val_loader: Any  # SSLLoader over the architecture's half
+    knn_score: Callable[[nn.Module], float]  # kNN top-1 of the held-out half against the training half
+    heads: dict[str, int]  # searched heads and their layer counts
+    out_dir: Path
+    progress: bool = True
+
+
+@dataclass
+class SearchResult:
+    strategy: str
+    genotype: dict[str, list[str]] | None  # None: the framework's baseline heads
+    alpha: dict[str, Any] = field(default_factory=dict)
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+class SearchStrategy:
+    name = "strategy"
+
+    def run(self, ctx: SearchContext) -> SearchResult:
+        raise NotImplementedError
+
+
+def search_heads(model: nn.Module) -> dict[str, SearchHead]:
+    """The online searched heads of a model (not the momentum copies)."""
+    return {name: head for name, head in model.heads.items() if isinstance(head, SearchHead)}
+
+
+class GradientStrategy(SearchStrategy):
+    """Alternating first-order updates of alpha (Adam/AdamW on the held-out half) and of the weights (SGD)."""
+
+    def __init__(self) -> None:
+        self.model: Framework | None = None
+        self.heads: dict[str, SearchHead] = {}
+        self.arch_optimizer: torch.optim.Optimizer | None = None
+        self.weight_optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.progress = 0.0
+
+    # -- the interface: attach, step, genotype, state_dict
+    def attach(self, model: Framework, search: SearchSection, total_steps: int, batch_size: int) -> None:
+        self.model, self.heads = model, search_heads(model)
+        alphas = [h.alpha for h in self.heads.values()]
+        arch_cls = torch.optim.AdamW if search.arch_optimizer == "adamw" else torch.optim.Adam
+        self.arch_optimizer = arch_cls(
+            alphas, lr=search.arch_lr, betas=(0.5, 0.999), weight_decay=search.arch_weight_decay
+        )
+        alpha_ids = {id(a) for a in alphas}
+        groups = [{**g, "params": [p for p in g["params"] if id(p) not in alpha_ids]} for g in model.param_groups()]
+        lr = search.lr * batch_size / 256
+        self.weight_optimizer = torch.optim.SGD(
+            [{**g, "lr": lr} for g in groups], lr=lr, momentum=0.9, weight_decay=5e-4
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.weight_optimizer, max(1, total_steps))
+        self.total_steps = max(1, total_steps)
+        self.steps = 0
+
+    def step(
+        self,
+        train_batch: tuple[torch.Tensor, torch.Tensor],
+        val_batch: tuple[torch.Tensor, torch.Tensor],
+        loss_fn: LossFn = framework_loss,
+    ) -> dict[str, float]:
+        model = self.model
+        # Architecture step: features without autograd, gradients for alpha only.
+        v1, v2 = val_batch
+        with torch.no_grad():
+            features = tuple(model.backbone(v) for v in (v1, v2)[: model.ONLINE_VIEWS])
+        alphas = [h.alpha for h in self.heads.values()]
+        arch_loss = loss_fn(model, v1, v2, features)
+        grads = torch.autograd.grad(arch_loss, alphas)
+        for alpha, grad in zip(alphas, grads, strict=True):
+            alpha.grad = distributed.all_reduce_mean(grad)
+        self.arch_optimizer.step()
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        # Weight step: alpha fixed.
+        for alpha in alphas:
+            alpha.requires_grad_(False)
+        t1, t2 = train_batch
+        loss = loss_fn(model, t1, t2)
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for alpha in alphas:
+            alpha.requires_grad_(True)
+        distributed.average_gradients(model)
+        self.weight_optimizer.step()
+        self.scheduler.step()
+        self.steps += 1
+        model.after_step(self.steps / self.total_steps)
+        return {"loss": loss.item(), "arch_loss": arch_loss.item()}
+
+    def genotype(self) -> dict[str, list[str]]:
+        return {name: head.derive() for name, head in self.heads.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "arch_optimizer": self.arch_optimizer.state_dict(),
+            "weight_optimizer": self.weight_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.steps = state["steps"]
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        """Per-epoch schedule of the strategy (GDAS anneals its temperature)."""
+
+    def alpha_weights(self) -> dict[str, list[list[float]]]:
+        return {name: torch.softmax(h.alpha.detach(), dim=-1).tolist() for name, h in self.heads.items()}
+
+    # -- the loop
+    def run(self, ctx: SearchContext) -> SearchResult:
+        model = ctx.build_supernet()
+        epochs = ctx.search.epochs
+        steps_per_epoch = len(ctx.train_loader)
+        self.attach(model, ctx.search, steps_per_epoch * epochs, ctx.search.batch_size)
+        history: list[dict[str, list[list[float]]]] = [self.alpha_weights()]
+        start, seconds = 0, 0.0
+        state_path = ctx.out_dir / "search_state.pt"
+        state = load_torch_or_none(state_path)
+        if state is not None:
+            self.load_state_dict(state["strategy"])
+            start, history, seconds = state["epoch"], state["history"], state["seconds"]
+        for epoch in range(start, epochs):
+            began = time.perf_counter()
+            self.on_epoch(epoch, epochs)
+            model.train()
+            ctx.train_loader.set_epoch(epoch)
+            ctx.val_loader.set_epoch(epoch)
+            val_batches = iter(ctx.val_loader)  # one iterator over the held-out half for the whole epoch
+            bar = tqdm(
+                ctx.train_loader,
+                desc=f"search {self.name} epoch {epoch + 1}/{epochs}",
+                unit="step",
+                leave=False,
+                disable=not ctx.progress,
+            )
+            for t1, t2, _ in bar:
+                try:
+                    v1, v2, _ = next(val_batches)
+                except StopIteration:
+                    val_batches = iter(ctx.val_loader)
+                    v1, v2, _ = next(val_batches)
+                losses = self.step((t1, t2), (v1, v2))
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", arch=f"{losses['arch_loss']:.3f}")
+            seconds += time.perf_counter() - began
+            history.append(self.alpha_weights())
+            if distributed.world_size() == 1 or torch.distributed.get_rank() == 0:
+                save_torch(
+                    state_path,
+                    {"strategy": self.state_dict(), "epoch": epoch + 1, "history": history, "seconds": seconds},
+                )
+        alpha = {
+            name: {"ops": ctx.ops, "final": history[-1][name], "history": [h[name] for h in history]}
+            for name in self.heads
+        }
+        return SearchResult(self.name, self.genotype(), alpha, seconds=seconds, steps=self.steps)

@@ -1,0 +1,147 @@
+"""``nasiam-bench search``: build the supernet heads of a framework, run the spec's strategy on the two halves of the
+training images, and write the genotype (TOML, with alpha and its history) and a heatmap of alpha."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from nasiam_bench import distributed
+from nasiam_bench.backbones import build_backbone
+from nasiam_bench.data.loaders import LoaderConfig, eval_loader, ssl_loader
+from nasiam_bench.data.prepare import open_prepared
+from nasiam_bench.data.splits import search_halves
+from nasiam_bench.evaluate import Features, extract, knn_top1
+from nasiam_bench.heads.genotype import Genotype
+from nasiam_bench.heads.ops import search_space
+from nasiam_bench.heads.supernet import SearchHead
+from nasiam_bench.io import atomic_write_json
+from nasiam_bench.plots import plot_alpha
+from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.search.base import SearchContext, SearchResult
+from nasiam_bench.spec import Spec, SpecError
+from nasiam_bench.train import build_model, device_name, seed_everything, train_indices
+
+
+def default_search_dir(spec: Spec, seed: int, runs: str | Path = "runs") -> Path:
+    e = spec.experiment
+    label = f"search-{e.framework}-{e.dataset}-{e.strategy}"
+    return Path(runs) / f"{label}-{spec.search_id}" / f"seed{seed}"
+
+
+def run_search(
+    spec: Spec, seed: int, out_dir: str | Path, *, device: str = "auto", progress: bool = True
+) -> tuple[SearchResult, Path | None]:
+    """Search the heads; returns the result and the genotype file (None for the ``none`` strategy).
+
+    A finished search of the same spec in ``out_dir`` is returned as it is; an interrupted gradient search resumes
+    from its last epoch.
+    """
+    out_dir = Path(out_dir)
+    e = spec.experiment
+    genotype_path, summary_path = out_dir / "genotype.toml", out_dir / "search.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("search_id") == spec.search_id and summary.get("seed") == seed:
+            result = SearchResult(
+                summary["strategy"],
+                summary["genotype"],
+                scores=summary["scores"],
+                seconds=summary["seconds"],
+                steps=summary["steps"],
+            )
+            return result, genotype_path if summary["genotype"] is not None else None
+    strategy = SEARCH_STRATEGIES.get(e.strategy)()
+    ctx_dist = distributed.setup(device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    framework = FRAMEWORKS.get(e.framework)
+    ops = search_space(e.activations)
+    seed_everything(seed)
+
+    data = open_prepared(e.dataset, spec.data.root or None)
+    labels = data.labels(data.train_split)
+    weights_half, arch_half = search_halves(labels, train_indices(spec, data, seed), seed)
+    s = spec.search
+    if s.batch_size % ctx_dist.world_size:
+        raise SpecError(f"search.batch_size = {s.batch_size} does not split over {ctx_dist.world_size} processes")
+    config = LoaderConfig(
+        batch_size=s.batch_size // ctx_dist.world_size,
+        image_size=spec.data.image_size,
+        seed=seed,
+        workers=spec.data.workers,
+        kind=spec.data.loader,
+        device=str(ctx_dist.device),
+        distributed=ctx_dist.distributed,
+    )
+    if len(weights_half) < config.batch_size:
+        raise SpecError(f"search.batch_size = {s.batch_size} exceeds the {len(weights_half)} images of a search half")
+
+    def prepare(model):
+        model = model.to(ctx_dist.device).to(memory_format=torch.channels_last)
+        return distributed.convert_sync_batchnorm(model, ctx_dist.device) if ctx_dist.distributed else model
+
+    def build_supernet():
+        backbone = build_backbone(e.backbone, cifar_stem=e.cifar_stem, width=e.width)
+        cells = framework.search_cells(int(backbone.num_features), s.layers())
+        heads = {name: SearchHead(ops, cell) for name, cell in cells.items()}
+        return prepare(framework(backbone, heads, spec.framework.given()))
+
+    eval_config = LoaderConfig(
+        batch_size=spec.eval.linear_batch_size,
+        image_size=spec.data.image_size,
+        seed=seed,
+        workers=spec.data.workers,
+        kind=spec.data.loader,
+        device=str(ctx_dist.device),
+    )
+    knn_loaders: dict[str, object] = {}
+
+    def knn_score(backbone) -> float:
+        if not knn_loaders:  # built on first use: only the random strategy scores by kNN
+            knn_loaders["bank"] = eval_loader(data, data.train_split, eval_config, weights_half)
+            knn_loaders["queries"] = eval_loader(data, data.train_split, eval_config, arch_half)
+        bank, bank_labels = extract(backbone, knn_loaders["bank"], "bank features")
+        queries, query_labels = extract(backbone, knn_loaders["queries"], "held-out features")
+        features = Features(bank, bank_labels, queries, query_labels, len(data.classes))
+        return knn_top1(features, spec.eval.knn_k, spec.eval.knn_temperature)
+
+    ctx = SearchContext(
+        search=s,
+        seed=seed,
+        ops=ops,
+        build_supernet=build_supernet,
+        build_model=lambda genotype: prepare(build_model(spec, genotype)),
+        train_loader=ssl_loader(data, data.train_split, config, weights_half),
+        val_loader=ssl_loader(data, data.train_split, config, arch_half),
+        knn_score=knn_score,
+        heads={h: c.layers for h, c in framework.search_cells(8, s.layers()).items()},
+        out_dir=out_dir,
+        progress=progress and ctx_dist.is_main,
+    )
+    result = strategy.run(ctx)
+    if not ctx_dist.is_main:
+        return result, None
+    written = None
+    if result.genotype is not None:
+        source = f"searched by nasiam-bench: {e.strategy}, seed {seed}, spec {spec.run_id} ({e.profile} profile)"
+        Genotype(e.framework, result.genotype, e.dataset, e.backbone, source, result.alpha).save(genotype_path)
+        written = genotype_path
+        if result.alpha:
+            plot_alpha(result.alpha, out_dir / "alpha.png", title=f"{e.framework} {e.strategy} search, seed {seed}")
+    atomic_write_json(
+        summary_path,
+        {
+            "search_id": spec.search_id,
+            "seed": seed,
+            "strategy": result.strategy,
+            "genotype": result.genotype,
+            "scores": result.scores,
+            "seconds": result.seconds,
+            "steps": result.steps,
+            "device": device_name(ctx_dist.device),
+            "world_size": ctx_dist.world_size,
+        },
+    )
+    return result, written
