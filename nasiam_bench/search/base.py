@@ -109,8 +109,9 @@ class GradientStrategy(SearchStrategy):
         model = self.model
         # Architecture step: features without autograd, gradients for alpha only.
         v1, v2 = val_batch
-        with torch.no_grad():
+        with torch.inference_mode():  # cheaper than no_grad; the clones below make them usable by autograd
             features = tuple(model.backbone(v) for v in (v1, v2)[: model.ONLINE_VIEWS])
+        features = tuple(f.clone() for f in features)
         alphas = [h.alpha for h in self.heads.values()]
         arch_loss = loss_fn(model, v1, v2, features)
         grads = torch.autograd.grad(arch_loss, alphas)

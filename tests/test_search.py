@@ -1,0 +1,254 @@
+import glob
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nasiam_bench.activations import PAPER_CANDIDATES
+from nasiam_bench.backbones import build_backbone
+from nasiam_bench.cli import main
+from nasiam_bench.heads.genotype import GenotypeError, build_head, build_heads, load_genotype
+from nasiam_bench.heads.ops import Pool1d, build_op, search_space
+from nasiam_bench.heads.supernet import Cell, MixedLayer, SearchHead
+from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.search.random import sample_genotype
+from nasiam_bench.spec import load_spec
+from tests.conftest import REPO, TEST_DATA_ROOT
+
+OPS = search_space(PAPER_CANDIDATES)
+
+
+def test_search_space_follows_the_activation_registry(monkeypatch):
+    assert OPS == [
+        "linear_relu",
+        "linear_silu",
+        "linear_hardswish",
+        "linear_elu",
+        "identity",
+        "avgpool_3x3",
+        "maxpool_3x3",
+    ]
+    assert "linear_gelu" in search_space(("relu", "gelu"))
+
+
+@pytest.mark.parametrize(("in_dim", "out_dim"), [(24, 24), (24, 8), (8, 24)])
+def test_fused_linear_ops_equal_the_naive_sum(in_dim, out_dim):
+    torch.manual_seed(0)
+    layer = MixedLayer(OPS, in_dim, out_dim).double()
+    naive = [build_op(op, in_dim, out_dim).double() for op in OPS]
+    d = out_dim
+    with torch.no_grad():
+        for i, op in enumerate(naive[: layer.n_linear]):  # give each naive linear op its slice of the fused weights
+            linear = op if isinstance(op, nn.Linear) else op[0]
+            linear.weight.copy_(layer.fused.weight[i * d : (i + 1) * d])
+            if linear.bias is not None:
+                linear.bias.copy_(layer.fused.bias[i * d : (i + 1) * d])
+            if layer.fused_bn is not None:
+                layer.fused_bn.weight[i * d : (i + 1) * d].uniform_(0.5, 1.5)
+                op[1].weight.copy_(layer.fused_bn.weight[i * d : (i + 1) * d])
+        for mine, theirs in zip(layer.others, naive[layer.n_linear :], strict=True):
+            theirs.load_state_dict(mine.state_dict())
+    x = torch.randn(16, in_dim, dtype=torch.float64)
+    weights = torch.softmax(torch.randn(len(OPS), dtype=torch.float64), dim=0)
+    expected = sum(w * op(x) for w, op in zip(weights, naive, strict=True))
+    torch.testing.assert_close(layer(x, weights), expected)
+    # A one-hot (GDAS) sample computes that op alone, from its slice of the fused weights.
+    for chosen in (1, 5):
+        one_hot = torch.zeros(len(OPS), dtype=torch.float64)
+        one_hot[chosen] = 1
+        torch.testing.assert_close(layer(x, one_hot, hard=True), naive[chosen](x))
+        assert layer.computed == [chosen]
+
+
+def _tiny_supernet(name="simsiam"):
+    torch.manual_seed(0)
+    framework = FRAMEWORKS.get(name)
+    backbone = build_backbone("resnet18", cifar_stem=True, width=0.125)
+    cells = framework.search_cells(backbone.num_features)
+    return framework(backbone, {h: SearchHead(OPS, c) for h, c in cells.items()})
+
+
+def _batches(n=4, batch=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [tuple(torch.randn(batch, 3, 32, 32, generator=g) for _ in range(2)) for _ in range(n)]
+
+
+def test_darts_moves_alpha_away_from_uniform_and_derives_the_argmax():
+    model = _tiny_supernet()
+    strategy = SEARCH_STRATEGIES.get("darts")()
+    spec = load_spec("simsiam_cifar10", ["profile=smoke", "search.arch_lr=0.05"])
+    strategy.attach(model, spec.search, total_steps=8, batch_size=16)
+    start = {h: head.alpha.detach().clone() for h, head in strategy.heads.items()}
+    train, val = _batches(seed=0), _batches(seed=1)
+    for t, v in zip(train, val, strict=True):
+        strategy.step(t, v)
+    for name, head in strategy.heads.items():
+        moved = (head.alpha.detach() - start[name]).abs().max().item()
+        assert moved > 0.05, name  # alpha is trained on the held-out batches
+        weights = torch.softmax(head.alpha.detach(), dim=-1)
+        assert (weights.max(dim=1).values - weights.min(dim=1).values).min() > 0.01  # no longer uniform
+    projector = strategy.heads["projector"]
+    with torch.no_grad():
+        projector.alpha.zero_()
+        for layer, op in enumerate([0, 4, 5, 6, 1, 2]):
+            projector.alpha[layer, op] = 1.0
+    assert strategy.genotype()["projector"] == [OPS[i] for i in (0, 4, 5, 6, 1, 2)]
+
+
+def test_darts_architecture_step_leaves_the_backbone_without_gradients():
+    model = _tiny_supernet("moco")
+    strategy = SEARCH_STRATEGIES.get("darts")()
+    strategy.attach(model, load_spec("moco_cifar10", ["profile=smoke"]).search, 4, 16)
+    calls = []
+    model.backbone.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    strategy.step(*_batches(n=2))
+    # MoCo: one view through the backbone without autograd (alpha step), then one with it (weight step).
+    assert calls == [False, True]
+
+
+def test_gdas_computes_one_op_per_layer_per_step():
+    model = _tiny_supernet()
+    strategy = SEARCH_STRATEGIES.get("gdas")()
+    strategy.attach(model, load_spec("simsiam_cifar10", ["profile=smoke"]).search, 4, 16)
+    strategy.on_epoch(0, 2)
+    assert strategy.tau == 10.0
+    seen = set()
+    for t, v in zip(_batches(seed=0), _batches(seed=1), strict=True):
+        strategy.step(t, v)
+        for head in strategy.heads.values():
+            for layer in head.layers:
+                assert len(layer.computed) == 1
+                seen.add(layer.computed[0])
+    assert len(seen) > 1  # the samples vary
+    strategy.on_epoch(1, 2)
+    assert strategy.tau == pytest.approx(0.1)
+
+
+def test_random_genotypes_are_reproducible_with_a_seed():
+    layers = {"projector": 6, "predictor": 4}
+    a = sample_genotype(OPS, layers, np.random.default_rng(3))
+    assert a == sample_genotype(OPS, layers, np.random.default_rng(3))
+    assert a != sample_genotype(OPS, layers, np.random.default_rng(4))
+    assert [len(a[h]) for h in layers] == [6, 4] and all(op in OPS for ops in a.values() for op in ops)
+
+
+def test_head_from_a_genotype_holds_exactly_the_chosen_ops():
+    ops = ["linear_silu", "avgpool_3x3", "identity", "linear_elu"]
+    head = build_head(ops, Cell((32, 32, 32, 16, 64)))
+    layer0, layer1, layer2, layer3 = head
+    assert isinstance(layer0[2], nn.SiLU) and isinstance(layer0[1], nn.BatchNorm1d)
+    assert isinstance(layer1[0], Pool1d) and isinstance(layer1[1], nn.BatchNorm1d) and len(layer1) == 2
+    # identity on a shrinking layer: Linear -> BN -> ReLU in front of it
+    assert [type(m) for m in layer2] == [nn.Linear, nn.BatchNorm1d, nn.ReLU]
+    # linear op on a widening layer: a plain Linear with bias, no BN
+    assert isinstance(layer3, nn.Linear) and layer3.bias is not None
+    assert head(torch.randn(4, 32)).shape == (4, 64)
+
+
+def _count_layer(op, d_in, d_out):
+    """Parameters of one op, counted from the paper's rules (independently of the builder)."""
+    if op.startswith("linear_"):
+        return d_in * d_out + d_out if d_out > d_in else d_in * d_out + 2 * d_out
+    reshape = 0 if d_in == d_out else (d_in * d_out + d_out if d_out > d_in else d_in * d_out + 2 * d_out)
+    return reshape + (2 * d_out if op != "identity" else 0)
+
+
+FEATURES = {"resnet18": 512, "resnet50": 2048}
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "registry" / "genotypes" / "*.toml"))))
+def test_every_paper_genotype_builds_with_the_expected_parameter_count(path):
+    genotype = load_genotype(path)
+    d = FEATURES[genotype.backbone]
+    framework = FRAMEWORKS.get(genotype.framework)
+    heads = build_heads(genotype, framework.search_cells(d))
+    layouts = {  # feature sizes through each cell, and the tail's parameters, as nasiam-genotypes.md describes
+        "simsiam": {"projector": ([d] * 7, d * 2048 + 2048), "predictor": ([2048, 512, 512, 512, 2048], 0)},
+        "moco": {"projector": ([d] * 5, d * 128 + 128)},
+        "simclr": {"projector": ([d, 512, 512, 512, 512, 512, 128], 0)},
+    }[genotype.framework]
+    for name, (dims, tail) in layouts.items():
+        ops = genotype.heads[name]
+        expected = tail + sum(_count_layer(op, i, o) for op, i, o in zip(ops, dims[:-1], dims[1:], strict=True))
+        assert sum(p.numel() for p in heads[name].parameters()) == expected, name
+        out_dim = {"simsiam": 2048, "moco": 128, "simclr": 128}[genotype.framework]
+        assert heads[name].eval()(torch.randn(4, dims[0])).shape == (4, out_dim)
+    if genotype.framework == "simsiam" and genotype.backbone == "resnet18":
+        assert sum(p.numel() for p in heads["projector"].parameters()) == 2_103_296  # worked by hand
+
+
+def test_unknown_op_in_a_genotype_names_file_layer_and_valid_ops(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('framework = "moco"\n[heads]\nprojector = ["identity", "linear_rleu", "identity", "identity"]\n')
+    with pytest.raises(
+        GenotypeError,
+        match=r"bad.toml: heads.projector layer 1: unknown op 'linear_rleu'; "
+        r"valid: linear_celu, .*linear_relu, .*avgpool_3x3, maxpool_3x3",
+    ):
+        load_genotype(path)
+    path.write_text('framework = "moco"\n[heads]\nprojector = ["identity"]\n')
+    with pytest.raises(GenotypeError, match=r"heads.projector has 1 layers; this moco cell has 4"):
+        build_heads(load_genotype(path), FRAMEWORKS.get("moco").search_cells(64))
+
+
+@pytest.mark.usefixtures("cifar10_data")
+@pytest.mark.parametrize("framework", ["simsiam", "moco", "simclr"])
+def test_cli_search_writes_a_genotype_that_pretrain_uses(framework, tmp_path, capsys):
+    common = ["profile=smoke", f"data.root={TEST_DATA_ROOT}"]
+    out = tmp_path / "search"
+    assert main(["search", f"{framework}_cifar10", *common, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    genotype = load_genotype(out / "genotype.toml")
+    assert genotype.framework == framework and f"projector: {', '.join(genotype.heads['projector'])}" in printed
+    alpha = genotype.alpha["projector"]
+    assert len(alpha["history"]) == 2 and len(alpha["final"]) == len(genotype.heads["projector"])
+    assert (out / "alpha.png").stat().st_size > 1000
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["strategy"] == "darts" and summary["steps"] > 0
+    run = tmp_path / "run"
+    assert (
+        main(["pretrain", f"{framework}_cifar10", *common, f"head=genotype:{out / 'genotype.toml'}", "--out", str(run)])
+        == 0
+    )
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["genotype"] == genotype.heads
+    assert main(["eval", str(run / "checkpoint.pt")]) == 0  # rebuilt with the genotype's heads
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_random_search_is_reproducible_and_keeps_the_best(tmp_path):
+    from nasiam_bench.search.run import run_search
+
+    spec = load_spec(
+        "simsiam_cifar10", ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "strategy=random", "data.train_subset=128"]
+    )
+    first, _ = run_search(spec, 0, tmp_path / "a", progress=False)
+    second, _ = run_search(spec, 0, tmp_path / "b", progress=False)
+    assert [s["genotype"] for s in first.scores] == [s["genotype"] for s in second.scores]
+    assert len(first.scores) == spec.search.random_samples
+    assert first.genotype == max(first.scores, key=lambda s: s["knn_top1"])["genotype"]
+    again, path = run_search(spec, 0, tmp_path / "a", progress=False)  # finished: read back, not run again
+    assert again.genotype == first.genotype and path == tmp_path / "a" / "genotype.toml"
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_paper_head_and_a_missing_one(tmp_path):
+    from nasiam_bench.spec import SpecError
+    from nasiam_bench.train import pretrain
+
+    spec = load_spec(
+        "simsiam_cifar10", ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "head=paper", "data.train_subset=64"]
+    )
+    result = pretrain(spec, 0, tmp_path / "paper", progress=False)
+    assert result.finished
+    state = torch.load(result.checkpoint, weights_only=False)
+    assert state["genotype"]["predictor"] == ["linear_hardswish", "avgpool_3x3", "avgpool_3x3", "linear_hardswish"]
+    byol = load_spec("byol_cifar10", ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "head=paper"])
+    with pytest.raises(
+        SpecError,
+        match=r"published no genotype for byol on cifar10 with resnet18; it did for: "
+        r"moco_cifar100_resnet18",
+    ):
+        pretrain(byol, 0, tmp_path / "byol", progress=False)
