@@ -49,8 +49,11 @@ lint: ## ruff over the package and the tests
 data: ## prepare DATASET (default cifar10) from SOURCE (default ../shared/datasets/DATASET.tar.gz) under DATA_ROOT
 	$(BIN)/nasiam-bench data prepare $(DATASET) --source $(SOURCE) $(if $(DATA_ROOT),--root $(DATA_ROOT))
 
-bench tables: ## (bench, tables: built by issue #6)
-	@echo "make $@: not built yet (see the open issue #6)" >&2; exit 2
+bench: ## search, pre-train and compare the heads of FRAMEWORK (DATASET, PROFILE, STRATEGY, SEEDS)
+	$(BIN)/nasiam-bench bench $(FRAMEWORK) --dataset $(DATASET) --seeds $(SEEDS) profile=$(PROFILE) strategy=$(STRATEGY)
+
+tables: ## regenerate results/<dataset>.md, .csv and plots from results/records
+	$(BIN)/nasiam-bench tables
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks

@@ -95,6 +95,37 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from nasiam_bench.runner import bench
+
+    overrides = list(args.overrides)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise NasiamBenchError(f"--seeds {args.seeds}: give 1 or more")
+        overrides.append(f"seeds.values={list(range(args.seeds))}")
+    bench(
+        args.framework,
+        overrides,
+        dataset=args.dataset,
+        runs=args.runs,
+        results=args.results,
+        source=args.source,
+        device=args.device,
+    )
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    from nasiam_bench.tables import write_tables
+
+    written = write_tables(args.results)
+    if not written:
+        raise NasiamBenchError(f"no run records under {args.results}/records; run `nasiam-bench bench` first")
+    for path in written:
+        print(path)
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from nasiam_bench.evaluate import evaluate_checkpoint
     from nasiam_bench.io import atomic_write_json
@@ -139,6 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--save-as", help="also save the genotype as registry/genotypes/NAME.toml")
     p.set_defaults(run=_cmd_search)
+
+    p = sub.add_parser("bench", help="search, pre-train every head alike, evaluate, and write the tables")
+    p.add_argument("framework", help="a frameworks entry with an experiment spec FRAMEWORK_DATASET.toml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. profile=smoke strategy=gdas")
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the spec's seeds.values)")
+    p.add_argument("--runs", default="runs", help="checkpoints and searches (default ./runs)")
+    p.add_argument("--results", default="results", help="records, tables and plots (default ./results)")
+    p.add_argument("--source", help="dataset source when it is not prepared yet")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=_cmd_bench)
+
+    p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")
+    p.add_argument("--results", default="results")
+    p.set_defaults(run=_cmd_tables)
 
     p = sub.add_parser("eval", help="kNN, linear probe and collapse metrics of a checkpoint")
     p.add_argument("checkpoint")

@@ -160,32 +160,43 @@ def projector_collapse(project: nn.Module, loader: EvalLoader, limit: int = 4096
     return collapse_metrics(torch.cat(outputs)[:limit])
 
 
+def eval_data_for(spec, seed: int, device) -> EvalData:
+    """The bank (the run's training images) and query loaders of a spec's evaluation."""
+    from nasiam_bench.data.prepare import open_prepared
+    from nasiam_bench.train import train_indices
+
+    data = open_prepared(spec.experiment.dataset, spec.data.root or None)
+    config = LoaderConfig(
+        batch_size=spec.eval.linear_batch_size,
+        image_size=spec.data.image_size,
+        seed=seed,
+        workers=spec.data.workers,
+        kind=spec.data.loader,
+        device=str(device),
+    )
+    return EvalData(data, train_indices(spec, data, seed), config, spec.eval.test_subset, seed)
+
+
+def untrained_knn(spec, seed: int, eval_data: EvalData, device) -> float:
+    """The floor: kNN top-1 of the spec's backbone freshly initialised with ``seed``, as every run starts."""
+    from nasiam_bench.train import build_model, seed_everything
+
+    seed_everything(seed)
+    backbone = build_model(spec).backbone.to(device).eval()
+    return knn_top1(eval_data.features(backbone), spec.eval.knn_k, spec.eval.knn_temperature)
+
+
 def evaluate_checkpoint(checkpoint: str, device: str = "auto", floor: bool = False) -> dict[str, float]:
     """kNN, linear probe and collapse metrics of a trained checkpoint (and of its untrained twin with ``floor``)."""
-    from nasiam_bench.data.prepare import open_prepared
     from nasiam_bench.distributed import setup
-    from nasiam_bench.train import build_model, load_checkpoint, model_from_checkpoint, seed_everything, train_indices
+    from nasiam_bench.train import load_checkpoint, model_from_checkpoint
 
     state = load_checkpoint(checkpoint)
     spec, model = model_from_checkpoint(state)
     ctx = setup(device)
     model = model.to(ctx.device).eval()
-    data = open_prepared(spec.experiment.dataset, spec.data.root or None)
     seed = state["seed"]
-    eval_data = EvalData(
-        data,
-        train_indices(spec, data, seed),
-        LoaderConfig(
-            batch_size=spec.eval.linear_batch_size,
-            image_size=spec.data.image_size,
-            seed=seed,
-            workers=spec.data.workers,
-            kind=spec.data.loader,
-            device=str(ctx.device),
-        ),
-        spec.eval.test_subset,
-        seed,
-    )
+    eval_data = eval_data_for(spec, seed, ctx.device)
     e = spec.eval
     settings = dict(
         k=e.knn_k,
@@ -201,7 +212,5 @@ def evaluate_checkpoint(checkpoint: str, device: str = "auto", floor: bool = Fal
         **projector_collapse(model.project, eval_data.queries),
     }
     if floor:
-        seed_everything(seed)
-        untrained = build_model(spec).to(ctx.device).eval()
-        result["untrained_knn_top1"] = knn_top1(eval_data.features(untrained.backbone), e.knn_k, e.knn_temperature)
+        result["untrained_knn_top1"] = untrained_knn(spec, seed, eval_data, ctx.device)
     return result

@@ -70,6 +70,12 @@ class ExperimentSection:
     dataset: str = _opt("cifar10", registry="datasets")
     strategy: str = _opt("darts", registry="search_strategies")
     activations: tuple[str, ...] = _opt(("relu", "silu", "hardswish", "elu"), registry="activations")
+    bench_heads: tuple[str, ...] = _opt(
+        ("baseline", "nasiam", "paper"),
+        choices=HEAD_KINDS,
+        hashed=False,
+        doc="the heads `bench` pre-trains and compares ('paper' where the paper published a genotype)",
+    )
     head: str = _opt(
         "baseline",
         choices=HEAD_KINDS,

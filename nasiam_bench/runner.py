@@ -1,0 +1,185 @@
+"""``nasiam-bench bench``: search, pre-train every head under the same seeds, data and schedule, evaluate each,
+record each run, and regenerate the tables. Finished runs are skipped (by spec hash and seed); an interrupted one
+resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nasiam_bench import distributed
+from nasiam_bench.data.datasets import DataError
+from nasiam_bench.data.prepare import open_prepared, prepare
+from nasiam_bench.evaluate import eval_data_for, evaluate_checkpoint, untrained_knn
+from nasiam_bench.heads.genotype import paper_genotype_path
+from nasiam_bench.results import device_hours, find_record, write_record
+from nasiam_bench.search.run import default_search_dir, run_search
+from nasiam_bench.spec import Spec, load_spec
+from nasiam_bench.tables import FLOOR, write_tables
+from nasiam_bench.train import build_model, default_run_dir, device_name, pretrain, resolve_genotype
+
+SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "floor", "search", or a head kind
+    seed: int
+
+
+def ensure_data(spec: Spec, source: str | Path | None = None) -> None:
+    """Prepare the spec's dataset if it is not: from ``source``, the offline archive beside the checkout, or a
+    torchvision download (CIFAR)."""
+    name, root = spec.experiment.dataset, spec.data.root or None
+    try:
+        open_prepared(name, root)
+        return
+    except DataError:
+        pass
+    archive = SHARED_DATASETS / f"{name}.tar.gz"
+    if source is None and archive.is_file():
+        source = archive
+    prepare(name, source, download=source is None, root=root, workers=spec.data.workers)
+
+
+def plan(spec: Spec) -> list[Job]:
+    heads = [h for h in spec.experiment.bench_heads if not (h == "nasiam" and spec.experiment.strategy == "none")]
+    e = spec.experiment
+    if "paper" in heads and not paper_genotype_path(e.framework, e.dataset, e.backbone).is_file():
+        print(f"no paper genotype for {e.framework} on {e.dataset} with {e.backbone}: the 'paper' head is skipped")
+        heads.remove("paper")
+    jobs = []
+    for seed in spec.seeds.values:
+        jobs.append(Job(FLOOR, seed))
+        if "nasiam" in heads:
+            jobs.append(Job("search", seed))
+        jobs += [Job(head, seed) for head in heads]
+    return jobs
+
+
+def _base(spec: Spec, seed: int) -> dict[str, Any]:
+    e = spec.experiment
+    return {
+        "dataset": e.dataset,
+        "framework": e.framework,
+        "backbone": e.backbone,
+        "width": e.width,
+        "profile": e.profile,
+        "seed": seed,
+        "epochs": spec.train.epochs,
+        "batch_size": spec.train.batch_size,
+        "train_subset": spec.data.train_subset,
+    }
+
+
+def bench(
+    framework: str,
+    overrides: list[str],
+    *,
+    dataset: str = "cifar10",
+    runs: str | Path = "runs",
+    results: str | Path = "results",
+    source: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or finish) the comparison of ``framework``'s heads; returns the records of this bench."""
+    spec = load_spec(f"{framework}_{dataset}", overrides)
+    ensure_data(spec, source)
+    jobs = plan(spec)
+    ctx = distributed.setup(device)
+    records, searches = [], {}
+    for number, job in enumerate(jobs, 1):
+        label = f"[{number}/{len(jobs)}] {spec.experiment.framework} {job.kind} seed {job.seed}"
+        if job.kind == "search":
+            out = default_search_dir(spec, job.seed, runs)
+            print(f"{label}: {spec.experiment.strategy} search -> {out}", flush=True)
+            result, genotype_file = run_search(spec, job.seed, out, device=device, progress=progress)
+            searches[job.seed] = result
+            if genotype_file is not None and (out / "alpha.png").is_file():
+                plots = Path(results) / "plots"
+                plots.mkdir(parents=True, exist_ok=True)
+                e = spec.experiment
+                shutil.copyfile(
+                    out / "alpha.png",
+                    plots / f"alpha_{e.framework}_{e.dataset}_{e.strategy}_{e.profile}_seed{job.seed}.png",
+                )
+            continue
+        run_spec = spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
+        done = find_record(
+            results, spec.experiment.dataset, spec.experiment.framework, job.kind, run_spec.run_id, job.seed
+        )
+        if done is not None:
+            print(f"{label}: done before, skipped", flush=True)
+            records.append(done)
+            continue
+        print(f"{label}: {'kNN of the untrained backbone' if job.kind == FLOOR else 'pre-train'}", flush=True)
+        record = (
+            _floor(run_spec, job.seed, ctx)
+            if job.kind == FLOOR
+            else _run_head(run_spec, job.seed, runs, device, progress, searches.get(job.seed), ctx)
+        )
+        write_record(results, {**_base(run_spec, job.seed), **record})
+        records.append(record)
+    if ctx.is_main:
+        for path in write_tables(results):
+            if path.suffix == ".md" and path.stem == spec.experiment.dataset:
+                print(path.read_text())
+    return records
+
+
+def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
+    began = time.perf_counter()
+    knn = untrained_knn(spec, seed, eval_data_for(spec, seed, ctx.device), ctx.device)
+    seconds = time.perf_counter() - began
+    return {
+        "head": FLOOR,
+        "run_id": spec.run_id,
+        "strategy": "-",
+        "knn_top1": knn,
+        "head_params": None,
+        "search_seconds": 0.0,
+        "pretrain_seconds": 0.0,
+        "eval_seconds": seconds,
+        "search_device_hours": 0.0,
+        "pretrain_device_hours": 0.0,
+        "eval_device_hours": device_hours(seconds, ctx.world_size),
+        "device": device_name(ctx.device),
+        "devices": ctx.world_size,
+        "spec": spec.to_dict(),
+    }
+
+
+def _run_head(spec: Spec, seed: int, runs, device: str, progress: bool, search, ctx) -> dict[str, Any]:
+    genotype = resolve_genotype(spec, seed, runs)
+    out = default_run_dir(spec, seed, runs)
+    trained = pretrain(spec, seed, out, genotype=genotype, device=device, progress=progress, runs=runs)
+    began = time.perf_counter()
+    metrics = evaluate_checkpoint(str(trained.checkpoint), device=device)
+    eval_seconds = time.perf_counter() - began
+    model = build_model(spec, genotype)
+    search_seconds = search.seconds if (search is not None and spec.experiment.head == "nasiam") else 0.0
+    return {
+        "head": spec.experiment.head,
+        "run_id": spec.run_id,
+        "search_id": spec.search_id,
+        "strategy": spec.experiment.strategy if spec.experiment.head == "nasiam" else "-",
+        "genotype": genotype,
+        **metrics,
+        "head_params": sum(p.numel() for p in model.heads.parameters()),
+        "search_seconds": search_seconds,
+        "pretrain_seconds": trained.train_seconds,
+        "eval_seconds": eval_seconds,
+        "search_device_hours": device_hours(search_seconds, trained.world_size),
+        "pretrain_device_hours": device_hours(trained.train_seconds, trained.world_size),
+        "eval_device_hours": device_hours(eval_seconds, trained.world_size),
+        "device": trained.device,
+        "devices": trained.world_size,
+        "peak_memory_mb": trained.peak_memory_mb,
+        "images_per_s": trained.images_per_second,
+        "checkpoint": str(trained.checkpoint),
+        "spec": spec.to_dict(),
+    }
