@@ -18,14 +18,14 @@ DATASET_NOTES = {
 
 
 def git_commit() -> str:
-    """The commit of the code that produced a record (with '+dirty' when the tree has changes)."""
+    """The commit of the code that produced a record ('+dirty' when the package or the registry has changes)."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "nasiam_bench", "registry"],
             cwd=here,
             capture_output=True,
             text=True,

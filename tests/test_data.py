@@ -207,3 +207,11 @@ def test_cli_data_prepare(tmp_path, capsys):
     assert "train: 18 images" in capsys.readouterr().out
     assert main(["data", "prepare", "imagefolder", "--source", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_labels_survive_ffcv_buffer_reuse(cifar10_data):
+    # FFCV recycles its batch buffers a few batches later; what a loader yields must stay valid when kept.
+    loader = eval_loader(cifar10_data, "test", LoaderConfig(batch_size=256, image_size=32, workers=2))
+    kept = [labels for _, labels in loader]
+    assert torch.bincount(torch.cat(kept)).tolist() == [1000] * 10
+    np.testing.assert_array_equal(torch.cat(kept).numpy(), cifar10_data.labels("test"))

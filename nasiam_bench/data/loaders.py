@@ -73,7 +73,7 @@ class SSLLoader:
         self.set_epoch(self.epoch)
         for images, labels in _iterate(self._batches):
             images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True).view(-1)
+            labels = _own(labels.to(self.device, non_blocking=True).view(-1))
             if images.dtype == torch.uint8:  # FFCV: augment the decoded batch here
                 view1, view2 = self.augment(images, generator)
             else:  # torch reference: already two augmented views
@@ -94,10 +94,13 @@ class EvalLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels in _iterate(self._batches):
             images = images.to(self.device, non_blocking=True)
-            yield (
-                (self.normalize(images) if images.dtype == torch.uint8 else images),
-                labels.to(self.device, non_blocking=True).view(-1),
-            )
+            labels = _own(labels.to(self.device, non_blocking=True).view(-1))
+            yield (self.normalize(images) if images.dtype == torch.uint8 else _own(images)), labels
+
+
+def _own(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor the caller may keep: FFCV reuses its batch buffers a few batches later."""
+    return tensor.clone()
 
 
 def _iterate(batches):

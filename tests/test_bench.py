@@ -1,0 +1,153 @@
+import json
+import multiprocessing as mp
+
+import pandas as pd
+import pytest
+
+from nasiam_bench.results import load_records, write_record
+from nasiam_bench.runner import bench
+from nasiam_bench.tables import summarise, write_tables
+from tests.conftest import TEST_DATA_ROOT
+
+SMOKE = ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.train_subset=128", "eval.test_subset=200"]
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_smoke_bench_end_to_end_then_skips(tmp_path, capsys):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    records = bench("moco", SMOKE, runs=runs, results=results, progress=False)
+    out = capsys.readouterr().out
+    assert "[1/5] moco untrained seed 0" in out and "[5/5] moco paper seed 0" in out
+    assert [r["head"] for r in records] == ["untrained", "baseline", "nasiam", "paper"]
+    stored = {r["head"]: r for r in load_records(results)}
+    assert stored.keys() == {"untrained", "baseline", "nasiam", "paper"}
+    nasiam = stored["nasiam"]
+    assert nasiam["strategy"] == "darts" and nasiam["search_device_hours"] > 0
+    assert len(nasiam["genotype"]["projector"]) == 4 and nasiam["git_commit"]
+    assert stored["paper"]["genotype"]["projector"] == ["avgpool_3x3"] * 4
+    for head in ("baseline", "nasiam", "paper"):
+        r = stored[head]
+        assert 0 <= r["knn_top1"] <= 100 and r["linear_top1"] <= r["linear_top5"]
+        assert r["pretrain_device_hours"] == pytest.approx(r["pretrain_seconds"] / 3600)
+        assert r["head_params"] > 0 and r["images_per_s"] > 0 and r["peak_memory_mb"] > 0
+        assert r["spec"]["experiment"]["head"] == head and r["seed"] == 0
+    # The same seed and data for every head: the runs differ in their head only.
+    specs = [
+        dict(stored[h]["spec"], experiment={**stored[h]["spec"]["experiment"], "head": "-"})
+        for h in ("baseline", "nasiam", "paper")
+    ]
+    assert specs[0] == specs[1] == specs[2]
+
+    table = (results / "cifar10.md").read_text()
+    assert f"{stored['baseline']['knn_top1']:.1f}" in table and "| smoke | moco | nasiam | darts |" in table
+    assert "## Published figures (not measured here" in table and "JPEG copy" in table
+    csv = pd.read_csv(results / "cifar10.csv")
+    assert csv.set_index("head").loc["paper", "knn_mean"] == pytest.approx(stored["paper"]["knn_top1"])
+    assert (results / "cifar10_accuracy_vs_cost.png").stat().st_size > 5000
+    assert list((results / "plots").glob("alpha_moco_cifar10_darts_smoke_seed0.png"))
+
+    stamps = {p: p.stat().st_mtime_ns for p in (results / "records").rglob("*.json")}
+    bench("moco", SMOKE, runs=runs, results=results, progress=False)
+    assert capsys.readouterr().out.count("done before, skipped") == 4
+    assert stamps == {p: p.stat().st_mtime_ns for p in (results / "records").rglob("*.json")}
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_killed_bench_resumes_and_completes(tmp_path, monkeypatch):
+    import nasiam_bench.train as train
+
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    overrides = [*SMOKE, "train.epochs=2", "bench_heads=['baseline', 'paper']"]
+    real_step, calls = train.train_step, {"n": 0}
+
+    def dying_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4 + 2:  # 4 steps per epoch: the kill comes in the second epoch of the first head
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        bench("moco", overrides, runs=runs, results=results, progress=False)
+    assert [r["head"] for r in load_records(results)] == ["untrained"]
+    (checkpoint,) = runs.rglob("checkpoint.pt")
+    assert train.load_checkpoint(checkpoint)["epoch"] == 1  # the last whole epoch survived the kill
+    monkeypatch.setattr(train, "train_step", real_step)
+    bench("moco", overrides, runs=runs, results=results, progress=False)
+    done = {r["head"]: r for r in load_records(results)}
+    assert done.keys() == {"untrained", "baseline", "paper"} and done["baseline"]["epochs"] == 2
+    log = (checkpoint.parent / "log.csv").read_text().splitlines()
+    assert len(log) == 3  # header + both epochs: epoch 1 from before the kill, epoch 2 after the resume
+
+
+def _write_many(args):
+    results, start = args
+    for i in range(start, start + 40):
+        write_record(
+            results,
+            {
+                "dataset": "cifar10",
+                "framework": "moco",
+                "head": "baseline",
+                "run_id": f"r{i:03d}",
+                "seed": 0,
+                "knn_top1": float(i),
+            },
+        )
+
+
+def test_two_benches_writing_records_at_once_lose_nothing(tmp_path):
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.map(_write_many, [(tmp_path, 0), (tmp_path, 40)])
+    records = load_records(tmp_path)
+    assert sorted(r["knn_top1"] for r in records) == [float(i) for i in range(80)]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _record(head, seed, knn, linear=None, strategy="-", search=0.0, pretrain=0.01):
+    return {
+        "dataset": "cifar10",
+        "profile": "quick",
+        "framework": "moco",
+        "backbone": "resnet18",
+        "width": 0.5,
+        "epochs": 4,
+        "head": head,
+        "strategy": strategy,
+        "seed": seed,
+        "knn_top1": knn,
+        "linear_top1": linear,
+        "head_params": None if head == "untrained" else 1000,
+        "search_device_hours": search,
+        "pretrain_device_hours": pretrain,
+        "device": "CPU",
+        "git_commit": "abc",
+        "run_id": f"{head}{seed}",
+    }
+
+
+def test_tables_from_hand_made_records(tmp_path):
+    records = [
+        _record("untrained", 0, 30.0),
+        _record("untrained", 1, 32.0),
+        _record("baseline", 0, 40.0, 45.0),
+        _record("baseline", 1, 42.0, 47.0),
+        _record("nasiam", 0, 41.0, 44.0, "darts", search=0.02),
+        _record("nasiam", 1, 45.0, 48.0, "darts", 0.04),
+    ]
+    table = summarise(records).set_index("head")
+    assert list(table.index) == ["untrained", "baseline", "nasiam"]
+    assert table.loc["baseline", "knn_mean"] == 41.0
+    assert table.loc["baseline", "knn_std"] == pytest.approx(2**0.5)
+    assert table.loc["nasiam", "total_device_h"] == pytest.approx(0.03 + 0.01)
+    for r in records:
+        write_record(tmp_path, r)
+    write_tables(tmp_path)
+    text = (tmp_path / "cifar10.md").read_text()
+    assert "| quick | moco | baseline | - | resnet18 | 0.5 | 4 | 2 | 41.0 ± 1.4 | 46.0 ± 1.4 | 1,000 |" in text
+    assert "| quick | moco | untrained | - | resnet18 | 0.5 | 4 | 2 | 31.0 ± 1.4 | – | – |" in text
+    measured, published = text.split("## Published figures (not measured here")
+    assert "solo-learn" not in measured and "lightly" not in measured  # never mixed with measured rows
+    assert "| solo-learn | cifar10 | moco | resnet18 | linear, 1000 epochs (MoCo v2+) | 92.94 |" in published
+    assert "| SimSiam paper | cifar10 | simsiam | resnet18 | linear, 800 epochs | 91.8 |" in published
+    assert json.loads(next(tmp_path.rglob("*.json")).read_text())["format"] == "nasiam-bench/record/1"
