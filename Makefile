@@ -50,7 +50,7 @@ data: ## prepare DATASET (default cifar10) from SOURCE (default ../shared/datase
 	$(BIN)/nasiam-bench data prepare $(DATASET) --source $(SOURCE) $(if $(DATA_ROOT),--root $(DATA_ROOT))
 
 bench: ## search, pre-train and compare the heads of FRAMEWORK (DATASET, PROFILE, STRATEGY, SEEDS)
-	$(BIN)/nasiam-bench bench $(FRAMEWORK) --dataset $(DATASET) --seeds $(SEEDS) profile=$(PROFILE) strategy=$(STRATEGY)
+	$(BIN)/nasiam-bench bench $(FRAMEWORK) profile=$(PROFILE) strategy=$(STRATEGY) --dataset $(DATASET) --seeds $(SEEDS)
 
 tables: ## regenerate results/<dataset>.md, .csv and plots from results/records
 	$(BIN)/nasiam-bench tables
