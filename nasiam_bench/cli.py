@@ -54,14 +54,20 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds_and_folders(spec, args: argparse.Namespace, default_folder) -> list[tuple[int, Path]]:
+    """``--seed`` or every seed of the spec, each with its folder: ``--out`` (one seed only) or the default."""
+    seeds = [args.seed] if args.seed is not None else list(spec.seeds.values)
+    if args.out and len(seeds) > 1:
+        raise NasiamBenchError(f"--out names one folder but the spec has seeds {seeds}; add --seed N, or use --runs")
+    return [(seed, Path(args.out) if args.out else default_folder(spec, seed, args.runs)) for seed in seeds]
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from nasiam_bench.spec import load_spec
     from nasiam_bench.train import default_run_dir, pretrain
 
     spec = load_spec(args.spec, args.overrides)
-    seeds = [args.seed] if args.seed is not None else list(spec.seeds.values)
-    for seed in seeds:
-        out = Path(args.out) if args.out and len(seeds) == 1 else default_run_dir(spec, seed, args.runs)
+    for seed, out in _seeds_and_folders(spec, args, default_run_dir):
         result = pretrain(spec, seed, out, device=args.device, resume=not args.no_resume, stop_after=args.stop_after)
         last = result.history[-1] if result.history else {}
         state = "finished" if result.finished else f"stopped after epoch {result.epochs_done}/{spec.train.epochs}"
@@ -78,9 +84,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from nasiam_bench.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
-    seeds = [args.seed] if args.seed is not None else list(spec.seeds.values)
-    for seed in seeds:
-        out = Path(args.out) if args.out and len(seeds) == 1 else default_search_dir(spec, seed, args.runs)
+    for seed, out in _seeds_and_folders(spec, args, default_search_dir):
         result, genotype_file = run_search(spec, seed, out, device=args.device)
         if genotype_file is None:
             print(f"{spec.experiment.strategy}: no search; the {spec.experiment.framework} baseline heads")

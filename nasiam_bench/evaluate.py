@@ -166,14 +166,7 @@ def eval_data_for(spec, seed: int, device) -> EvalData:
     from nasiam_bench.train import train_indices
 
     data = open_prepared(spec.experiment.dataset, spec.data.root or None)
-    config = LoaderConfig(
-        batch_size=spec.eval.linear_batch_size,
-        image_size=spec.data.image_size,
-        seed=seed,
-        workers=spec.data.workers,
-        kind=spec.data.loader,
-        device=str(device),
-    )
+    config = LoaderConfig.from_spec(spec, seed, spec.eval.linear_batch_size, device)
     return EvalData(data, train_indices(spec, data, seed), config, spec.eval.test_subset, seed)
 
 

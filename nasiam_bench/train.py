@@ -29,7 +29,7 @@ from nasiam_bench.backbones import build_backbone
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
 from nasiam_bench.data.prepare import PreparedDataset, open_prepared
 from nasiam_bench.data.splits import stratified_subset
-from nasiam_bench.evaluate import EvalData, collapse_metrics, knn_top1
+from nasiam_bench.evaluate import collapse_metrics, eval_data_for, knn_top1
 from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.heads.genotype import Genotype, build_heads, load_genotype, paper_genotype_path
 from nasiam_bench.io import atomic_write_text, save_torch
@@ -241,15 +241,7 @@ def pretrain(
     loader = ssl_loader(
         data,
         data.train_split,
-        LoaderConfig(
-            batch_size=t.batch_size // ctx.world_size,
-            image_size=spec.data.image_size,
-            seed=seed,
-            workers=spec.data.workers,
-            kind=spec.data.loader,
-            device=str(ctx.device),
-            distributed=ctx.distributed,
-        ),
+        LoaderConfig.from_spec(spec, seed, t.batch_size // ctx.world_size, ctx.device, ctx.distributed),
         indices,
     )
     steps_per_epoch = len(loader)
@@ -284,20 +276,7 @@ def pretrain(
     writer = _tensorboard(out_dir) if ctx.is_main else None
     monitor = None
     if spec.eval.knn_every and ctx.is_main:
-        monitor = EvalData(
-            data,
-            indices,
-            LoaderConfig(
-                batch_size=spec.eval.linear_batch_size,
-                image_size=spec.data.image_size,
-                seed=seed,
-                workers=spec.data.workers,
-                kind=spec.data.loader,
-                device=str(ctx.device),
-            ),
-            spec.eval.test_subset,
-            seed,
-        )
+        monitor = eval_data_for(spec, seed, ctx.device)
 
     end_epoch = t.epochs if stop_after is None else min(t.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):

@@ -41,6 +41,20 @@ class LoaderConfig:
     device: str = "cpu"
     distributed: bool = False
 
+    @classmethod
+    def from_spec(cls, spec, seed: int, batch_size: int, device, distributed: bool = False) -> LoaderConfig:
+        """The loader settings of a spec's ``[data]`` section, with a phase's batch size and device."""
+        d = spec.data
+        return cls(
+            batch_size=batch_size,
+            image_size=d.image_size,
+            seed=seed,
+            workers=d.workers,
+            kind=d.loader,
+            device=str(device),
+            distributed=distributed,
+        )
+
 
 def _device(name: str) -> torch.device:
     return torch.device(name)

@@ -66,14 +66,8 @@ def run_search(
     s = spec.search
     if s.batch_size % ctx_dist.world_size:
         raise SpecError(f"search.batch_size = {s.batch_size} does not split over {ctx_dist.world_size} processes")
-    config = LoaderConfig(
-        batch_size=s.batch_size // ctx_dist.world_size,
-        image_size=spec.data.image_size,
-        seed=seed,
-        workers=spec.data.workers,
-        kind=spec.data.loader,
-        device=str(ctx_dist.device),
-        distributed=ctx_dist.distributed,
+    config = LoaderConfig.from_spec(
+        spec, seed, s.batch_size // ctx_dist.world_size, ctx_dist.device, ctx_dist.distributed
     )
     if len(weights_half) < config.batch_size:
         raise SpecError(f"search.batch_size = {s.batch_size} exceeds the {len(weights_half)} images of a search half")
@@ -88,14 +82,7 @@ def run_search(
         heads = {name: SearchHead(ops, cell) for name, cell in cells.items()}
         return prepare(framework(backbone, heads, spec.framework.given()))
 
-    eval_config = LoaderConfig(
-        batch_size=spec.eval.linear_batch_size,
-        image_size=spec.data.image_size,
-        seed=seed,
-        workers=spec.data.workers,
-        kind=spec.data.loader,
-        device=str(ctx_dist.device),
-    )
+    eval_config = LoaderConfig.from_spec(spec, seed, spec.eval.linear_batch_size, ctx_dist.device)
     knn_loaders: dict[str, object] = {}
 
     def knn_score(backbone) -> float:
