@@ -151,9 +151,7 @@ def _document(dataset: str, shown: pd.DataFrame, records: list[dict[str, Any]], 
         "",
         f"![kNN top-1 against device-hours]({plot})",
         "",
-        f"- Profile(s): {profiles}. The `quick` profile is a reduced CPU schedule (half-width ResNet-18, a "
-        "10,000-image subset, a few epochs): its figures compare heads under that budget and are far below "
-        "published accuracies.",
+        f"- Profile(s): {profiles}. {_schedules(records)}",
     ]
     if note:
         parts.append(f"- Data: {note}; accuracies on it may differ slightly from the lossless original.")
@@ -166,6 +164,23 @@ def _document(dataset: str, shown: pd.DataFrame, records: list[dict[str, Any]], 
             "",
         ]
     return "\n".join(parts)
+
+
+def _schedules(records: list[dict[str, Any]]) -> str:
+    """What each reduced profile trained, read from the records themselves."""
+    lines = []
+    for profile in sorted({r["profile"] for r in records} - {"paper"}):
+        r = next(r for r in records if r["profile"] == profile)
+        images = f"a {r['train_subset']:,}-image subset" if r.get("train_subset") else "the whole training split"
+        lines.append(
+            f"`{profile}` is a reduced schedule ({r['backbone']} at width {r['width']:g}, {images}, "
+            f"{r['epochs']} epochs, batch {r['batch_size']})"
+        )
+    if not lines:
+        return ""
+    return (
+        "; ".join(lines) + ": its figures compare the heads under that budget and are far below published accuracies."
+    )
 
 
 def plot_accuracy_vs_cost(table: pd.DataFrame, path: Path, dataset: str) -> Path:

@@ -112,6 +112,8 @@ def _record(head, seed, knn, linear=None, strategy="-", search=0.0, pretrain=0.0
         "backbone": "resnet18",
         "width": 0.5,
         "epochs": 4,
+        "batch_size": 128,
+        "train_subset": 10000,
         "head": head,
         "strategy": strategy,
         "seed": seed,
@@ -146,6 +148,7 @@ def test_tables_from_hand_made_records(tmp_path):
     text = (tmp_path / "cifar10.md").read_text()
     assert "| quick | moco | baseline | - | resnet18 | 0.5 | 4 | 2 | 41.0 ± 1.4 | 46.0 ± 1.4 | 1,000 |" in text
     assert "| quick | moco | untrained | - | resnet18 | 0.5 | 4 | 2 | 31.0 ± 1.4 | – | – |" in text
+    assert "`quick` is a reduced schedule (resnet18 at width 0.5, a 10,000-image subset, 4 epochs, batch 128)" in text
     measured, published = text.split("## Published figures (not measured here")
     assert "solo-learn" not in measured and "lightly" not in measured  # never mixed with measured rows
     assert "| solo-learn | cifar10 | moco | resnet18 | linear, 1000 epochs (MoCo v2+) | 92.94 |" in published
