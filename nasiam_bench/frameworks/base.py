@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -12,21 +11,13 @@ from nasiam_bench.heads.supernet import Cell
 from nasiam_bench.registry import NasiamBenchError
 
 
-@dataclass(frozen=True)
-class HeadShape:
-    """Where a head sits: its input and output sizes, and its hidden width in the framework's paper."""
-
-    in_dim: int
-    out_dim: int
-    hidden: int
-
-
 class Framework(nn.Module):
     """A backbone with the framework's heads; ``forward(view1, view2)`` returns the loss.
 
-    Subclasses define ``head_shapes`` and ``baseline_heads`` (their papers' MLPs), the loss in ``forward``, and any
-    per-step work in ``after_step`` (momentum encoders). ``options`` are the framework's hyperparameters, with the
-    paper's values as defaults; the spec's ``[framework]`` section overrides those a framework lists in ``OPTIONS``.
+    Subclasses define ``baseline_heads`` (their papers' MLPs), ``_cells`` (the searched heads' layouts), the loss in
+    ``forward``, and any per-step work in ``after_step`` (momentum encoders). ``options`` are the framework's
+    hyperparameters, with the paper's values as defaults; the spec's ``[framework]`` section overrides those a
+    framework lists in ``OPTIONS``.
     """
 
     OPTIONS: ClassVar[dict[str, float | int]] = {}
@@ -58,10 +49,6 @@ class Framework(nn.Module):
             valid = ", ".join(cls.OPTIONS) or "none"
             raise NasiamBenchError(f"framework option {unknown[0]!r} does not apply to {cls.__name__}; valid: {valid}")
         return {**cls.OPTIONS, **given}
-
-    @classmethod
-    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
-        raise NotImplementedError
 
     @classmethod
     def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:

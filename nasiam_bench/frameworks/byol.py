@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from nasiam_bench.frameworks.base import Framework, HeadShape, MomentumEncoder
+from nasiam_bench.frameworks.base import Framework, MomentumEncoder
 from nasiam_bench.frameworks.losses import byol_loss
 from nasiam_bench.heads.mlp import mlp
 from nasiam_bench.heads.supernet import Cell
@@ -31,10 +31,6 @@ class BYOL(Framework):
     ) -> None:
         super().__init__(backbone, heads, options)
         self.target = MomentumEncoder(self.backbone, self.heads["projector"])
-
-    @classmethod
-    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
-        return {"projector": HeadShape(feature_dim, OUT_DIM, HIDDEN), "predictor": HeadShape(OUT_DIM, OUT_DIM, HIDDEN)}
 
     @classmethod
     def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasiam_bench.distributed import gather_no_grad
-from nasiam_bench.frameworks.base import Framework, HeadShape, MomentumEncoder
+from nasiam_bench.frameworks.base import Framework, MomentumEncoder
 from nasiam_bench.frameworks.losses import info_nce
 from nasiam_bench.heads.mlp import mlp
 from nasiam_bench.heads.supernet import Cell
@@ -42,10 +42,6 @@ class MoCo(Framework):
             dim = self.heads["projector"](torch.zeros(2, self.feature_dim)).shape[1]
             self.heads["projector"].train(training)
         return dim
-
-    @classmethod
-    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
-        return {"projector": HeadShape(feature_dim, OUT_DIM, feature_dim)}
 
     @classmethod
     def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:

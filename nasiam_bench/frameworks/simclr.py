@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasiam_bench.frameworks.base import Framework, HeadShape
+from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.frameworks.losses import nt_xent
 from nasiam_bench.heads.mlp import mlp
 from nasiam_bench.heads.supernet import Cell
@@ -20,10 +20,6 @@ SEARCH_HIDDEN = 512
 class SimCLR(Framework):
     OPTIONS = {"temperature": 0.5}  # the paper's CIFAR-10 value
     SEARCH_LAYERS = {"projector": 6}
-
-    @classmethod
-    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
-        return {"projector": HeadShape(feature_dim, OUT_DIM, HIDDEN)}
 
     @classmethod
     def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:

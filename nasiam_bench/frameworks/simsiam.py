@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasiam_bench.frameworks.base import Framework, HeadShape
+from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.frameworks.losses import simsiam_loss
 from nasiam_bench.heads.mlp import mlp
 from nasiam_bench.heads.supernet import Cell
@@ -19,13 +19,6 @@ PRED_HIDDEN = 512
 class SimSiam(Framework):
     HEADS = ("projector", "predictor")
     SEARCH_LAYERS = {"projector": 6, "predictor": 4}
-
-    @classmethod
-    def head_shapes(cls, feature_dim: int) -> dict[str, HeadShape]:
-        return {
-            "projector": HeadShape(feature_dim, PROJ_DIM, PROJ_DIM),
-            "predictor": HeadShape(PROJ_DIM, PROJ_DIM, PRED_HIDDEN),
-        }
 
     @classmethod
     def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
