@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides)
     for seed, out in _seeds_and_folders(spec, args, default_run_dir):
         result = pretrain(spec, seed, out, device=args.device, resume=not args.no_resume, stop_after=args.stop_after)
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one process reports
+            continue
         last = result.history[-1] if result.history else {}
         state = "finished" if result.finished else f"stopped after epoch {result.epochs_done}/{spec.train.epochs}"
         print(

@@ -9,11 +9,16 @@ CUDA, and on the CPU, which torch's SyncBatchNorm refuses, ``CPUSyncBatchNorm`` 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+# torch 2.14 deprecates the autograd-aware collectives in favour of a private module; they still work, and a
+# warning at every synchronised BatchNorm would drown the log.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.", category=FutureWarning)
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ def test_tables_from_hand_made_records(tmp_path):
     assert "| quick | moco | untrained | - | resnet18 | 0.5 | 4 | 2 | 31.0 ± 1.4 | – | – |" in text
     assert "`quick` is a reduced schedule (resnet18 at width 0.5, a 10,000-image subset, 4 epochs, batch 128)" in text
     measured, published = text.split("## Published figures (not measured here")
-    assert "solo-learn" not in measured and "lightly" not in measured  # never mixed with measured rows
+    assert "| solo-learn |" not in measured and "| lightly |" not in measured  # never mixed with measured rows
     assert "| solo-learn | cifar10 | moco | resnet18 | linear, 1000 epochs (MoCo v2+) | 92.94 |" in published
     assert "| SimSiam paper | cifar10 | simsiam | resnet18 | linear, 800 epochs | 91.8 |" in published
     assert json.loads(next(tmp_path.rglob("*.json")).read_text())["format"] == "nasiam-bench/record/1"

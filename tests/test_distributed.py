@@ -42,3 +42,42 @@ def test_two_processes_match_one(runs, framework):
     # BatchNorm running statistics over the global batch, and MoCo's queue of gathered keys, agree too.
     for name, buffer in single["buffers"].items():
         torch.testing.assert_close(pair["buffers"][name], buffer, rtol=1e-4, atol=1e-6, msg=f"{framework} {name}")
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_pretrain_under_torchrun_with_two_cpu_processes(tmp_path):
+    from tests.conftest import TEST_DATA_ROOT
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29534",
+            "-m",
+            "nasiam_bench",
+            "pretrain",
+            "moco_cifar10",
+            "profile=smoke",
+            f"data.root={TEST_DATA_ROOT}",
+            "data.train_subset=128",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("finished") == 1  # one process reports
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1 and (tmp_path / "backbone.pt").is_file()
+    assert "FutureWarning" not in result.stderr

@@ -28,7 +28,7 @@ def test_file_then_profile_then_overrides(tmp_path):
     spec = load_spec(write(tmp_path, GOOD))
     assert spec.experiment.framework == "moco" and spec.train.lr == 0.03
     assert spec.experiment.profile == "quick"
-    assert spec.train.epochs == 4 and spec.experiment.width == 0.5  # from the quick profile
+    assert spec.train.epochs == 10 and spec.experiment.width == 0.25  # from the quick profile
     explicit = load_spec(write(tmp_path, GOOD + "    epochs = 7\n", name="explicit.toml"))
     assert explicit.train.epochs == 7  # a schedule value written in the file beats the profile
 
