@@ -74,6 +74,13 @@ class Framework(nn.Module):
         """
         raise NotImplementedError
 
+    def project_pair(
+        self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projector's outputs for both views (from ``features`` when the backbone has run already)."""
+        f1, f2 = self.online_features((view1, view2), features)
+        return self.heads["projector"](f1), self.heads["projector"](f2)
+
     def online_features(
         self, views: tuple[torch.Tensor, ...], features: tuple[torch.Tensor, ...] | None
     ) -> tuple[torch.Tensor, ...]:

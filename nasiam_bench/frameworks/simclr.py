@@ -34,6 +34,5 @@ class SimCLR(Framework):
     def forward(
         self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
     ) -> dict[str, torch.Tensor]:
-        f1, f2 = self.online_features((view1, view2), features)
-        z1, z2 = self.heads["projector"](f1), self.heads["projector"](f2)
+        z1, z2 = self.project_pair(view1, view2, features)
         return {"loss": nt_xent(z1, z2, float(self.options["temperature"])), "embedding": z1.detach()}

@@ -43,8 +43,7 @@ class SimSiam(Framework):
     def forward(
         self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
     ) -> dict[str, torch.Tensor]:
-        f1, f2 = self.online_features((view1, view2), features)
-        z1, z2 = self.heads["projector"](f1), self.heads["projector"](f2)
+        z1, z2 = self.project_pair(view1, view2, features)
         p1, p2 = self.heads["predictor"](z1), self.heads["predictor"](z2)
         return {"loss": simsiam_loss(p1, p2, z1, z2), "embedding": z1.detach()}
 
