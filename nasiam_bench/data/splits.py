@@ -10,11 +10,11 @@ from nasiam_bench.data.datasets import DataError
 def stratified_subset(labels: np.ndarray, size: int, seed: int, indices: np.ndarray | None = None) -> np.ndarray:
     """``size`` indices (of ``indices``, default all) with each class in proportion, sorted; 0 or more than
     there are: all of them."""
-    pool = np.arange(len(labels)) if indices is None else np.asarray(indices)
-    if size <= 0 or size >= len(pool):
-        return np.sort(pool)
     if size < 0:
         raise DataError(f"subset size must be >= 0, got {size}")
+    pool = np.arange(len(labels)) if indices is None else np.asarray(indices)
+    if size == 0 or size >= len(pool):
+        return np.sort(pool)
     rng = np.random.default_rng(seed)
     pool_labels = labels[pool]
     classes, counts = np.unique(pool_labels, return_counts=True)

@@ -115,9 +115,6 @@ class SearchHead(nn.Module):
             x = layer(x, w, self.hard)
         return self.tail(x)
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if name != "alpha"]
-
     def derive(self) -> list[str]:
         """The paper's genotype: the op with the largest alpha in each layer."""
         return [self.op_names[i] for i in self.alpha.detach().argmax(dim=1).tolist()]
