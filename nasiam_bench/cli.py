@@ -51,6 +51,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_resolution=args.max_resolution,
         force=args.force,
+        holdout=args.holdout,
     )
     return 0
 
@@ -64,8 +65,9 @@ def _seeds_and_folders(spec, args: argparse.Namespace, default_folder) -> list[t
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from nasiam_bench.layout import default_run_dir
     from nasiam_bench.spec import load_spec
-    from nasiam_bench.train import default_run_dir, pretrain
+    from nasiam_bench.train import pretrain
 
     spec = load_spec(args.spec, args.overrides)
     for seed, out in _seeds_and_folders(spec, args, default_run_dir):
@@ -83,7 +85,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from nasiam_bench.heads.genotype import GENOTYPES_DIR, load_genotype
-    from nasiam_bench.search.run import default_search_dir, run_search
+    from nasiam_bench.layout import default_search_dir
+    from nasiam_bench.search.run import run_search
     from nasiam_bench.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
@@ -209,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="processes that decode and write (default 2)")
     p.add_argument("--max-resolution", type=int, default=256, help="longest side kept for large images (256)")
     p.add_argument("--force", action="store_true", help="rewrite even when the files are up to date")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="without a test split: the stratified fraction of train held out for evaluation (default 0.1)",
+    )
     p.set_defaults(run=_cmd_data_prepare)
     return parser
 

@@ -63,6 +63,11 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def is_main_process() -> bool:
+    """Whether this process writes the shared files (rank 0, or the only process)."""
+    return world_size() == 1 or dist.get_rank() == 0
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """All processes' ``x`` concatenated along dim 0; gradients flow back to each process's own part."""
     if world_size() == 1:
@@ -164,3 +169,11 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         out.add_module(name, _convert_cpu(child))
     return out
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"

@@ -17,9 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint
+from nasiam_bench.data.datasets import DataError
 from nasiam_bench.data.loaders import EvalLoader, LoaderConfig, eval_loader
-from nasiam_bench.data.prepare import PreparedDataset
-from nasiam_bench.data.splits import stratified_subset
+from nasiam_bench.data.prepare import PreparedDataset, open_prepared
+from nasiam_bench.data.splits import stratified_subset, train_indices
+from nasiam_bench.distributed import setup
+from nasiam_bench.models import build_model
+from nasiam_bench.rng import seed_everything
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,11 @@ class EvalData:
         test_subset: int = 0,
         seed: int = 0,
     ) -> None:
+        if data.eval_split == data.train_split:
+            raise DataError(
+                f"{data.folder}: its evaluation split is its training split, so kNN would query a bank that holds "
+                f"the query; prepare it again (a held-out split is made when the source has no test split)"
+            )
         self.num_classes = len(data.classes)
         test_indices = None
         if test_subset:
@@ -162,18 +172,13 @@ def projector_collapse(project: nn.Module, loader: EvalLoader, limit: int = 4096
 
 def eval_data_for(spec, seed: int, device) -> EvalData:
     """The bank (the run's training images) and query loaders of a spec's evaluation."""
-    from nasiam_bench.data.prepare import open_prepared
-    from nasiam_bench.train import train_indices
-
     data = open_prepared(spec.experiment.dataset, spec.data.root or None)
     config = LoaderConfig.from_spec(spec, seed, spec.eval.linear_batch_size, device)
-    return EvalData(data, train_indices(spec, data, seed), config, spec.eval.test_subset, seed)
+    return EvalData(data, train_indices(data, spec.data.train_subset, seed), config, spec.eval.test_subset, seed)
 
 
 def untrained_knn(spec, seed: int, eval_data: EvalData, device) -> float:
     """The floor: kNN top-1 of the spec's backbone freshly initialised with ``seed``, as every run starts."""
-    from nasiam_bench.train import build_model, seed_everything
-
     seed_everything(seed)
     backbone = build_model(spec).backbone.to(device).eval()
     return knn_top1(eval_data.features(backbone), spec.eval.knn_k, spec.eval.knn_temperature)
@@ -181,9 +186,6 @@ def untrained_knn(spec, seed: int, eval_data: EvalData, device) -> float:
 
 def evaluate_checkpoint(checkpoint: str, device: str = "auto", floor: bool = False) -> dict[str, float]:
     """kNN, linear probe and collapse metrics of a trained checkpoint (and of its untrained twin with ``floor``)."""
-    from nasiam_bench.distributed import setup
-    from nasiam_bench.train import load_checkpoint, model_from_checkpoint
-
     state = load_checkpoint(checkpoint)
     spec, model = model_from_checkpoint(state)
     ctx = setup(device)

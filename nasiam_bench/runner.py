@@ -13,13 +13,16 @@ from typing import Any
 from nasiam_bench import distributed
 from nasiam_bench.data.datasets import DataError
 from nasiam_bench.data.prepare import open_prepared, prepare
+from nasiam_bench.distributed import device_name
 from nasiam_bench.evaluate import eval_data_for, evaluate_checkpoint, untrained_knn
-from nasiam_bench.heads.genotype import paper_genotype_path
+from nasiam_bench.heads.genotype import paper_genotype_path, resolve_genotype
+from nasiam_bench.layout import default_run_dir, default_search_dir
+from nasiam_bench.models import build_model
 from nasiam_bench.results import device_hours, find_record, write_record
-from nasiam_bench.search.run import default_search_dir, run_search
+from nasiam_bench.search.run import run_search
 from nasiam_bench.spec import Spec, load_spec
 from nasiam_bench.tables import FLOOR, write_tables
-from nasiam_bench.train import build_model, default_run_dir, device_name, pretrain, resolve_genotype
+from nasiam_bench.train import pretrain
 
 SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 

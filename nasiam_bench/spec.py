@@ -148,7 +148,8 @@ class FrameworkSection:
 
 @dataclass(frozen=True)
 class SeedsSection:
-    values: tuple[int, ...] = _opt((0,), lo=0, doc="one run per seed")
+    # Not in the run id: a run is (run id, seed), so seed 0 of `--seeds 1` is seed 0 of `--seeds 3`.
+    values: tuple[int, ...] = _opt((0,), lo=0, hashed=False, doc="one run per seed")
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class Spec:
 
     @property
     def run_id(self) -> str:
-        """Stable 12-hex-digit hash of everything that changes a result."""
+        """Stable 12-hex-digit hash of everything that changes a result but the seed (a run is run id + seed)."""
         return self._digest()
 
     @property

@@ -33,7 +33,7 @@ PUBLISHED = [
     ("lightly", "cifar10", "byol", "resnet18", "kNN, 800 epochs, batch 512", 91.0),
 ]
 HEAD_ORDER = {FLOOR: 0, "baseline": 1, "nasiam": 2, "random": 3, "paper": 4}
-GROUP = ["profile", "framework", "head", "strategy", "backbone", "width", "epochs"]
+LABELS = ["profile", "framework", "head", "strategy", "backbone", "width", "epochs"]  # what a row shows
 
 
 def _mean_std(mean: float, std: float, n: int) -> str:
@@ -48,15 +48,17 @@ def _column_mean_std(table: pd.DataFrame, prefix: str) -> list[str]:
 
 
 def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (profile, framework, head, strategy, backbone, width, epochs): means ± std over seeds."""
+    """One row per experiment, the head and run id (the hash of the whole resolved spec but the seed): means ± std
+    over its seeds. Rows whose labels agree but whose specs do not name the keys that differ (``differs``)."""
     frame = pd.DataFrame(records)
     if "linear_top1" not in frame:  # only floors so far
         frame["linear_top1"] = float("nan")
     rows = []
-    for key, group in frame.groupby(GROUP, dropna=False, sort=False):
-        row = dict(zip(GROUP, key, strict=True))
+    for (_, run_id), group in frame.groupby(["head", "run_id"], sort=False):
+        row = {label: group[label].iloc[0] for label in LABELS}
         row.update(
             {
+                "run_id": run_id,
                 "seeds": int(group["seed"].nunique()),
                 "knn_mean": group["knn_top1"].mean(),
                 "knn_std": group["knn_top1"].std(ddof=1),
@@ -69,10 +71,31 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
             }
         )
         row["total_device_h"] = row["search_device_h"] + row["pretrain_device_h"]
+        row["differs"] = ""
         rows.append(row)
     table = pd.DataFrame(rows)
+    specs = {(r["head"], r["run_id"]): r.get("spec") for r in records}
+    for _, same_labels in table.groupby(LABELS, sort=False):
+        if len(same_labels) > 1:
+            rows = list(same_labels.itertuples())
+            differences = spec_differences([specs[(row.head, row.run_id)] for row in rows])
+            # Specs alike but for the hash: records written by another version of the suite.
+            labelled = zip(differences, rows, strict=True)
+            table.loc[same_labels.index, "differs"] = [d or f"run id {r.run_id}" for d, r in labelled]
     table["_order"] = table["head"].map(HEAD_ORDER).fillna(9)
     return table.sort_values(["profile", "framework", "_order", "strategy"]).drop(columns="_order")
+
+
+def _flat(spec: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, table in (spec or {}).items() for key, value in table.items()}
+
+
+def spec_differences(specs: list[dict[str, dict[str, Any]] | None]) -> list[str]:
+    """For each spec, ``key=value`` of every key on which the specs disagree (``seeds`` aside)."""
+    flat = [_flat(s) for s in specs]
+    keys = sorted({k for f in flat for k in f if not k.startswith("seeds.")})
+    differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    return [", ".join(f"{k}={f.get(k, '–')}" for k in differing) for f in flat]
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -109,6 +132,8 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
     ):
         shown[name] = table[column].map("{:.4f}".format)
     shown["device"] = table["device"]
+    if table["differs"].any():  # rows that would otherwise look alike
+        shown["spec differs in"] = table["differs"].map(lambda v: v or "–")
     return shown
 
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import os
-import random
 import resource
 import time
 import warnings
@@ -19,24 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from nasiam_bench import distributed
-from nasiam_bench.backbones import build_backbone
+from nasiam_bench.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
-from nasiam_bench.data.prepare import PreparedDataset, open_prepared
-from nasiam_bench.data.splits import stratified_subset
+from nasiam_bench.data.prepare import open_prepared
+from nasiam_bench.data.splits import train_indices
+from nasiam_bench.distributed import device_name
 from nasiam_bench.evaluate import collapse_metrics, eval_data_for, knn_top1
 from nasiam_bench.frameworks.base import Framework
-from nasiam_bench.heads.genotype import Genotype, build_heads, load_genotype, paper_genotype_path
+from nasiam_bench.heads.genotype import resolve_genotype
 from nasiam_bench.io import atomic_write_text, save_torch
-from nasiam_bench.registry import FRAMEWORKS, NasiamBenchError
-from nasiam_bench.spec import Spec, SpecError, spec_from_dict
+from nasiam_bench.models import build_model
+from nasiam_bench.registry import NasiamBenchError
+from nasiam_bench.rng import rng_state, seed_everything, set_rng_state
+from nasiam_bench.schedule import cosine_schedule
+from nasiam_bench.spec import Spec, SpecError
 
-CHECKPOINT_FORMAT = "nasiam-bench/checkpoint/1"
 COLLAPSE_STD_RATIO = 0.1  # std of normalised embeddings below 0.1/sqrt(d): the representation is collapsing
 
 
@@ -69,121 +68,6 @@ class PretrainResult:
         return self.out_dir / "backbone.pt"
 
 
-def default_run_dir(spec: Spec, seed: int, root: str | Path = "runs") -> Path:
-    label = spec.experiment.name or f"{spec.experiment.framework}-{spec.experiment.dataset}"
-    return Path(root) / f"{label}-{spec.run_id}" / f"seed{seed}"
-
-
-def build_model(spec: Spec, genotype: dict[str, list[str]] | None = None) -> Framework:
-    """The framework's model around a fresh backbone: its baseline heads, or the heads a genotype describes."""
-    e = spec.experiment
-    backbone = build_backbone(e.backbone, cifar_stem=e.cifar_stem, width=e.width)
-    framework = FRAMEWORKS.get(e.framework)
-    heads = None
-    if genotype is not None:
-        cells = framework.search_cells(int(backbone.num_features), spec.search.layers())
-        heads = build_heads(Genotype(e.framework, genotype), cells, where=f"{e.framework} genotype")
-    return framework(backbone, heads, spec.framework.given())
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint this suite wrote, or a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise NasiamBenchError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise NasiamBenchError(f"{path}: not a nasiam-bench checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise NasiamBenchError(f"{path}: not a nasiam-bench checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    return state
-
-
-def resolve_genotype(spec: Spec, seed: int, runs: str | Path = "runs") -> dict[str, list[str]] | None:
-    """The ops of the heads ``experiment.head`` asks for; None for the framework's baseline heads.
-
-    ``genotype:<file>``: a genotype file; ``paper``: the paper's for this framework, dataset and backbone;
-    ``nasiam``: what ``nasiam-bench search`` found for this spec and seed; ``random``: one sampled with the seed.
-    """
-    e = spec.experiment
-    kind = e.head
-    if kind == "baseline":
-        return None
-    if kind == "random":
-        from nasiam_bench.heads.ops import search_space
-        from nasiam_bench.search.random import sample_genotype
-
-        layers = FRAMEWORKS.get(e.framework).search_cells(1, spec.search.layers())
-        rng = np.random.default_rng([seed, 1])  # not the random search's own stream
-        return sample_genotype(search_space(e.activations), {h: c.layers for h, c in layers.items()}, rng)
-    if kind == "paper":
-        path = paper_genotype_path(e.framework, e.dataset, e.backbone)
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in path.parent.glob("*.toml"))) or "none"
-            raise SpecError(
-                f"experiment.head = 'paper': the paper published no genotype for {e.framework} on "
-                f"{e.dataset} with {e.backbone}; it did for: {known}"
-            )
-    elif kind == "nasiam":
-        from nasiam_bench.search.run import default_search_dir
-
-        path = default_search_dir(spec, seed, runs) / "genotype.toml"
-        if not path.is_file():
-            raise SpecError(
-                f"experiment.head = 'nasiam': no search result at {path}; run "
-                f"`nasiam-bench search` with this spec first"
-            )
-    else:
-        path = Path(kind.removeprefix("genotype:"))
-    genotype = load_genotype(path)
-    if genotype.framework != e.framework:
-        raise SpecError(f"{path}: a genotype of {genotype.framework} heads, not {e.framework}")
-    return genotype.heads
-
-
-def _lr_lambda(total: int, warmup: int, fixed: bool):
-    def factor(step: int) -> float:
-        if fixed:
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    return factor
-
-
-def _rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -199,11 +83,6 @@ def _write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(out_dir / "log.csv", buffer.getvalue())
-
-
-def train_indices(spec: Spec, data: PreparedDataset, seed: int) -> np.ndarray:
-    """The training images of a run: the seeded, stratified ``data.train_subset`` (all when 0)."""
-    return stratified_subset(data.labels(data.train_split), spec.data.train_subset, seed)
 
 
 def pretrain(
@@ -237,7 +116,7 @@ def pretrain(
         model = distributed.convert_sync_batchnorm(model, ctx.device)
 
     data = open_prepared(spec.experiment.dataset, spec.data.root or None)
-    indices = train_indices(spec, data, seed)
+    indices = train_indices(data, spec.data.train_subset, seed)
     loader = ssl_loader(
         data,
         data.train_split,
@@ -249,15 +128,9 @@ def pretrain(
         raise SpecError(f"train.batch_size = {t.batch_size} exceeds the {len(indices)} training images")
     total_steps = steps_per_epoch * t.epochs
 
-    groups = model.param_groups()
     lr = t.lr * t.batch_size / 256
-    optimizer = torch.optim.SGD(
-        [{**g, "lr": lr} for g in groups], lr=lr, momentum=t.momentum, weight_decay=t.weight_decay
-    )
-    warmup = t.warmup_epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, [_lr_lambda(total_steps, warmup, bool(g.get("fixed_lr"))) for g in groups]
-    )
+    optimizer = torch.optim.SGD(model.param_groups(), lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    scheduler = cosine_schedule(optimizer, total_steps, t.warmup_epochs * steps_per_epoch)
 
     history: list[dict[str, Any]] = []
     start_epoch, train_seconds, images_seen = 0, 0.0, 0
@@ -268,7 +141,7 @@ def pretrain(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         start_epoch, history = state["epoch"], state["history"]
         train_seconds, images_seen = state["train_seconds"], state["images_seen"]
 
@@ -426,7 +299,7 @@ def _save_checkpoint(
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": _rng_state(),
+        "rng": rng_state(),
         "history": history,
         "train_seconds": train_seconds,
         "images_seen": images_seen,
@@ -443,11 +316,3 @@ def _tensorboard(out_dir: Path):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(str(out_dir / "tensorboard"))
-
-
-def model_from_checkpoint(state: dict[str, Any]) -> tuple[Spec, Framework]:
-    """Rebuild the spec and the trained model (its heads included) a checkpoint holds."""
-    spec = spec_from_dict(state["spec"], where=f"checkpoint of run {state['run_id']}")
-    model = build_model(spec, state.get("genotype"))
-    model.load_state_dict(state["model"])
-    return spec, model

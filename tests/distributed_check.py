@@ -22,7 +22,7 @@ def main(out: str) -> None:
     view2 = torch.randn(GLOBAL_BATCH, 3, 32, 32, generator=g)
     part = slice(ctx.rank * GLOBAL_BATCH // ctx.world_size, (ctx.rank + 1) * GLOBAL_BATCH // ctx.world_size)
     results = {}
-    for name in ("simsiam", "moco", "simclr", "byol"):
+    for name in FRAMEWORKS.list():
         torch.manual_seed(0)
         options = {"queue_size": 16} if name == "moco" else {}
         core = FRAMEWORKS.get(name)(build_backbone("resnet18", cifar_stem=True, width=0.125), None, options)

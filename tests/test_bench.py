@@ -104,7 +104,7 @@ def test_two_benches_writing_records_at_once_lose_nothing(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def _record(head, seed, knn, linear=None, strategy="-", search=0.0, pretrain=0.01):
+def _record(head, seed, knn, linear=None, strategy="-", search=0.0, pretrain=0.01, lr=0.06):
     return {
         "dataset": "cifar10",
         "profile": "quick",
@@ -124,7 +124,8 @@ def _record(head, seed, knn, linear=None, strategy="-", search=0.0, pretrain=0.0
         "pretrain_device_hours": pretrain,
         "device": "CPU",
         "git_commit": "abc",
-        "run_id": f"{head}{seed}",
+        "run_id": f"{head}-lr{lr}",  # a run id names the spec, not the seed
+        "spec": {"experiment": {"head": head}, "train": {"lr": lr, "epochs": 4}, "seeds": {"values": [0, 1]}},
     }
 
 
@@ -154,3 +155,19 @@ def test_tables_from_hand_made_records(tmp_path):
     assert "| solo-learn | cifar10 | moco | resnet18 | linear, 1000 epochs (MoCo v2+) | 92.94 |" in published
     assert "| SimSiam paper | cifar10 | simsiam | resnet18 | linear, 800 epochs | 91.8 |" in published
     assert json.loads(next(tmp_path.rglob("*.json")).read_text())["format"] == "nasiam-bench/record/1"
+    assert "spec differs in" not in text  # no two rows look alike
+
+
+def test_tables_never_merge_runs_of_different_specs(tmp_path):
+    # Seed 0 twice, with train.lr 0.06 and 0.6: two experiments, two rows of one seed each, and the reader is told
+    # why there are two rows.
+    records = [_record("baseline", 0, 40.0, 45.0, lr=0.06), _record("baseline", 0, 50.0, 55.0, lr=0.6)]
+    table = summarise(records)
+    assert list(table["seeds"]) == [1, 1] and sorted(table["knn_mean"]) == [40.0, 50.0]
+    assert sorted(table["differs"]) == ["train.lr=0.06", "train.lr=0.6"]
+    for r in records:
+        write_record(tmp_path, r)
+    write_tables(tmp_path)
+    text = (tmp_path / "cifar10.md").read_text()
+    assert "| 1 | 40.0 | 45.0 |" in text and "| 1 | 50.0 | 55.0 |" in text
+    assert text.count("train.lr=0.6 |") == 1 and text.count("train.lr=0.06 |") == 1

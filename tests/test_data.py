@@ -215,3 +215,137 @@ def test_labels_survive_ffcv_buffer_reuse(cifar10_data):
     kept = [labels for _, labels in loader]
     assert torch.bincount(torch.cat(kept)).tolist() == [1000] * 10
     np.testing.assert_array_equal(torch.cat(kept).numpy(), cifar10_data.labels("test"))
+
+
+class _Batches(list):
+    """Stands in for FFCV's loader: fixed uint8 batches, an epoch attribute the SSL loader sets."""
+
+    next_epoch = 0
+
+
+def test_processes_augment_their_part_of_one_global_batch_with_distinct_draws():
+    from nasiam_bench.data.augment import TwoViewAugment
+    from nasiam_bench.data.loaders import SSLLoader
+
+    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    steps = [image.expand(8, -1, -1, -1).clone() for _ in range(2)]  # two steps of a global batch of 8 copies
+    labels = torch.zeros(8, dtype=torch.long)
+
+    def loader(rank, world):
+        part = slice(rank * 8 // world, (rank + 1) * 8 // world)
+        batches = _Batches((images[part], labels[part]) for images in steps)
+        augment = TwoViewAugment(32, (0.5,) * 3, (0.25,) * 3, blur=True)
+        return SSLLoader(batches, augment, seed=3, device=torch.device("cpu"), length=2, rank=rank, world_size=world)
+
+    one = [(v1, v2) for v1, v2, _ in loader(0, 1)]
+    pair = [list(loader(rank, 2)) for rank in (0, 1)]
+    for step, (v1, v2) in enumerate(one):
+        # Two processes make exactly the views one process makes of the same global batch ...
+        torch.testing.assert_close(torch.cat([pair[0][step][0], pair[1][step][0]]), v1, rtol=0, atol=0)
+        torch.testing.assert_close(torch.cat([pair[0][step][1], pair[1][step][1]]), v2, rtol=0, atol=0)
+        # ... and every sample of it, the same image eight times, gets draws of its own.
+        views = torch.cat([v1, v2]).flatten(1)
+        assert len(torch.unique(views, dim=0)) == 16
+    assert not torch.equal(one[0][0], one[1][0])  # and each step new ones
+
+
+def _uniform_tree(root, per_split, size=16):
+    return make_tree(root, per_split=per_split, sizes=((size, size),))
+
+
+def test_source_without_a_test_split_gets_a_stratified_holdout(tmp_path):
+    from nasiam_bench.evaluate import EvalData
+
+    tree = _uniform_tree(tmp_path / "src", {"train": 10})  # 3 classes x 10 images, no test split
+    data = prepare("imagefolder", tree, root=tmp_path / "data", workers=1)
+    assert data.eval_split == "holdout" and data.meta["holdout"] == {
+        "fraction": 0.1,
+        "seed": 0,
+        "from": "train",
+        "count": 3,
+    }
+    assert data.split("train").count == 27 and data.split("holdout").count == 3
+    assert sorted(data.labels("holdout")) == [0, 1, 2]  # class-stratified
+    train_images, train_labels = read_beton(data.split("train").beton)
+    held_images, held_labels = read_beton(data.split("holdout").beton)
+    np.testing.assert_array_equal(train_labels, data.labels("train"))
+    train_set = {x.tobytes() for x in train_images}
+    assert len(train_set) == 27 and not any(x.tobytes() in train_set for x in held_images)
+    # The torch reference loader reads the same held-out images from the source tree.
+    config = LoaderConfig(batch_size=8, image_size=16, workers=0, kind="torch")
+    ffcv_config = LoaderConfig(batch_size=8, image_size=16, workers=1)
+    for kind_config in (config, ffcv_config):
+        _, labels = zip(*eval_loader(data, "holdout", kind_config), strict=True)
+        assert torch.cat(labels).tolist() == held_labels.tolist()
+    # Evaluation queries the holdout against a bank of the training images only.
+    eval_data = EvalData(data, None, ffcv_config)
+    assert len(eval_data.queries) == 1 and eval_data.bank is not eval_data.queries
+    # --holdout sets the fraction (and a change of it prepares again).
+    again = prepare("imagefolder", tree, root=tmp_path / "data", workers=1, holdout=0.2)
+    assert again.split("holdout").count == 6 and again.split("train").count == 24
+
+
+def test_evaluation_refuses_a_bank_that_holds_its_queries(tmp_path):
+    from nasiam_bench.data.prepare import PreparedDataset
+    from nasiam_bench.evaluate import EvalData
+
+    data = prepare("imagefolder", _uniform_tree(tmp_path / "src", {"train": 4}), root=tmp_path / "data", workers=1)
+    stale = PreparedDataset(data.info, data.folder, {**data.meta, "eval_split": "train"})  # as an old prepare wrote
+    with pytest.raises(DataError, match=r"its evaluation split is its training split, .* prepare it again"):
+        EvalData(stale, None, LoaderConfig(batch_size=8, image_size=16, workers=1))
+    with pytest.raises(DataError, match=r"--holdout 0: evaluation would query the kNN bank with its own images"):
+        prepare("imagefolder", tmp_path / "src", root=tmp_path / "other", workers=1, holdout=0)
+
+
+def test_imagefolder_reads_what_torchvision_reads(tmp_path):
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    from nasiam_bench.data.datasets import FolderSource
+
+    root = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    # Nested below the class folder (Tiny-ImageNet's train/<wnid>/images/), odd modes and torchvision's extensions.
+    for cls, depth in (("ant", "images"), ("bee", "a/b")):
+        folder = root / "train" / cls / depth
+        folder.mkdir(parents=True)
+        Image.fromarray(pixels).save(folder / "rgb.png")
+        Image.fromarray(pixels).convert("L").save(folder / "gray.pgm")
+        Image.fromarray(pixels).convert("CMYK").save(folder / "cmyk.jpg")
+        Image.fromarray(pixels).convert("P").save(folder / "palette.png")
+        Image.fromarray(pixels).convert("RGBA").save(folder / "alpha.webp")
+        (folder / "notes.txt").write_text("not an image")
+    (root / "val" / "ant").mkdir(parents=True)
+    Image.fromarray(pixels).save(root / "val" / "ant" / "0.bmp")
+    (root / "annotations").mkdir()  # no images: not a split
+    (root / "annotations" / "boxes.txt").write_text("")
+    source = FolderSource(root)
+    assert source.splits() == ["train", "val"] and source.classes == ["ant", "bee"]
+    for split in ("train", "val"):
+        reference = ImageFolder(str(root / split), allow_empty=True)
+        ours = [(str(path), label) for path, label in source.samples(split)]
+        assert ours == [(path, reference.class_to_idx[reference.classes[y]]) for path, y in reference.samples]
+    assert len(source.samples("train")) == 10
+    for path, _ in source.samples("train"):
+        image = source.read(path)
+        assert image.shape == (12, 12, 3) and image.dtype == np.uint8
+        np.testing.assert_array_equal(image, np.asarray(Image.open(path).convert("RGB")))
+    data = prepare("imagefolder", root, root=tmp_path / "data", workers=1)
+    assert data.split("train").count == 10 and data.eval_split == "val"
+
+
+def test_split_folders_without_classes_fail_clearly(tmp_path):
+    from PIL import Image
+
+    root = _uniform_tree(tmp_path / "src", {"train": 2})
+    loose = root / "test"
+    loose.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(loose / "0.png")
+    with pytest.raises(DataError, match=r"src/test: holds images but no class subfolders; expected <root>/<split>/"):
+        prepare("imagefolder", root, root=tmp_path / "data", workers=1)
+    loose.rename(tmp_path / "moved")
+    (root / "test").mkdir()
+    (tmp_path / "moved").rename(root / "test" / "images")  # Tiny-ImageNet's val/images/: not a class
+    with pytest.raises(DataError, match=r"src/test: classes images are not in train/"):
+        prepare("imagefolder", root, root=tmp_path / "data", workers=1)

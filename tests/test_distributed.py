@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from nasiam_bench.registry import FRAMEWORKS
 from tests.conftest import REPO
 
 SCRIPT = REPO / "tests" / "distributed_check.py"
@@ -32,7 +33,7 @@ def runs(tmp_path_factory):
     return single, pair
 
 
-@pytest.mark.parametrize("framework", ["simsiam", "moco", "simclr", "byol"])
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_two_processes_match_one(runs, framework):
     single, pair = runs[0][framework], runs[1][framework]
     assert pair["loss"] == pytest.approx(single["loss"], rel=1e-5, abs=1e-6)

@@ -4,7 +4,7 @@ import torch
 from nasiam_bench.backbones import build_backbone
 from nasiam_bench.registry import FRAMEWORKS, NasiamBenchError
 
-FRAMEWORK_NAMES = ["simsiam", "moco", "simclr", "byol"]
+FRAMEWORK_NAMES = FRAMEWORKS.list()
 
 
 def tiny(name, **options):

@@ -1,5 +1,7 @@
+import copy
 import glob
 import json
+import types
 
 import numpy as np
 import pytest
@@ -9,11 +11,11 @@ from torch import nn
 from nasiam_bench.activations import PAPER_CANDIDATES
 from nasiam_bench.backbones import build_backbone
 from nasiam_bench.cli import main
-from nasiam_bench.heads.genotype import GenotypeError, build_head, build_heads, load_genotype
+from nasiam_bench.heads.genotype import GenotypeError, build_head, build_heads, load_genotype, sample_genotype
 from nasiam_bench.heads.ops import Pool1d, build_op, search_space
 from nasiam_bench.heads.supernet import Cell, MixedLayer, SearchHead
 from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
-from nasiam_bench.search.random import sample_genotype
+from nasiam_bench.search.base import GradientStrategy
 from nasiam_bench.spec import load_spec
 from tests.conftest import REPO, TEST_DATA_ROOT
 
@@ -252,3 +254,112 @@ def test_paper_head_and_a_missing_one(tmp_path):
         r"moco_cifar100_resnet18",
     ):
         pretrain(byol, 0, tmp_path / "byol", progress=False)
+
+
+GRADIENT_STRATEGIES = [
+    name for name in SEARCH_STRATEGIES.list() if issubclass(SEARCH_STRATEGIES.get(name), GradientStrategy)
+]
+
+
+def _attached(framework, strategy, total_steps=8):
+    model = _tiny_supernet(framework)
+    searcher = SEARCH_STRATEGIES.get(strategy)()
+    searcher.attach(model, load_spec(f"{framework}_cifar10", ["profile=smoke"]).search, total_steps, 16)
+    searcher.on_epoch(0, 2)
+    return model, searcher
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_gdas_draws_one_architecture_per_step_for_every_branch(framework):
+    model, gdas = _attached(framework, "gdas")
+    calls = []  # (online head, ops computed per layer) for every call of a searched head, copies included
+
+    def record(head, inputs, output):
+        online = head._leader[0] if head._leader else head
+        calls.append((id(online), tuple(tuple(layer.computed) for layer in head.layers)))
+
+    heads = [m for m in model.modules() if isinstance(m, SearchHead)]
+    for head in heads:
+        head.register_forward_hook(record)
+    samples = set()
+    for t, v in zip(_batches(n=3, seed=0), _batches(n=3, seed=1), strict=True):
+        calls.clear()
+        gdas.step(t, v)
+        by_head = {}
+        for online, ops in calls:
+            by_head.setdefault(online, set()).add(ops)
+        assert by_head.keys() == {id(h) for h in gdas.heads.values()}
+        for ops in by_head.values():
+            (chosen,) = ops  # both views, the predictor's two passes, the momentum copies, both passes of the step
+            assert all(len(layer) == 1 for layer in chosen)  # one op per layer, copies included
+            samples.add(chosen)
+    assert len(samples) > len(gdas.heads)  # and a new sample each step
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_momentum_copies_of_a_darts_head_use_the_online_op_weights(framework):
+    model, darts = _attached(framework, "darts")
+    darts.step(*_batches(n=2))
+    online = list(darts.heads.values())
+    for head in (m for m in model.modules() if isinstance(m, SearchHead) and m not in online):
+        (leader,) = head._leader  # every other searched head is a momentum copy that follows an online one
+        assert any(leader is o for o in online)
+        torch.testing.assert_close(head.op_weights().weights, torch.softmax(leader.alpha.detach(), dim=-1))
+
+
+@pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_architecture_step_changes_alpha_and_its_optimiser_only(framework, strategy):
+    model, searcher = _attached(framework, strategy)
+    searcher.step(*_batches(n=2, seed=0))  # the optimisers have state now
+    alphas = {n for n, p in model.named_parameters() if n.endswith("alpha") and p.requires_grad}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    weight_state = copy.deepcopy(searcher.weight_optimizer.state_dict())
+    arch_state = copy.deepcopy(searcher.arch_optimizer.state_dict())
+    searcher.begin_step()
+    searcher.arch_step(_batches(n=1, seed=2)[0])
+    after = model.state_dict()
+    for key, value in before.items():  # weights, BatchNorm statistics, queue, momentum encoders
+        if key not in alphas:
+            assert torch.equal(after[key], value), f"{framework} {strategy}: the architecture step changed {key}"
+    assert any(not torch.equal(after[k], before[k]) for k in alphas)
+    assert str(searcher.weight_optimizer.state_dict()) == str(weight_state)
+    assert str(searcher.arch_optimizer.state_dict()) != str(arch_state)
+
+
+@pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_search_schedules_every_weight_group_but_the_fixed_ones(framework, strategy):
+    _, searcher = _attached(framework, strategy, total_steps=4)
+    start = [g["lr"] for g in searcher.weight_optimizer.param_groups]
+    for t, v in zip(_batches(n=2, seed=0), _batches(n=2, seed=1), strict=True):
+        searcher.step(t, v)
+    fixed = set(FRAMEWORKS.get(framework).FIXED_LR_HEADS)
+    for group, lr in zip(searcher.weight_optimizer.param_groups, start, strict=True):
+        assert group["lr"] == lr if group.get("fixed_lr") else group["lr"] < lr
+    assert sum(bool(g.get("fixed_lr")) for g in searcher.weight_optimizer.param_groups) == (1 if fixed else 0)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_random_search_keeps_the_fixed_learning_rates_too(framework, monkeypatch):
+    import nasiam_bench.search.random as random_search
+
+    seen = []
+
+    def step(model, view1, view2, optimizer, scheduler, progress):
+        optimizer.step()
+        scheduler.step()
+        seen.append([(bool(g.get("fixed_lr")), g["lr"]) for g in optimizer.param_groups])
+
+    class Loader(list):
+        def set_epoch(self, epoch):
+            pass
+
+    monkeypatch.setattr(random_search, "train_step", step)
+    spec = load_spec(f"{framework}_cifar10", ["profile=smoke"])
+    loader = Loader((v1, v2, None) for v1, v2 in _batches(n=3))
+    ctx = types.SimpleNamespace(search=spec.search, train_loader=loader, progress=False)
+    random_search.RandomSearch._train(FRAMEWORKS.get(framework)(build_backbone("resnet18", width=0.125)), ctx, "x")
+    for (fixed, first), (_, last) in zip(seen[0], seen[-1], strict=True):
+        assert last == first if fixed else last < first
+    assert any(fixed for fixed, _ in seen[0]) == bool(FRAMEWORKS.get(framework).FIXED_LR_HEADS)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from nasiam_bench.cli import main
-from nasiam_bench.registry import NasiamBenchError
+from nasiam_bench.registry import FRAMEWORKS, NasiamBenchError
 from nasiam_bench.spec import load_spec
-from nasiam_bench.train import TrainingDiverged, load_checkpoint, pretrain
+from nasiam_bench.train import TrainingDiverged, pretrain
 from tests.conftest import TEST_DATA_ROOT
 
 pytestmark = pytest.mark.usefixtures("cifar10_data")
@@ -16,27 +16,7 @@ def smoke(framework, *overrides):
     return load_spec(f"{framework}_cifar10", ["profile=smoke", f"data.root={TEST_DATA_ROOT}", *overrides])
 
 
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
-    spec = smoke("moco", "train.epochs=2", "data.train_subset=128")
-    whole = pretrain(spec, 0, tmp_path / "whole", progress=False)
-    assert whole.finished and whole.epochs_done == 2
-    first = pretrain(spec, 0, tmp_path / "split", progress=False, stop_after=1)
-    assert not first.finished and first.epochs_done == 1
-    assert not (tmp_path / "split" / "backbone.pt").exists()
-    resumed = pretrain(spec, 0, tmp_path / "split", progress=False)
-    assert resumed.finished and [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
-    a = load_checkpoint(whole.checkpoint)["model"]
-    b = load_checkpoint(resumed.checkpoint)["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key  # exactly, queue and key encoder included
-    backbone = torch.load(whole.backbone_path)
-    assert all(not k.startswith(("module.", "backbone.")) for k in backbone) and "conv1.weight" in backbone
-    again = pretrain(spec, 0, tmp_path / "whole", progress=False)  # finished: nothing more to do
-    assert again.finished and again.history == whole.history
-
-
-@pytest.mark.parametrize("framework", ["simsiam", "moco", "simclr", "byol"])
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_cli_pretrain_then_eval(framework, tmp_path, capsys):
     out = tmp_path / "run"
     assert (

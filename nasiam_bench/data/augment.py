@@ -4,9 +4,11 @@ Per sample and view: RandomResizedCrop (scale 0.2-1, ratio 3/4-4/3), horizontal 
 0.4/0.4/0.4/0.1 (p 0.8), grayscale (p 0.2), Gaussian blur (p 0.5, sigma 0.1-2.0 at 224 px, for ImageNet-sized data
 only), normalisation. FFCV has no jitter, grayscale or blur op, and the whole batch at once is cheaper than an op per
 image: the image is decoded once and augmented twice. Random parameters come from a ``torch.Generator``, so a seed
-fixes them whatever the device or thread count. Two differences from torchvision: the four jitter operations run in
-a fixed order (brightness, contrast, saturation, hue) rather than a random one, and the crop is resampled with
-``roi_align`` (bilinear, averaging several samples per output pixel when it shrinks).
+fixes them whatever the device or thread count. They are drawn for the whole global batch and each process takes
+the rows of its own samples, so that N processes make exactly the views one process makes of the same batch.
+Two differences from torchvision: the four jitter operations run in a fixed order (brightness, contrast,
+saturation, hue) rather than a random one, and the crop is resampled with ``roi_align`` (bilinear, averaging
+several samples per output pixel when it shrinks).
 """
 
 from __future__ import annotations
@@ -57,17 +59,23 @@ class TwoViewAugment(nn.Module):
         self.sigma = (sigma[0] * size / 224, sigma[1] * size / 224)  # MoCo v2's sigmas are for 224-px images
         self.normalize = Normalize(mean, std)
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator, offset: int = 0, total: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two views of ``images``, the samples ``offset`` to ``offset + len(images)`` of a global batch of
+        ``total`` (default: ``images`` is the whole batch)."""
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-        return self.view(x, generator), self.view(x, generator)
+        rows = slice(offset, offset + len(x))
+        total = len(x) if total is None else total
+        return self.view(x, generator, rows, total), self.view(x, generator, rows, total)
 
-    def view(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def view(self, x: torch.Tensor, g: torch.Generator, rows: slice, total: int) -> torch.Tensor:
         n = x.shape[0]
 
         def rand(*shape: int) -> torch.Tensor:  # drawn on the CPU so that a seed means the same on every device
-            return torch.rand(*shape, generator=g).to(x.device, non_blocking=True)
+            return torch.rand(total, *shape[1:], generator=g)[rows].to(x.device, non_blocking=True)
 
-        out = random_resized_crop(x, self.size, self.scale, self.ratio, g)
+        out = random_resized_crop(x, self.size, self.scale, self.ratio, g, rows, total)
         out = torch.where(rand(n).lt(0.5).view(n, 1, 1, 1), out.flip(-1), out)
         out = color_jitter(out, rand(n).lt(self.p_jitter), rand(n, 4), self.jitter)
         gray = grayscale(out).expand_as(out)
@@ -116,10 +124,17 @@ def crop_boxes(
 
 
 def random_resized_crop(
-    x: torch.Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float], g: torch.Generator
+    x: torch.Tensor,
+    size: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    g: torch.Generator,
+    rows: slice | None = None,
+    total: int | None = None,
 ) -> torch.Tensor:
+    """Crops of ``x``, the ``rows`` of a global batch of ``total`` images (default: ``x`` is the whole batch)."""
     n, _, height, width = x.shape
-    boxes = crop_boxes(n, height, width, scale, ratio, g).to(x.device)
+    boxes = crop_boxes(total or n, height, width, scale, ratio, g)[rows or slice(None)].to(x.device)
     rois = torch.cat([torch.arange(n, device=x.device, dtype=x.dtype)[:, None], boxes.to(x.dtype)], dim=1)
     return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 

@@ -1,8 +1,10 @@
 """Datasets: what each one is (classes, splits, size, statistics) and how to read its images from a source.
 
-A source is one of: an ImageFolder tree ``<root>/<split>/<class>/<image>`` (ImageNet, Imagenette, the JPEG copy of
-CIFAR-10 in ../shared/datasets), a ``.tar``/``.tar.gz`` archive of such a tree, or, for CIFAR, torchvision's pickled
-batches (``cifar-10-batches-py`` / ``cifar-100-python``), which ``--download`` fetches through torchvision.
+A source is one of: an ImageFolder tree ``<root>/<split>/<class>/.../<image>`` (ImageNet, Imagenette, the JPEG copy
+of CIFAR-10 in ../shared/datasets), a ``.tar``/``.tar.gz`` archive of such a tree, or, for CIFAR, torchvision's
+pickled batches (``cifar-10-batches-py`` / ``cifar-100-python``), which ``--download`` fetches through torchvision.
+Each split folder is read as torchvision's ``ImageFolder`` reads its root: its subfolders are the classes, and every
+file with one of torchvision's image extensions at any depth below a class folder is an image of that class.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Protocol
 
 import numpy as np
 from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from nasiam_bench.registry import DATASETS, NasiamBenchError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
+FOLDER_LAYOUT = "<root>/<split>/<class>/<image> (images may sit deeper below <class>/, as torchvision's ImageFolder)"
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -119,38 +122,56 @@ class ImageSource(Protocol):
 
 
 class FolderSource:
-    """An ImageFolder tree: ``root/<split>/<class>/<image>``; the class list is the union over splits, sorted."""
+    """An ImageFolder tree: ``root/<split>/<class>/.../<image>``, each split read as torchvision's ImageFolder.
+
+    The classes are those of the training split (the union over splits when there is none); a split holding a class
+    the training split lacks is an error, as is a split folder with images but no class subfolders. Folders beside
+    the splits that hold no image at all (notes, annotations) are left alone.
+    """
 
     def __init__(self, root: Path, origin: str | None = None) -> None:
         self.root = root
         origin = origin or str(root)
-        split_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        self._split_dirs = {p.name: p for p in split_dirs if _holds_images_two_levels_down(p, depth=1)}
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        self._class_names = {p.name: _split_classes(p) for p in folders if _holds_images(p)}
+        self._split_dirs = {p.name: p for p in folders if p.name in self._class_names}
         if not self._split_dirs:
-            raise DataError(
-                f"{origin}: not an ImageFolder tree; expected <root>/<split>/<class>/<image> (e.g. "
-                f"train/airplane/0000.jpg), found {_preview(root)}"
-            )
-        self.classes = sorted({c.name for d in self._split_dirs.values() for c in _class_dirs(d)})
+            raise DataError(f"{origin}: not an ImageFolder tree; expected {FOLDER_LAYOUT}, found {_preview(root)}")
+        train = self._class_names.get("train")
+        for split, names in self._class_names.items():
+            stray = sorted(set(names) - set(train or names))
+            if stray:
+                raise DataError(
+                    f"{self._split_dirs[split]}: classes {', '.join(stray[:5])} are not in train/; a split folder "
+                    f"holds the training classes only ({FOLDER_LAYOUT})"
+                )
+        self.classes = list(train) if train else sorted({c for names in self._class_names.values() for c in names})
 
     def splits(self) -> list[str]:
         return list(self._split_dirs)
 
     def samples(self, split: str) -> list[tuple[object, int]]:
         index = {c: i for i, c in enumerate(self.classes)}
-        return [
-            (path, index[cls.name])
-            for cls in _class_dirs(self._split_dirs[split])
-            for path in sorted(cls.iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        return [(Path(p), y) for p, y in make_dataset(self._split_dirs[split], index, IMG_EXTENSIONS, allow_empty=True)]
 
     def read(self, item: object) -> np.ndarray:
+        # torchvision's loader: grayscale, CMYK, palette and alpha images become RGB.
         with Image.open(item) as img:
             return np.asarray(img.convert("RGB"))
 
     def describe(self, item: object) -> str:
         return str(item)
+
+
+def _split_classes(folder: Path) -> list[str]:
+    try:
+        return find_classes(folder)[0]
+    except FileNotFoundError:
+        raise DataError(f"{folder}: holds images but no class subfolders; expected {FOLDER_LAYOUT}") from None
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.name.lower().endswith(IMG_EXTENSIONS) for p in folder.rglob("*") if p.is_file())
 
 
 class CifarSource:
@@ -200,17 +221,6 @@ def _unpickle(path: Path) -> dict:
         raise DataError(f"{path}: not a CIFAR pickle ({exc})") from None
 
 
-def _class_dirs(split_dir: Path) -> list[Path]:
-    return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _holds_images_two_levels_down(path: Path, depth: int = 2) -> bool:
-    """Whether images sit ``depth`` folder levels below ``path`` (split/class/image for a tree root)."""
-    if depth == 0:
-        return any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file())
-    return any(_holds_images_two_levels_down(d, depth - 1) for d in _class_dirs(path))
-
-
 def _preview(root: Path) -> str:
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:6]
     return ", ".join(names) if names else "an empty folder"
@@ -233,8 +243,9 @@ def extract_archive(archive: Path, into: Path) -> Path:
 
 
 def tree_root(path: Path) -> Path:
-    """The folder holding the split folders: ``path`` itself, or inside its only subfolder (``cifar10/``)."""
-    if _holds_images_two_levels_down(path):
+    """The folder holding the split folders (one of them ``train/``): ``path`` itself, or inside its only
+    subfolder (``cifar10/``)."""
+    if (path / "train").is_dir():
         return path
     entries = [p for p in path.iterdir() if not p.name.startswith(".")]
     return tree_root(entries[0]) if len(entries) == 1 and entries[0].is_dir() else path

@@ -60,12 +60,32 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class SSLLoader:
-    """Iterates ``(view1, view2, labels)`` over one split (or a subset of it), an epoch per ``iter``."""
+def _process(config: LoaderConfig) -> tuple[int, int]:
+    """(rank, world size) of this process among those sharing the loader's global batch."""
+    if not config.distributed:
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
-    def __init__(self, batches, augment: TwoViewAugment, seed: int, device: torch.device, length: int) -> None:
+
+class SSLLoader:
+    """Iterates ``(view1, view2, labels)`` over one split (or a subset of it), an epoch per ``iter``.
+
+    The augmentation of the j-th sample of the global batch at a step is a function of (seed, epoch, step, j): this
+    process augments the samples ``rank * b`` to ``(rank + 1) * b`` of the ``world_size * b`` of that step.
+    """
+
+    def __init__(
+        self,
+        batches,
+        augment: TwoViewAugment,
+        seed: int,
+        device: torch.device,
+        length: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self._batches, self.augment, self.seed, self.device = batches, augment.to(device), seed, device
-        self._length = length
+        self._length, self.rank, self.world_size = length, rank, world_size
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -77,19 +97,20 @@ class SSLLoader:
         batches = self._batches
         if hasattr(batches, "next_epoch"):  # FFCV: its order is seeded by (seed, epoch)
             batches.next_epoch = epoch
-        else:  # torch: reseed the shuffle and the worker seeds per epoch
-            batches.generator.manual_seed(_mix(self.seed, epoch))
+        else:  # torch: reseed the shuffle and the worker seeds per epoch, and per process (the workers' draws)
+            batches.generator.manual_seed(_mix(self.seed, epoch, self.rank))
             if hasattr(batches.sampler, "set_epoch"):
                 batches.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
         self.set_epoch(self.epoch)
-        for images, labels in _iterate(self._batches):
+        for step, (images, labels) in enumerate(_iterate(self._batches)):
             images = images.to(self.device, non_blocking=True)
             labels = _own(labels.to(self.device, non_blocking=True).view(-1))
             if images.dtype == torch.uint8:  # FFCV: augment the decoded batch here
-                view1, view2 = self.augment(images, generator)
+                generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch, step))
+                n = len(images)
+                view1, view2 = self.augment(images, generator, self.rank * n, self.world_size * n)
             else:  # torch reference: already two augmented views
                 view1, view2 = images.unbind(1)
             yield view1, view2, labels
@@ -124,8 +145,9 @@ def _iterate(batches):
     return iterator
 
 
-def _mix(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63)
+def _mix(*keys: int) -> int:
+    """A 63-bit seed from several integers, well spread (NumPy's SeedSequence hash)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
 
 
 def ssl_loader(data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None = None) -> SSLLoader:
@@ -143,7 +165,7 @@ def ssl_loader(data: PreparedDataset, split: str, config: LoaderConfig, indices:
         length = len(batches)
     else:
         raise DataError(f"data.loader = {config.kind!r}; valid: ffcv, torch")
-    return SSLLoader(batches, augment, config.seed, device, length)
+    return SSLLoader(batches, augment, config.seed, device, length, *_process(config))
 
 
 def eval_loader(
@@ -221,8 +243,12 @@ class _SourceDataset(torch.utils.data.Dataset):
             )
         cifar = data.info.cifar
         self.images = CifarSource(tree, cifar) if cifar and (tree / cifar.meta_file).is_file() else FolderSource(tree)
-        skipped = set(data.meta["splits"][split].get("skipped_items", []))
-        self.samples = [s for s in self.images.samples(split) if self.images.describe(s[0]) not in skipped]
+        entry = data.meta["splits"][split]
+        skipped = set(entry.get("skipped_items", []))
+        source_split = entry.get("source_split", split)  # the held-out split lives in the source's train/
+        self.samples = [s for s in self.images.samples(source_split) if self.images.describe(s[0]) not in skipped]
+        if entry.get("positions"):
+            self.samples = [self.samples[i] for i in np.load(data.folder / entry["positions"])]
         if len(self.samples) != data.split(split).count:
             raise DataError(
                 f"{tree}: {split} holds {len(self.samples)} readable images now, "

@@ -5,7 +5,11 @@ Layout under the data root (``--root``, else ``$NASIAM_DATA``, else ``./data``):
     <root>/<dataset>/meta.json            classes, per-split counts, the source and its digest
     <root>/<dataset>/<split>.beton        FFCV file: image (RGB), label (int)
     <root>/<dataset>/<split>.labels.npy   the labels again, for stratified subsets and kNN without a loader
+    <root>/<dataset>/<split>.positions.npy  (split off another) its images' positions among that split's
     <root>/<dataset>/source/              an extracted archive, kept for the torch reference loader
+
+A source without an evaluation split gets one: a seeded, class-stratified ``holdout`` of its training images
+(``--holdout``, 10% by default), left out of ``train``, so that kNN never queries a bank that holds the query.
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ from nasiam_bench.data.datasets import (
     source_digest,
     tree_root,
 )
+from nasiam_bench.data.splits import stratified_subset
 from nasiam_bench.io import atomic_path, atomic_write_json
 
 WRITER_VERSION = 1  # bump when the stored format changes, so that existing files are rewritten
 JPEG_QUALITY = 90
+HOLDOUT_FRACTION = 0.1
+HOLDOUT_SEED = 0
+HOLDOUT_SPLIT = "holdout"
 
 
 class CorruptImageWarning(UserWarning):
@@ -140,12 +148,18 @@ def prepare(
     workers: int = 2,
     max_resolution: int = 256,
     force: bool = False,
+    holdout: float = HOLDOUT_FRACTION,
 ) -> PreparedDataset:
-    """Write the .beton files of ``dataset`` from ``source`` (or a torchvision download); skip if up to date."""
+    """Write the .beton files of ``dataset`` from ``source`` (or a torchvision download); skip if up to date.
+
+    ``holdout``: the fraction of the training images held out for evaluation when the source has no other split.
+    """
     info = dataset_info(dataset)
+    if not 0 <= holdout < 1:
+        raise DataError(f"--holdout {holdout}: the held-out fraction must be in [0, 1), e.g. 0.1")
     folder = data_root(root) / info.name
     folder.mkdir(parents=True, exist_ok=True)
-    options = {"version": WRITER_VERSION, "max_resolution": max_resolution, "raw": info.store_raw}
+    options = {"version": WRITER_VERSION, "max_resolution": max_resolution, "raw": info.store_raw, "holdout": holdout}
 
     if download:
         source = _download(info, folder)
@@ -170,7 +184,12 @@ def prepare(
     splits = images.splits()
     if "train" not in splits:
         raise DataError(f"{source}: no 'train' split; found {', '.join(splits)}")
-    eval_split = info.eval_split if info.eval_split in splits else next((s for s in splits if s != "train"), "train")
+    eval_split = info.eval_split if info.eval_split in splits else next((s for s in splits if s != "train"), None)
+    if eval_split is None and holdout == 0:
+        raise DataError(
+            f"{source}: no split besides 'train' and --holdout 0: evaluation would query the kNN bank with its own "
+            f"images; give --holdout FRACTION (e.g. 0.1) or a test split"
+        )
     if info.num_classes is not None and len(images.classes) != info.num_classes:
         raise DataError(f"{source}: holds {len(images.classes)} classes; {info.name} has {info.num_classes}")
 
@@ -178,15 +197,25 @@ def prepare(
         "dataset": info.name,
         "classes": images.classes,
         "train_split": "train",
-        "eval_split": eval_split,
+        "eval_split": eval_split or HOLDOUT_SPLIT,
         "source": str(source.resolve()),
         "source_digest": digest,
         "writer": options,
         "tree": str(tree.resolve()) if tree else None,
+        "holdout": None,
         "splits": {},
     }
     for split in splits:
-        meta["splits"][split] = _write_split(info, images, split, folder, workers, max_resolution)
+        samples, skipped = _readable_samples(images, split, workers)
+        parts = {split: (samples, None)}
+        if split == "train" and eval_split is None:
+            parts, meta["holdout"] = _hold_out(samples, holdout)
+        for name, (part, positions) in parts.items():
+            entry = _write_split(info, images, name, part, folder, workers, max_resolution)
+            entry.update(skipped=len(skipped), skipped_items=skipped)
+            if positions is not None:
+                entry.update(source_split=split, positions=_save_npy(folder / f"{name}.positions.npy", positions))
+            meta["splits"][name] = entry
     atomic_write_json(folder / "meta.json", meta)
     print(f"{info.name}: wrote {folder} ({_counts(meta)})")
     return PreparedDataset(info, folder, meta)
@@ -307,14 +336,37 @@ def _readable_samples(images: ImageSource, split: str, workers: int) -> tuple[li
     return good, skipped
 
 
+def _hold_out(samples: list[tuple[object, int]], fraction: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The training samples split into ``train`` and a class-stratified, seeded ``holdout`` (with positions)."""
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    held = stratified_subset(labels, max(1, round(fraction * len(samples))), HOLDOUT_SEED)
+    kept = np.setdiff1d(np.arange(len(samples)), held, assume_unique=True)
+    if len(kept) == 0:
+        raise DataError(f"--holdout {fraction} leaves no training image of {len(samples)}")
+    parts = {name: ([samples[i] for i in idx], idx) for name, idx in (("train", kept), (HOLDOUT_SPLIT, held))}
+    return parts, {"fraction": fraction, "seed": HOLDOUT_SEED, "from": "train", "count": len(held)}
+
+
+def _save_npy(path: Path, array: np.ndarray) -> str:
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as fh:
+            np.save(fh, array)
+    return path.name
+
+
 def _write_split(
-    info: DatasetInfo, images: ImageSource, split: str, folder: Path, workers: int, max_resolution: int
+    info: DatasetInfo,
+    images: ImageSource,
+    split: str,
+    samples: list[tuple[object, int]],
+    folder: Path,
+    workers: int,
+    max_resolution: int,
 ) -> dict[str, Any]:
     from ffcv.fields import IntField, RGBImageField
     from ffcv.reader import Reader
     from ffcv.writer import DatasetWriter
 
-    samples, skipped = _readable_samples(images, split, workers)
     beton, labels_file = folder / f"{split}.beton", folder / f"{split}.labels.npy"
     image_field = (
         RGBImageField(write_mode="raw")
@@ -328,13 +380,4 @@ def _write_split(
         if written != len(samples):
             raise DataError(f"{beton}: wrote {written} images of {len(samples)} readable ones in the source")
     labels = np.array([label for _, label in samples], dtype=np.int64)
-    with atomic_path(labels_file) as tmp:
-        with tmp.open("wb") as fh:
-            np.save(fh, labels)
-    return {
-        "beton": beton.name,
-        "labels": labels_file.name,
-        "count": len(samples),
-        "skipped": len(skipped),
-        "skipped_items": skipped,
-    }
+    return {"beton": beton.name, "labels": _save_npy(labels_file, labels), "count": len(samples)}

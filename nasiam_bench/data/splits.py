@@ -36,3 +36,8 @@ def search_halves(labels: np.ndarray, indices: np.ndarray, seed: int) -> tuple[n
     first = stratified_subset(labels, len(indices) // 2, seed, indices)
     second = np.setdiff1d(indices, first, assume_unique=True)
     return first, second
+
+
+def train_indices(data, subset: int, seed: int) -> np.ndarray:
+    """The training images of a run of a prepared dataset: a seeded, stratified ``subset`` (all when 0)."""
+    return stratified_subset(data.labels(data.train_split), subset, seed)

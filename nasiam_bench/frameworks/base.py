@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from nasiam_bench.heads.supernet import Cell
+from nasiam_bench.heads.supernet import Cell, follow_architecture
 from nasiam_bench.registry import NasiamBenchError
 
 
@@ -24,6 +24,7 @@ class Framework(nn.Module):
     HEADS: ClassVar[tuple[str, ...]] = ("projector",)
     SEARCH_LAYERS: ClassVar[dict[str, int]] = {"projector": 4}  # the paper's searched layers per head
     ONLINE_VIEWS: ClassVar[int] = 2  # views whose backbone features the loss needs with gradients
+    FIXED_LR_HEADS: ClassVar[tuple[str, ...]] = ()  # heads whose learning rate no schedule changes
 
     def __init__(
         self,
@@ -90,8 +91,17 @@ class Framework(nn.Module):
         """Called after each optimiser step with the fraction of training done (momentum updates)."""
 
     def param_groups(self) -> list[dict]:
-        """Parameter groups for the optimiser; a group with ``fixed_lr`` keeps its learning rate unscheduled."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        """Parameter groups for the optimiser; a group with ``fixed_lr`` keeps its learning rate unscheduled.
+
+        Built in the order of ``named_parameters``, the same in every process, so that an optimiser state saved by
+        one process loads, tensor by tensor, into another.
+        """
+        fixed = tuple(f"heads.{head}." for head in self.FIXED_LR_HEADS)
+        trained = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for name, p in trained if not name.startswith(fixed)]}]
+        if fixed:
+            groups.append({"params": [p for name, p in trained if name.startswith(fixed)], "fixed_lr": True})
+        return groups
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads["projector"](self.backbone(x))
@@ -105,6 +115,7 @@ class MomentumEncoder(nn.Module):
         import copy
 
         self.backbone, self.projector = copy.deepcopy(backbone), copy.deepcopy(projector)
+        follow_architecture(self.projector, projector)  # a searched projector: the online one's ops, every step
         for p in self.parameters():
             p.requires_grad_(False)
 

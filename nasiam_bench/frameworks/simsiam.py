@@ -19,6 +19,7 @@ PRED_HIDDEN = 512
 class SimSiam(Framework):
     HEADS = ("projector", "predictor")
     SEARCH_LAYERS = {"projector": 6, "predictor": 4}
+    FIXED_LR_HEADS = ("predictor",)  # the paper keeps the predictor's learning rate fixed
 
     @classmethod
     def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
@@ -46,11 +47,3 @@ class SimSiam(Framework):
         z1, z2 = self.project_pair(view1, view2, features)
         p1, p2 = self.heads["predictor"](z1), self.heads["predictor"](z2)
         return {"loss": simsiam_loss(p1, p2, z1, z2), "embedding": z1.detach()}
-
-    def param_groups(self) -> list[dict]:
-        # The paper keeps the predictor's learning rate fixed while the rest follows the cosine schedule.
-        predictor = set(self.heads["predictor"].parameters())
-        return [
-            {"params": [p for p in self.parameters() if p not in predictor and p.requires_grad]},
-            {"params": list(predictor), "fixed_lr": True},
-        ]

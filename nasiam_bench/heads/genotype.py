@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
-from nasiam_bench.heads.ops import build_op, every_op
+from nasiam_bench.heads.ops import build_op, every_op, search_space
 from nasiam_bench.heads.supernet import Cell
 from nasiam_bench.io import atomic_write_text
-from nasiam_bench.registry import NasiamBenchError
+from nasiam_bench.layout import default_search_dir
+from nasiam_bench.registry import FRAMEWORKS, NasiamBenchError
+from nasiam_bench.spec import Spec, SpecError
 
 GENOTYPES_DIR = Path(__file__).resolve().parent.parent.parent / "registry" / "genotypes"
 
@@ -105,3 +108,50 @@ def build_heads(genotype: Genotype, cells: dict[str, Cell], where: str = "genoty
             )
         heads[name] = build_head(ops, cell)
     return heads
+
+
+def sample_genotype(ops: list[str], layers: dict[str, int], rng: np.random.Generator) -> dict[str, list[str]]:
+    """One op per layer, uniformly from the search space."""
+    return {head: [str(rng.choice(ops)) for _ in range(n)] for head, n in layers.items()}
+
+
+def searched_layers(spec: Spec) -> dict[str, int]:
+    """The searched heads of the spec's framework and their layer counts."""
+    cells = FRAMEWORKS.get(spec.experiment.framework).search_cells(1, spec.search.layers())
+    return {head: cell.layers for head, cell in cells.items()}
+
+
+def resolve_genotype(spec: Spec, seed: int, runs: str | Path = "runs") -> dict[str, list[str]] | None:
+    """The ops of the heads ``experiment.head`` asks for; None for the framework's baseline heads.
+
+    ``genotype:<file>``: a genotype file; ``paper``: the paper's for this framework, dataset and backbone;
+    ``nasiam``: what ``nasiam-bench search`` found for this spec and seed; ``random``: one sampled with the seed.
+    """
+    e = spec.experiment
+    kind = e.head
+    if kind == "baseline":
+        return None
+    if kind == "random":
+        rng = np.random.default_rng([seed, 1])  # not the random search's own stream
+        return sample_genotype(search_space(e.activations), searched_layers(spec), rng)
+    if kind == "paper":
+        path = paper_genotype_path(e.framework, e.dataset, e.backbone)
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in path.parent.glob("*.toml"))) or "none"
+            raise SpecError(
+                f"experiment.head = 'paper': the paper published no genotype for {e.framework} on "
+                f"{e.dataset} with {e.backbone}; it did for: {known}"
+            )
+    elif kind == "nasiam":
+        path = default_search_dir(spec, seed, runs) / "genotype.toml"
+        if not path.is_file():
+            raise SpecError(
+                f"experiment.head = 'nasiam': no search result at {path}; run "
+                f"`nasiam-bench search` with this spec first"
+            )
+    else:
+        path = Path(kind.removeprefix("genotype:"))
+    genotype = load_genotype(path)
+    if genotype.framework != e.framework:
+        raise SpecError(f"{path}: a genotype of {genotype.framework} heads, not {e.framework}")
+    return genotype.heads

@@ -92,12 +92,28 @@ def _bn_slice(bn: nn.BatchNorm1d, y: torch.Tensor, sl: slice) -> torch.Tensor:
     )
 
 
-def softmax_rows(alpha: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(alpha, dim=-1)
+@dataclass(frozen=True)
+class OpWeights:
+    """How a head's layers weight their ops in one forward pass: a row per layer; ``hard``: a one-hot sample, so
+    each layer computes its chosen op only."""
+
+    weights: torch.Tensor
+    hard: bool = False
+
+
+def softmax_weights(alpha: torch.Tensor) -> OpWeights:
+    """DARTS: every op, weighted by the softmax of its layer's row of alpha."""
+    return OpWeights(torch.softmax(alpha, dim=-1))
 
 
 class SearchHead(nn.Module):
-    """A head of MixedLayers with its architecture weights ``alpha`` [layers, ops], and the cell's fixed tail."""
+    """A head of MixedLayers with its architecture weights ``alpha`` [layers, ops], and the cell's fixed tail.
+
+    The strategy decides how alpha becomes op weights (``sampler``): a softmax for DARTS, or one Gumbel sample per
+    step for GDAS, drawn by the strategy so that every call of the head in that step (both views, the predictor's
+    two passes) computes the same ops. A momentum copy of the head (MoCo's key encoder, BYOL's target) follows its
+    online head's architecture: it uses the online head's op weights, not alpha of its own.
+    """
 
     def __init__(self, ops: list[str], cell: Cell) -> None:
         super().__init__()
@@ -105,16 +121,32 @@ class SearchHead(nn.Module):
         self.layers = nn.ModuleList(MixedLayer(ops, i, o) for i, o in zip(cell.dims[:-1], cell.dims[1:], strict=True))
         self.tail = cell.tail() if cell.tail else nn.Identity()
         self.alpha = nn.Parameter(1e-3 * torch.randn(cell.layers, len(ops)))
-        # Set by the strategy: how alpha becomes op weights, and whether they are a hard one-op sample.
-        self.weighting: Callable[[torch.Tensor], torch.Tensor] = softmax_rows
-        self.hard = False
+        self.sampler: Callable[[torch.Tensor], OpWeights] = softmax_weights
+        self._leader: list[SearchHead] = []  # a list: the online head must not become a submodule of its copy
+
+    def follow(self, online: SearchHead) -> None:
+        """Make this head (a momentum copy) use ``online``'s op weights in every forward pass."""
+        self._leader = [online]
+
+    def op_weights(self) -> OpWeights:
+        if self._leader:
+            chosen = self._leader[0].op_weights()
+            return OpWeights(chosen.weights.detach(), chosen.hard)
+        return self.sampler(self.alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.weighting(self.alpha)
-        for layer, w in zip(self.layers, weights, strict=True):
-            x = layer(x, w, self.hard)
+        chosen = self.op_weights()
+        for layer, w in zip(self.layers, chosen.weights, strict=True):
+            x = layer(x, w, chosen.hard)
         return self.tail(x)
 
     def derive(self) -> list[str]:
         """The paper's genotype: the op with the largest alpha in each layer."""
         return [self.op_names[i] for i in self.alpha.detach().argmax(dim=1).tolist()]
+
+
+def follow_architecture(copy: nn.Module, online: nn.Module) -> None:
+    """Link each searched head inside ``copy`` (a deep copy of ``online``) to its original."""
+    for mine, theirs in zip(copy.modules(), online.modules(), strict=True):
+        if isinstance(mine, SearchHead):
+            mine.follow(theirs)

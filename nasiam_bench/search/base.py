@@ -2,13 +2,16 @@
 
 A strategy is loss-agnostic: it calls ``loss_fn(model, view1, view2, features)``, the framework's own loss. The
 gradient strategies alternate an architecture step on a batch of the held-out half (the backbone runs without
-autograd there: only alpha needs gradients) and a weight step on a batch of the training half.
+autograd there: only alpha needs gradients) and a weight step on a batch of the training half. The architecture
+step changes alpha and its optimiser's state only: every buffer the forward pass moves (BatchNorm statistics,
+MoCo's queue, the momentum encoders') is put back as it was, so held-out batches never reach the weight step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ from nasiam_bench import distributed
 from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.heads.supernet import SearchHead
 from nasiam_bench.io import load_torch_or_none, save_torch
+from nasiam_bench.rng import rng_state, set_rng_state
+from nasiam_bench.schedule import cosine_schedule
 from nasiam_bench.spec import SearchSection
 
 LossFn = Callable[..., torch.Tensor]
@@ -71,6 +76,18 @@ def search_heads(model: nn.Module) -> dict[str, SearchHead]:
     return {name: head for name, head in model.heads.items() if isinstance(head, SearchHead)}
 
 
+@contextlib.contextmanager
+def buffers_restored(model: nn.Module) -> Iterator[None]:
+    """Run a block, then put every buffer of ``model`` back as it was before it (values, in place)."""
+    saved = [(b, b.clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
 class GradientStrategy(SearchStrategy):
     """Alternating first-order updates of alpha (Adam/AdamW on the held-out half) and of the weights (SGD)."""
 
@@ -93,10 +110,8 @@ class GradientStrategy(SearchStrategy):
         alpha_ids = {id(a) for a in alphas}
         groups = [{**g, "params": [p for p in g["params"] if id(p) not in alpha_ids]} for g in model.param_groups()]
         lr = search.lr * batch_size / 256
-        self.weight_optimizer = torch.optim.SGD(
-            [{**g, "lr": lr} for g in groups], lr=lr, momentum=0.9, weight_decay=5e-4
-        )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.weight_optimizer, max(1, total_steps))
+        self.weight_optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=5e-4)
+        self.scheduler = cosine_schedule(self.weight_optimizer, total_steps)
         self.total_steps = max(1, total_steps)
         self.steps = 0
 
@@ -106,20 +121,36 @@ class GradientStrategy(SearchStrategy):
         val_batch: tuple[torch.Tensor, torch.Tensor],
         loss_fn: LossFn = framework_loss,
     ) -> dict[str, float]:
+        """One search step: the architecture of the step (``begin_step``), then alpha, then the weights."""
+        self.begin_step()
+        arch_loss = self.arch_step(val_batch, loss_fn)
+        loss = self.weight_step(train_batch, loss_fn)
+        return {"loss": loss, "arch_loss": arch_loss}
+
+    def begin_step(self) -> None:
+        """Decide the architecture every forward pass of this step uses (GDAS draws its sample here)."""
+
+    def arch_step(self, val_batch: tuple[torch.Tensor, torch.Tensor], loss_fn: LossFn = framework_loss) -> float:
+        """Update alpha on a held-out batch; the model's weights and buffers are left as they were."""
         model = self.model
-        # Architecture step: features without autograd, gradients for alpha only.
         v1, v2 = val_batch
-        with torch.inference_mode():  # cheaper than no_grad; the clones below make them usable by autograd
-            features = tuple(model.backbone(v) for v in (v1, v2)[: model.ONLINE_VIEWS])
-        features = tuple(f.clone() for f in features)
         alphas = [h.alpha for h in self.heads.values()]
-        arch_loss = loss_fn(model, v1, v2, features)
-        grads = torch.autograd.grad(arch_loss, alphas)
+        with buffers_restored(model):
+            with torch.inference_mode():  # cheaper than no_grad; the clones below make them usable by autograd
+                features = tuple(model.backbone(v) for v in (v1, v2)[: model.ONLINE_VIEWS])
+            features = tuple(f.clone() for f in features)
+            arch_loss = loss_fn(model, v1, v2, features)
+            grads = torch.autograd.grad(arch_loss, alphas)
         for alpha, grad in zip(alphas, grads, strict=True):
             alpha.grad = distributed.all_reduce_mean(grad)
         self.arch_optimizer.step()
         self.arch_optimizer.zero_grad(set_to_none=True)
-        # Weight step: alpha fixed.
+        return arch_loss.item()
+
+    def weight_step(self, train_batch: tuple[torch.Tensor, torch.Tensor], loss_fn: LossFn = framework_loss) -> float:
+        """Update the weights on a training batch, alpha fixed; then the framework's per-step work."""
+        model = self.model
+        alphas = [h.alpha for h in self.heads.values()]
         for alpha in alphas:
             alpha.requires_grad_(False)
         t1, t2 = train_batch
@@ -133,7 +164,7 @@ class GradientStrategy(SearchStrategy):
         self.scheduler.step()
         self.steps += 1
         model.after_step(self.steps / self.total_steps)
-        return {"loss": loss.item(), "arch_loss": arch_loss.item()}
+        return loss.item()
 
     def genotype(self) -> dict[str, list[str]]:
         return {name: head.derive() for name, head in self.heads.items()}
@@ -145,6 +176,7 @@ class GradientStrategy(SearchStrategy):
             "weight_optimizer": self.weight_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "steps": self.steps,
+            "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -153,6 +185,7 @@ class GradientStrategy(SearchStrategy):
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.steps = state["steps"]
+        set_rng_state(state["rng"])
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
         """Per-epoch schedule of the strategy (GDAS anneals its temperature)."""
@@ -197,7 +230,7 @@ class GradientStrategy(SearchStrategy):
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", arch=f"{losses['arch_loss']:.3f}")
             seconds += time.perf_counter() - began
             history.append(self.alpha_weights())
-            if distributed.world_size() == 1 or torch.distributed.get_rank() == 0:
+            if distributed.is_main_process():
                 save_torch(
                     state_path,
                     {"strategy": self.state_dict(), "epoch": epoch + 1, "history": history, "seconds": seconds},

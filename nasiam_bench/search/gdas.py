@@ -1,13 +1,28 @@
-"""GDAS (Dong & Yang, 2019): one op per layer per step, sampled with the Gumbel-softmax (hard, straight-through),
-the temperature annealed linearly from ``search.tau_max`` to ``search.tau_min``. Only the sampled op is computed."""
+"""GDAS (Dong & Yang, 2019): one op per layer, sampled with the Gumbel-softmax (hard, straight-through), the
+temperature annealed linearly from ``search.tau_max`` to ``search.tau_min``. Only the sampled op is computed.
+
+One sample per step, drawn before the step's first forward pass: both views, the predictor's two passes, the
+momentum copies of the head and the step's weight update all use the same ops, so the siamese loss compares two
+views through one network. The gradient reaches alpha through the straight-through estimator of that sample.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
 
+from nasiam_bench.heads.supernet import OpWeights
 from nasiam_bench.registry import SEARCH_STRATEGIES
 from nasiam_bench.search.base import GradientStrategy
+
+
+def straight_through(alpha: torch.Tensor, gumbel: torch.Tensor, index: torch.Tensor, tau: float) -> OpWeights:
+    """The one-hot ``index`` in the forward pass; the gradient of softmax((alpha + gumbel) / tau) backwards."""
+    soft = torch.softmax((alpha + gumbel) / tau, dim=-1)
+    hard = F.one_hot(index, alpha.shape[-1]).to(soft.dtype)
+    return OpWeights(hard - soft.detach() + soft, hard=True)
 
 
 @SEARCH_STRATEGIES.register("gdas")
@@ -22,12 +37,14 @@ class GDAS(GradientStrategy):
     def attach(self, model, search, total_steps: int, batch_size: int) -> None:
         super().attach(model, search, total_steps, batch_size)
         self.tau_range = (search.tau_max, search.tau_min)
-        for head in self.heads.values():
-            head.weighting = self.sample
-            head.hard = True
 
-    def sample(self, alpha: torch.Tensor) -> torch.Tensor:
-        return F.gumbel_softmax(alpha, tau=self.tau, hard=True, dim=-1)
+    def begin_step(self) -> None:
+        for head in self.heads.values():
+            alpha = head.alpha.detach()
+            # Gumbel(0, 1) noise from torch's global generator, whose state the search checkpoints.
+            gumbel = -torch.empty_like(alpha).exponential_().log()
+            index = ((alpha + gumbel) / self.tau).argmax(dim=-1)
+            head.sampler = functools.partial(straight_through, gumbel=gumbel, index=index, tau=self.tau)
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
         high, low = self.tau_range

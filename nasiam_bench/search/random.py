@@ -1,5 +1,9 @@
 """Random search: K genotypes sampled with the seed, each trained briefly with the framework's loss on the training
-half, the best by kNN (held-out half against training half) kept. The baseline any NAS claim must beat."""
+half, the best by kNN (held-out half against training half) kept. The baseline any NAS claim must beat.
+
+Each candidate starts from the seed (its weights, its data order), so a candidate's score does not depend on the
+ones before it; the scores are saved after each candidate, and a resumed search trains only those not yet scored.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nasiam_bench import distributed
+from nasiam_bench.heads.genotype import sample_genotype
+from nasiam_bench.io import load_torch_or_none, save_torch
 from nasiam_bench.registry import SEARCH_STRATEGIES
+from nasiam_bench.rng import seed_everything
+from nasiam_bench.schedule import cosine_schedule
 from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy
-
-
-def sample_genotype(ops: list[str], layers: dict[str, int], rng: np.random.Generator) -> dict[str, list[str]]:
-    """One op per layer, uniformly from the search space."""
-    return {head: [str(rng.choice(ops)) for _ in range(n)] for head, n in layers.items()}
+from nasiam_bench.train import train_step
 
 
 @SEARCH_STRATEGIES.register("random")
@@ -25,25 +30,29 @@ class RandomSearch(SearchStrategy):
     def run(self, ctx: SearchContext) -> SearchResult:
         rng = np.random.default_rng(ctx.seed)
         candidates = [sample_genotype(ctx.ops, ctx.heads, rng) for _ in range(ctx.search.random_samples)]
-        scores, began, steps = [], time.perf_counter(), 0
-        for k, genotype in enumerate(candidates):
-            torch.manual_seed(ctx.seed)
+        state_path = ctx.out_dir / "search_state.pt"
+        state = load_torch_or_none(state_path) or {"scores": [], "seconds": 0.0, "steps": 0}
+        for k, genotype in enumerate(candidates[len(state["scores"]) :], start=len(state["scores"])):
+            began = time.perf_counter()
+            seed_everything(ctx.seed)
             model = ctx.build_model(genotype)
-            steps += self._train(model, ctx, f"random {k + 1}/{len(candidates)}")
-            scores.append({"genotype": genotype, "knn_top1": ctx.knn_score(model.backbone)})
-        best = max(scores, key=lambda s: s["knn_top1"])
+            steps = self._train(model, ctx, f"random {k + 1}/{len(candidates)}")
+            state["scores"].append({"genotype": genotype, "knn_top1": ctx.knn_score(model.backbone)})
+            state["seconds"] += time.perf_counter() - began
+            state["steps"] += steps
+            if distributed.is_main_process():
+                save_torch(state_path, state)
+        best = max(state["scores"], key=lambda s: s["knn_top1"])
         return SearchResult(
-            self.name, best["genotype"], scores=scores, seconds=time.perf_counter() - began, steps=steps
+            self.name, best["genotype"], scores=state["scores"], seconds=state["seconds"], steps=state["steps"]
         )
 
     @staticmethod
     def _train(model, ctx: SearchContext, label: str) -> int:
-        from nasiam_bench.train import train_step
-
         lr = ctx.search.lr * ctx.search.batch_size / 256
         optimizer = torch.optim.SGD(model.param_groups(), lr=lr, momentum=0.9, weight_decay=5e-4)
         total = max(1, len(ctx.train_loader) * ctx.search.epochs)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+        scheduler = cosine_schedule(optimizer, total)
         step = 0
         model.train()
         for epoch in range(ctx.search.epochs):

@@ -12,23 +12,18 @@ from nasiam_bench import distributed
 from nasiam_bench.backbones import build_backbone
 from nasiam_bench.data.loaders import LoaderConfig, eval_loader, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
-from nasiam_bench.data.splits import search_halves
+from nasiam_bench.data.splits import search_halves, train_indices
 from nasiam_bench.evaluate import Features, extract, knn_top1
 from nasiam_bench.heads.genotype import Genotype
 from nasiam_bench.heads.ops import search_space
 from nasiam_bench.heads.supernet import SearchHead
 from nasiam_bench.io import atomic_write_json
+from nasiam_bench.models import build_model
 from nasiam_bench.plots import plot_alpha
 from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.rng import seed_everything
 from nasiam_bench.search.base import SearchContext, SearchResult
 from nasiam_bench.spec import Spec, SpecError
-from nasiam_bench.train import build_model, device_name, seed_everything, train_indices
-
-
-def default_search_dir(spec: Spec, seed: int, runs: str | Path = "runs") -> Path:
-    e = spec.experiment
-    label = f"search-{e.framework}-{e.dataset}-{e.strategy}"
-    return Path(runs) / f"{label}-{spec.search_id}" / f"seed{seed}"
 
 
 def run_search(
@@ -62,7 +57,7 @@ def run_search(
 
     data = open_prepared(e.dataset, spec.data.root or None)
     labels = data.labels(data.train_split)
-    weights_half, arch_half = search_halves(labels, train_indices(spec, data, seed), seed)
+    weights_half, arch_half = search_halves(labels, train_indices(data, spec.data.train_subset, seed), seed)
     s = spec.search
     if s.batch_size % ctx_dist.world_size:
         raise SpecError(f"search.batch_size = {s.batch_size} does not split over {ctx_dist.world_size} processes")
@@ -127,7 +122,7 @@ def run_search(
             "scores": result.scores,
             "seconds": result.seconds,
             "steps": result.steps,
-            "device": device_name(ctx_dist.device),
+            "device": distributed.device_name(ctx_dist.device),
             "world_size": ctx_dist.world_size,
         },
     )

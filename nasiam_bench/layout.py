@@ -1,0 +1,18 @@
+"""Where runs and searches live under the runs folder: one folder per resolved spec, one subfolder per seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nasiam_bench.spec import Spec
+
+
+def default_run_dir(spec: Spec, seed: int, root: str | Path = "runs") -> Path:
+    label = spec.experiment.name or f"{spec.experiment.framework}-{spec.experiment.dataset}"
+    return Path(root) / f"{label}-{spec.run_id}" / f"seed{seed}"
+
+
+def default_search_dir(spec: Spec, seed: int, runs: str | Path = "runs") -> Path:
+    e = spec.experiment
+    label = f"search-{e.framework}-{e.dataset}-{e.strategy}"
+    return Path(runs) / f"{label}-{spec.search_id}" / f"seed{seed}"

@@ -1,0 +1,31 @@
+"""The learning-rate schedule of every optimiser over weights: linear warm-up, then a cosine to zero, per step.
+
+A parameter group marked ``fixed_lr`` (SimSiam's predictor, as its paper) keeps its learning rate, in pre-training
+and in the search alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+
+def _factor(total: int, warmup: int, fixed: bool) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if fixed:
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return factor
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step schedule for each of ``optimizer``'s groups; groups with ``fixed_lr`` stay constant."""
+    factors = [_factor(max(1, total_steps), warmup_steps, bool(g.get("fixed_lr"))) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)

@@ -1,0 +1,117 @@
+"""One resume contract: a run killed in the middle of an epoch and started again ends exactly where an uninterrupted
+run ends (weights, optimiser states, alpha, queue, RNG streams), for every framework and every search strategy."""
+
+import pytest
+import torch
+
+from nasiam_bench.checkpoints import load_checkpoint
+from nasiam_bench.data.loaders import SSLLoader
+from nasiam_bench.io import load_torch_or_none
+from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.search.run import run_search
+from nasiam_bench.spec import load_spec
+from nasiam_bench.train import pretrain
+from tests.conftest import TEST_DATA_ROOT
+
+pytestmark = pytest.mark.usefixtures("cifar10_data")
+
+
+def smoke(framework, *overrides):
+    return load_spec(f"{framework}_cifar10", ["profile=smoke", f"data.root={TEST_DATA_ROOT}", *overrides])
+
+
+def kill_after(monkeypatch, batches: int) -> None:
+    """Interrupt the run when its loaders have yielded ``batches`` batches (as Ctrl-C or a lost machine would)."""
+    real, seen = SSLLoader.__iter__, {"n": 0}
+
+    def dying(self):
+        for batch in real(self):
+            seen["n"] += 1
+            if seen["n"] > batches:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(SSLLoader, "__iter__", dying)
+
+
+def assert_identical(a, b, where="state"):
+    """Nested dicts, lists and tensors equal to the last bit (RNG states and optimiser moments included)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{where}[{i}]")
+    elif hasattr(a, "shape") and hasattr(a, "dtype"):  # NumPy's RNG state
+        assert (a == b).all(), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_pretraining_killed_mid_epoch_resumes_exactly(framework, tmp_path, monkeypatch):
+    spec = smoke(framework, "train.epochs=2", "data.train_subset=64")  # 2 steps an epoch
+    whole = pretrain(spec, 0, tmp_path / "whole", progress=False)
+    kill_after(monkeypatch, 3)  # in the second epoch: epoch 1's checkpoint is on disk, epoch 2 is lost
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(spec, 0, tmp_path / "split", progress=False)
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1
+    assert not (tmp_path / "split" / "backbone.pt").exists()  # exported only when finished
+    monkeypatch.undo()
+    # A fresh model and optimiser, as a new process would build them, load the checkpoint and finish the run.
+    resumed = pretrain(spec, 0, tmp_path / "split", progress=False)
+    assert resumed.finished and [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+    a, b = load_checkpoint(whole.checkpoint), load_checkpoint(resumed.checkpoint)
+    for part in ("model", "optimizer", "scheduler", "rng"):
+        assert_identical(a[part], b[part], part)
+    backbone = torch.load(resumed.backbone_path)
+    assert all(not k.startswith(("module.", "backbone.")) for k in backbone) and "conv1.weight" in backbone
+    again = pretrain(spec, 0, tmp_path / "whole", progress=False)  # finished: nothing more to do
+    assert again.finished and again.history == whole.history
+
+
+@pytest.mark.parametrize("strategy", SEARCH_STRATEGIES.list())
+def test_search_killed_mid_epoch_resumes_exactly(strategy, tmp_path, monkeypatch):
+    # SimSiam: two searched heads and a predictor with a fixed learning rate, the hardest case to restore.
+    spec = smoke("simsiam", f"strategy={strategy}", "search.epochs=2", "data.train_subset=256")
+    whole, _ = run_search(spec, 0, tmp_path / "whole", progress=False)
+    kill_after(monkeypatch, 12)  # gradient strategies: in the second epoch; random: in the second candidate
+    try:
+        run_search(spec, 0, tmp_path / "split", progress=False)
+        killed = False
+    except KeyboardInterrupt:
+        killed = True
+    monkeypatch.undo()
+    resumed, _ = run_search(spec, 0, tmp_path / "split", progress=False)
+    assert killed == (strategy != "none")  # a strategy that trains nothing has nothing to kill
+    assert resumed.genotype == whole.genotype and resumed.scores == whole.scores and resumed.steps == whole.steps
+    assert_identical(resumed.alpha, whole.alpha, "alpha")
+    a = load_torch_or_none(tmp_path / "whole" / "search_state.pt")
+    b = load_torch_or_none(tmp_path / "split" / "search_state.pt")
+    assert (a is None) == (b is None)
+    if a is not None:
+        a.pop("seconds"), b.pop("seconds")
+        assert_identical(a, b, "search_state")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_optimiser_parameter_order_is_the_same_in_every_process(framework):
+    from nasiam_bench.backbones import build_backbone
+
+    def names_in_group_order():
+        model = FRAMEWORKS.get(framework)(build_backbone("resnet18", cifar_stem=True, width=0.125))
+        names = {id(p): n for n, p in model.named_parameters()}
+        order = list(names.values())
+        groups = [[names[id(p)] for p in g["params"]] for g in model.param_groups()]
+        for group in groups:  # each group in the order of named_parameters
+            assert group == sorted(group, key=order.index)
+        return groups
+
+    first, second = names_in_group_order(), names_in_group_order()  # new tensors, new addresses, same order
+    assert first == second
+    flat = [n for group in first for n in group]
+    assert len(flat) == len(set(flat))
