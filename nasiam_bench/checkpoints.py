@@ -13,6 +13,7 @@ from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.spec import Spec, spec_from_dict
 
 CHECKPOINT_FORMAT = "nasiam-bench/checkpoint/1"
+BEST_CHECKPOINT = "best.pt"  # beside checkpoint.pt: the epoch of best test kNN, for eval.checkpoint = best-on-test
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -71,6 +71,7 @@ def _base(spec: Spec, seed: int) -> dict[str, Any]:
         "backbone": e.backbone,
         "width": e.width,
         "profile": e.profile,
+        "recipe": e.recipe,
         "seed": seed,
         "epochs": spec.train.epochs,
         "batch_size": spec.train.batch_size,

@@ -1,4 +1,5 @@
-"""The learning-rate schedule of every optimiser over weights: linear warm-up, then a cosine to zero, per step.
+"""The learning-rate schedule of every optimiser over weights: linear warm-up, then a cosine to zero, per step
+(or a constant learning rate, as NASiam's SimCLR code trains).
 
 A parameter group marked ``fixed_lr`` (SimSiam's predictor, as its paper) keeps its learning rate, in pre-training
 and in the search alike.
@@ -10,6 +11,8 @@ import math
 from collections.abc import Callable
 
 import torch
+
+SCHEDULES = ("cosine", "constant")
 
 
 def _factor(total: int, warmup: int, fixed: bool) -> Callable[[int], float]:
@@ -23,9 +26,13 @@ def _factor(total: int, warmup: int, fixed: bool) -> Callable[[int], float]:
     return factor
 
 
-def cosine_schedule(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, kind: str = "cosine"
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step schedule for each of ``optimizer``'s groups; groups with ``fixed_lr`` stay constant."""
-    factors = [_factor(max(1, total_steps), warmup_steps, bool(g.get("fixed_lr"))) for g in optimizer.param_groups]
+    """A per-step schedule for each of ``optimizer``'s groups; groups with ``fixed_lr`` (and every group of a
+    ``constant`` schedule) stay constant."""
+    factors = [
+        _factor(max(1, total_steps), warmup_steps, kind == "constant" or bool(g.get("fixed_lr")))
+        for g in optimizer.param_groups
+    ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)

@@ -1,8 +1,9 @@
 """Experiment specs: frozen dataclasses read from TOML, overlaid with a profile and ``key=value`` overrides.
 
 Resolution order, later wins: the dataclass defaults, the profile (``registry/profiles/<profile>.toml``: the
-schedule's scale), the experiment file (what defines the experiment; a schedule value written there is deliberate),
-the command-line overrides. So the TOML that ``show`` prints loads back to the same spec. Every value is
+schedule's scale), the recipe (``registry/recipes/<recipe>.toml``: the hyperparameters of the framework chosen, from
+its paper or from NASiam's code), the experiment file (what defines the experiment; a value written there is
+deliberate), the command-line overrides. So the TOML that ``show`` prints loads back to the same spec. Every value is
 checked at load; an error names the file, the key, the bad value and what is valid. The hash of the resolved spec
 (without the fields that only say where things live) is its run id.
 """
@@ -24,6 +25,10 @@ from nasiam_bench.registry import NasiamBenchError, registry
 REGISTRY_DIR = Path(__file__).resolve().parent.parent / "registry"
 EXPERIMENTS_DIR = REGISTRY_DIR / "experiments"
 PROFILES_DIR = REGISTRY_DIR / "profiles"
+RECIPES_DIR = REGISTRY_DIR / "recipes"
+# A recipe sets how a framework trains, never the scale of the schedule, which is the profile's.
+RECIPE_SECTIONS = ("framework", "search", "train", "eval")
+SCHEDULE_KEYS = ("search.epochs", "search.batch_size", "train.epochs", "train.batch_size", "eval.linear_epochs")
 
 
 HEAD_KINDS = ("baseline", "nasiam", "random", "paper")
@@ -63,6 +68,7 @@ def _opt(
 class ExperimentSection:
     name: str = _opt("", hashed=False, doc="a label for tables; not part of the run id")
     profile: str = _opt("quick", doc="overlay from registry/profiles/")
+    recipe: str = _opt("reference", doc="overlay from registry/recipes/: reference (the papers) | nasiam-code")
     framework: str = _opt("simsiam", registry="frameworks")
     backbone: str = _opt("resnet18", registry="backbones")
     cifar_stem: bool = _opt(True, doc="3x3 stride-1 stem without max-pool, for 32x32 images")
@@ -101,6 +107,18 @@ class SearchSection:
     arch_lr: float = _opt(3e-4, lo=0.0, doc="learning rate of the architecture weights alpha")
     arch_weight_decay: float = _opt(1e-3, lo=0.0)
     arch_optimizer: str = _opt("adam", choices=("adam", "adamw"))
+    arch_betas: tuple[float, ...] = _opt((0.5, 0.999), lo=0.0, hi=0.999999, doc="Adam's betas for alpha")
+    arch_steps: str = _opt("batch", choices=("batch", "epoch"), doc="an alpha step per weight step, or per epoch")
+    weight_optimizer: str = _opt("sgd", choices=("sgd", "adam"), doc="the weights' optimiser during the search")
+    weight_decay: float = _opt(5e-4, lo=0.0, doc="the weights' weight decay during the search")
+    lr_scaling: str = _opt("linear", choices=("linear", "none"), doc="search.lr x batch/256, or as it is")
+    schedule: str = _opt("cosine", choices=("cosine", "constant"), doc="the weights' learning rate over the search")
+    encoder_momentum: float | None = _opt(
+        None, lo=0.0, hi=1.0, doc="momentum of the key/target encoder during the search; unset: framework.momentum"
+    )
+    paper_bn_eps_quirk: bool = _opt(
+        False, doc="MoCo's search space as NASiam's code builds it: BatchNorm1d(in, out) sets eps = out (a defect)"
+    )
     random_samples: int = _opt(4, lo=1, doc="genotypes sampled by the random strategy")
     tau_max: float = _opt(10.0, lo=1e-3, doc="GDAS: Gumbel-softmax temperature at the start")
     tau_min: float = _opt(0.1, lo=1e-3, doc="GDAS: ... and at the end (annealed linearly)")
@@ -115,7 +133,10 @@ class SearchSection:
 class TrainSection:
     epochs: int = _opt(10, lo=1)
     batch_size: int = _opt(128, lo=1)
-    lr: float = _opt(0.06, lo=0.0, doc="base learning rate at batch 256 (scaled linearly with the batch)")
+    optimizer: str = _opt("sgd", choices=("sgd", "adam", "lars"), doc="LARS: timm's, SGD-momentum based")
+    lr: float = _opt(0.06, lo=0.0, doc="base learning rate (at batch 256 with lr_scaling = linear)")
+    lr_scaling: str = _opt("linear", choices=("linear", "none"), doc="train.lr x batch/256, or as it is")
+    schedule: str = _opt("cosine", choices=("cosine", "constant"), doc="after the warm-up")
     momentum: float = _opt(0.9, lo=0.0, hi=1.0)
     weight_decay: float = _opt(5e-4, lo=0.0)
     warmup_epochs: int = _opt(0, lo=0)
@@ -128,6 +149,16 @@ class EvalSection:
     knn_k: int = _opt(200, lo=1)
     knn_temperature: float = _opt(0.1, lo=1e-6)
     knn_every: int = _opt(1, lo=0, doc="epochs between kNN monitors; 0: only at the end")
+    knn_features: str = _opt("backbone", choices=("backbone", "projector"), doc="what kNN compares")
+    knn_weighted: bool = _opt(True, doc="neighbours vote with exp(sim / knn_temperature); false: one vote each")
+    checkpoint: str = _opt(
+        "final", choices=("final", "best-on-test"), doc="evaluate the last epoch, or the epoch of best test kNN"
+    )
+    linear_protocol: str = _opt(
+        "frozen", choices=("frozen", "augmented"), doc="probe precomputed features, or crop+flip images each epoch"
+    )
+    linear_weight_decay: float = _opt(1e-4, lo=0.0)
+    linear_optimizer: str = _opt("sgd", choices=("sgd", "adam"), doc="the linear probe's optimiser")
     linear_epochs: int = _opt(10, lo=0)
     linear_lr: float = _opt(0.1, lo=0.0)
     linear_batch_size: int = _opt(256, lo=1)
@@ -141,6 +172,8 @@ class FrameworkSection:
     temperature: float | None = _opt(None, lo=1e-4, doc="InfoNCE / NT-Xent temperature (moco, simclr)")
     queue_size: int | None = _opt(None, lo=1, doc="MoCo's queue of negatives")
     momentum: float | None = _opt(None, lo=0.0, hi=1.0, doc="EMA momentum of the key/target encoder (moco, byol)")
+    symmetric: bool | None = _opt(None, doc="MoCo: the loss in both directions, both views' keys enqueued")
+    projector_hidden: int | None = _opt(None, lo=0, doc="SimSiam's standard projector width; 0: the feature size")
 
     def given(self) -> dict[str, float | int]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -234,15 +267,17 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), pro
     raw = _read_toml(path)
     parsed = [parse_override(o) for o in overrides]
     experiment_table = raw.get("experiment", {}) if isinstance(raw.get("experiment", {}), dict) else {}
-    chosen = (
-        profile
-        or next((v for k, v in parsed if k in ("experiment.profile", "profile")), None)
-        or experiment_table.get("profile")
-        or ExperimentSection.profile
-    )
-    merged = _merge({}, load_profile(chosen), where=str(_profile_path(chosen)))
+
+    def chosen(key: str) -> Any:  # the command line, else the experiment file, else the default
+        given = next((v for k, v in parsed if k in (f"experiment.{key}", key)), None)
+        return given if given is not None else experiment_table.get(key, getattr(ExperimentSection, key))
+
+    profile = profile or chosen("profile")
+    recipe = chosen("recipe")
+    merged = _merge({}, load_profile(profile), where=str(_profile_path(profile)))
+    merged = _merge(merged, load_recipe(recipe, chosen("framework")), where=str(_recipe_path(recipe)))
     merged = _merge(merged, raw, where=str(path))
-    merged = _merge(merged, {"experiment": {"profile": chosen}}, where="profile")
+    merged = _merge(merged, {"experiment": {"profile": profile, "recipe": recipe}}, where="profile")
     for key, value in parsed:
         section, name = _resolve_key(key, where="command line")
         merged.setdefault(section, {})[name] = value
@@ -258,6 +293,42 @@ def resolve_spec_path(path: str | Path) -> Path:
         return named
     known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))) or "(none)"
     raise SpecError(f"spec file {str(path)!r} not found; give a path or one of registry/experiments/: {known}")
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def _recipe_path(name: str) -> Path:
+    return RECIPES_DIR / f"{name}.toml"
+
+
+def load_recipe(name: str, framework: str) -> dict[str, Any]:
+    """The sections a recipe sets for ``framework``; a recipe marked ``strict`` must cover the framework."""
+    if not isinstance(name, str) or not _recipe_path(name).is_file():
+        raise SpecError(f"experiment.recipe: unknown recipe {name!r}; valid: {', '.join(available_recipes())}")
+    path = _recipe_path(name)
+    data = _read_toml(path)
+    about = data.pop("recipe", {})
+    if framework not in data:
+        if about.get("strict", True):
+            covered = ", ".join(sorted(data)) or "none"
+            raise SpecError(f"recipe {name!r} has no values for {framework!r}; it covers: {covered}")
+        return {}  # a framework registered later: its own defaults are its paper's
+    overlay = data[framework]
+    for section, table in overlay.items():
+        if section not in RECIPE_SECTIONS:
+            raise SpecError(f"{path}: [{framework}.{section}]: a recipe sets only {', '.join(RECIPE_SECTIONS)}")
+        for key in table:
+            if f"{section}.{key}" in SCHEDULE_KEYS:
+                raise SpecError(f"{path}: {framework}.{section}.{key} is the schedule's scale: a profile sets it")
+    return overlay
+
+
+def recipe_keys(spec: Spec) -> list[str]:
+    """The keys the spec's recipe sets for its framework (what ``show`` reports)."""
+    overlay = load_recipe(spec.experiment.recipe, spec.experiment.framework)
+    return [f"{section}.{key}" for section, table in overlay.items() for key in table]
 
 
 def available_profiles() -> list[str]:
@@ -349,6 +420,8 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
                 kwargs[name] = _check(f"{info.name}.{name}", value, hints[name], f.metadata, where)
         sections[info.name] = info.type_cls(**kwargs)
     spec = Spec(**sections, source=source)
+    if len(spec.search.arch_betas) != 2:
+        raise SpecError(f"{where}: search.arch_betas = {list(spec.search.arch_betas)}: expected two values")
     framework = registry("frameworks").get(spec.experiment.framework)
     for key in spec.framework.given():
         if key not in framework.OPTIONS:
@@ -410,4 +483,8 @@ def spec_to_toml(spec: Spec) -> str:
     import tomli_w
 
     header = f"# resolved spec, run id {spec.run_id}" + (f", from {spec.source}" if spec.source else "") + "\n"
+    e = spec.experiment
+    keys = recipe_keys(spec)
+    header += f"# recipe {e.recipe!r} ({_recipe_path(e.recipe).relative_to(REGISTRY_DIR.parent)}) for {e.framework}: "
+    header += (f"sets {', '.join(keys)}" if keys else "sets nothing (the defaults)") + "\n"
     return header + tomli_w.dumps(spec.to_dict())

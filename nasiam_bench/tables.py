@@ -33,7 +33,9 @@ PUBLISHED = [
     ("lightly", "cifar10", "byol", "resnet18", "kNN, 800 epochs, batch 512", 91.0),
 ]
 HEAD_ORDER = {FLOOR: 0, "baseline": 1, "nasiam": 2, "random": 3, "paper": 4}
-LABELS = ["profile", "framework", "head", "strategy", "backbone", "width", "epochs"]  # what a row shows
+LABELS = ["profile", "recipe", "framework", "head", "strategy", "backbone", "width", "epochs", "checkpoint"]
+# Records written before a label existed: what it stood for then.
+LABEL_DEFAULTS = {"recipe": "(none)", "checkpoint": "final"}
 
 
 def _mean_std(mean: float, std: float, n: int) -> str:
@@ -53,6 +55,8 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(records)
     if "linear_top1" not in frame:  # only floors so far
         frame["linear_top1"] = float("nan")
+    for label, default in LABEL_DEFAULTS.items():
+        frame[label] = frame[label].fillna(default) if label in frame else default
     rows = []
     for (_, run_id), group in frame.groupby(["head", "run_id"], sort=False):
         row = {label: group[label].iloc[0] for label in LABELS}
@@ -113,12 +117,14 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame(
         {
             "profile": table["profile"],
+            "recipe": table["recipe"],
             "framework": table["framework"],
             "head": table["head"],
             "strategy": table["strategy"],
             "backbone": table["backbone"],
             "width": table["width"].map("{:g}".format),
             "epochs": table["epochs"],
+            "checkpoint": table["checkpoint"].map(lambda v: "best on test" if v == "best-on-test" else v),
             "seeds": table["seeds"],
             "kNN top-1 %": _column_mean_std(table, "knn"),
             "linear top-1 %": _column_mean_std(table, "linear"),
@@ -170,7 +176,9 @@ def _document(dataset: str, shown: pd.DataFrame, records: list[dict[str, Any]], 
         "Measured by nasiam-bench (`make tables` regenerates this file from `results/records/`). Every head of a "
         "framework is pre-trained with the same seeds, data and schedule; `untrained` is the kNN floor of the same "
         "backbone before training. Accuracies: mean ± std over seeds (a single seed shows no std). "
-        "Device-hours: wall time × devices.",
+        "Device-hours: wall time × devices. `checkpoint`: `final` evaluates the last epoch; `best on test` the epoch "
+        "whose test kNN was the best, a figure selected on the test split (NASiam's code's protocol), optimistic by "
+        "construction. The recipe names the hyperparameters (`registry/recipes/`; `(none)`: recorded before recipes).",
         "",
         markdown(shown),
         "",

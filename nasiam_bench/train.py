@@ -21,19 +21,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nasiam_bench import distributed
-from nasiam_bench.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
+from nasiam_bench.checkpoints import BEST_CHECKPOINT, CHECKPOINT_FORMAT, load_checkpoint
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
 from nasiam_bench.data.splits import train_indices
 from nasiam_bench.distributed import device_name
-from nasiam_bench.evaluate import collapse_metrics, eval_data_for, knn_top1
+from nasiam_bench.evaluate import collapse_metrics, eval_data_for, knn_encoder, spec_knn
 from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.heads.genotype import resolve_genotype
 from nasiam_bench.io import atomic_write_text, save_torch
 from nasiam_bench.models import build_model
+from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.rng import rng_state, seed_everything, set_rng_state
-from nasiam_bench.schedule import cosine_schedule
+from nasiam_bench.schedule import lr_schedule
 from nasiam_bench.spec import Spec, SpecError
 
 COLLAPSE_STD_RATIO = 0.1  # std of normalised embeddings below 0.1/sqrt(d): the representation is collapsing
@@ -128,9 +129,9 @@ def pretrain(
         raise SpecError(f"train.batch_size = {t.batch_size} exceeds the {len(indices)} training images")
     total_steps = steps_per_epoch * t.epochs
 
-    lr = t.lr * t.batch_size / 256
-    optimizer = torch.optim.SGD(model.param_groups(), lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    scheduler = cosine_schedule(optimizer, total_steps, t.warmup_epochs * steps_per_epoch)
+    lr = scaled_lr(t.lr, t.lr_scaling, t.batch_size)
+    optimizer = build_optimizer(t.optimizer, model.param_groups(), lr, t.weight_decay, t.momentum)
+    scheduler = lr_schedule(optimizer, total_steps, t.warmup_epochs * steps_per_epoch, t.schedule)
 
     history: list[dict[str, Any]] = []
     start_epoch, train_seconds, images_seen = 0, 0.0, 0
@@ -147,9 +148,10 @@ def pretrain(
 
     use_amp = t.amp and ctx.device.type == "cuda"
     writer = _tensorboard(out_dir) if ctx.is_main else None
-    monitor = None
-    if spec.eval.knn_every and ctx.is_main:
-        monitor = eval_data_for(spec, seed, ctx.device)
+    # best-on-test keeps the epoch of best test kNN, so it must look at every epoch.
+    select_best = spec.eval.checkpoint == "best-on-test"
+    monitor_every = 1 if select_best else spec.eval.knn_every
+    monitor = eval_data_for(spec, seed, ctx.device) if monitor_every and ctx.is_main else None
 
     end_epoch = t.epochs if stop_after is None else min(t.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
@@ -196,8 +198,10 @@ def pretrain(
                 f"{row['std_ratio']:.3f}/sqrt(d), effective rank {row['effective_rank']:.1f})"
             )
             warnings.warn(message, CollapseWarning, stacklevel=2)
-        if monitor is not None and (epoch + 1) % spec.eval.knn_every == 0:
-            row["knn_top1"] = knn_top1(monitor.features(model.backbone), spec.eval.knn_k, spec.eval.knn_temperature)
+        if monitor is not None and (epoch + 1) % monitor_every == 0:
+            row["knn_top1"] = spec_knn(monitor.features(knn_encoder(model, spec.eval.knn_features)), spec.eval)
+            if select_best and row["knn_top1"] > max((r.get("knn_top1", -1.0) for r in history), default=-1.0):
+                _save_best(out_dir / BEST_CHECKPOINT, model, epoch + 1, row["knn_top1"])
         history.append(row)
         if ctx.is_main:
             _save_checkpoint(
@@ -305,6 +309,11 @@ def _save_checkpoint(
         "images_seen": images_seen,
     }
     save_torch(path, state)
+
+
+def _save_best(path: Path, model: Framework, epoch: int, knn: float) -> None:
+    """The weights of the epoch with the best test kNN so far (``eval.checkpoint = "best-on-test"``)."""
+    save_torch(path, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "knn_top1": knn, "model": model.state_dict()})
 
 
 def export_backbone(backbone: nn.Module, path: Path) -> None:

@@ -39,7 +39,7 @@ def test_smoke_bench_end_to_end_then_skips(tmp_path, capsys):
     assert specs[0] == specs[1] == specs[2]
 
     table = (results / "cifar10.md").read_text()
-    assert f"{stored['baseline']['knn_top1']:.1f}" in table and "| smoke | moco | nasiam | darts |" in table
+    assert f"{stored['baseline']['knn_top1']:.1f}" in table and "| smoke | reference | moco | nasiam | darts |" in table
     assert "## Published figures (not measured here" in table and "JPEG copy" in table
     csv = pd.read_csv(results / "cifar10.csv")
     assert csv.set_index("head").loc["paper", "knn_mean"] == pytest.approx(stored["paper"]["knn_top1"])
@@ -147,8 +147,11 @@ def test_tables_from_hand_made_records(tmp_path):
         write_record(tmp_path, r)
     write_tables(tmp_path)
     text = (tmp_path / "cifar10.md").read_text()
-    assert "| quick | moco | baseline | - | resnet18 | 0.5 | 4 | 2 | 41.0 ± 1.4 | 46.0 ± 1.4 | 1,000 |" in text
-    assert "| quick | moco | untrained | - | resnet18 | 0.5 | 4 | 2 | 31.0 ± 1.4 | – | – |" in text
+    assert (
+        "| quick | (none) | moco | baseline | - | resnet18 | 0.5 | 4 | final | 2 | 41.0 ± 1.4 | 46.0 ± 1.4 | 1,000 |"
+        in text
+    )
+    assert "| quick | (none) | moco | untrained | - | resnet18 | 0.5 | 4 | final | 2 | 31.0 ± 1.4 | – | – |" in text
     assert "`quick` is a reduced schedule (resnet18 at width 0.5, a 10,000-image subset, 4 epochs, batch 128)" in text
     measured, published = text.split("## Published figures (not measured here")
     assert "| solo-learn |" not in measured and "| lightly |" not in measured  # never mixed with measured rows

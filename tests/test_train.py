@@ -62,3 +62,22 @@ def test_checkpoint_of_another_framework_or_run_fails_clearly(tmp_path, capsys):
     torch.save({"weights": 1}, bogus)
     assert main(["eval", str(bogus)]) == 2
     assert moco.checkpoint.is_file()
+
+
+@pytest.mark.parametrize("framework", ["simsiam", "moco", "simclr"])  # the frameworks NASiam's code covers
+def test_nasiam_code_recipe_pretrains_and_evaluates_as_the_papers_code(framework, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["recipe=nasiam-code", "profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.train_subset=128"]
+    assert main(["pretrain", f"{framework}_cifar10", *common, "train.epochs=2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoint.pt")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    best = framework != "simclr"  # SimCLR's code evaluates its last epoch
+    assert result["checkpoint"] == ("best-on-test" if best else "final")
+    assert (out / "best.pt").is_file() == best and 1 <= result["selected_epoch"] <= 2
+    if best:  # the epoch kept is the one of best test kNN in the log
+        log = [line.split(",") for line in (out / "log.csv").read_text().splitlines()]
+        knn = [float(row[log[0].index("knn_top1")]) for row in log[1:]]
+        assert result["selected_epoch"] == 1 + knn.index(max(knn))
+    assert result["linear_protocol"].startswith("crop and flip, best test epoch (1 of 1): selected on test")
+    assert 0 <= result["linear_top1"] <= result["linear_top5"] <= 100

@@ -36,7 +36,7 @@ class Framework(nn.Module):
         self.backbone = backbone
         self.feature_dim = int(backbone.num_features)
         self.options = self.resolve_options(options or {})
-        heads = heads if heads is not None else self.baseline_heads(self.feature_dim)
+        heads = heads if heads is not None else self.baseline_heads(self.feature_dim, self.options)
         if set(heads) != set(self.HEADS):
             raise NasiamBenchError(
                 f"{type(self).__name__} takes heads {', '.join(self.HEADS)}; got {', '.join(sorted(heads)) or 'none'}"
@@ -52,7 +52,8 @@ class Framework(nn.Module):
         return {**cls.OPTIONS, **given}
 
     @classmethod
-    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+    def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
+        """The framework's standard heads for ``feature_dim`` backbone features (``options``: resolved)."""
         raise NotImplementedError
 
     @classmethod
@@ -70,7 +71,7 @@ class Framework(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """``{"loss": scalar, "embedding": the online projector's output for view1, detached}``.
 
-        ``features``: the backbone's outputs for the first ``ONLINE_VIEWS`` views, computed already (the search's
+        ``features``: the backbone's outputs for the first ``online_views`` views, computed already (the search's
         architecture step computes them without autograd).
         """
         raise NotImplementedError
@@ -85,7 +86,12 @@ class Framework(nn.Module):
     def online_features(
         self, views: tuple[torch.Tensor, ...], features: tuple[torch.Tensor, ...] | None
     ) -> tuple[torch.Tensor, ...]:
-        return features if features is not None else tuple(self.backbone(v) for v in views[: self.ONLINE_VIEWS])
+        return features if features is not None else tuple(self.backbone(v) for v in views[: self.online_views])
+
+    @property
+    def online_views(self) -> int:
+        """How many views the loss needs through the online backbone, with gradients."""
+        return self.ONLINE_VIEWS
 
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with the fraction of training done (momentum updates)."""

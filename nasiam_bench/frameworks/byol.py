@@ -33,7 +33,7 @@ class BYOL(Framework):
         self.target = MomentumEncoder(self.backbone, self.heads["projector"])
 
     @classmethod
-    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+    def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
         return {"projector": mlp([feature_dim, HIDDEN, OUT_DIM]), "predictor": mlp([OUT_DIM, HIDDEN, OUT_DIM])}
 
     @classmethod

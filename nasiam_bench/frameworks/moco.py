@@ -18,9 +18,11 @@ OUT_DIM = 128
 
 @FRAMEWORKS.register("moco")
 class MoCo(Framework):
-    # CIFAR values (the paper's ImageNet queue is 65,536 and momentum 0.999).
-    OPTIONS = {"temperature": 0.2, "queue_size": 4096, "momentum": 0.99}
-    ONLINE_VIEWS = 1  # the second view goes through the key encoder only
+    # CIFAR values, from MoCo's authors' CIFAR-10 demo (ImageNet: queue 65,536, momentum 0.999, temperature 0.2).
+    # symmetric: both directions (view 1 against view 2's key and the reverse), both views' keys enqueued, as
+    # NASiam's code and MoCo's CIFAR demo; MoCo v2's paper uses one direction.
+    OPTIONS = {"temperature": 0.1, "queue_size": 4096, "momentum": 0.99, "symmetric": False}
+    ONLINE_VIEWS = 1  # the second view goes through the key encoder only (both with the symmetric loss)
 
     def __init__(
         self,
@@ -44,7 +46,7 @@ class MoCo(Framework):
         return dim
 
     @classmethod
-    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+    def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
         # MoCo v2's head: a 2-layer MLP (hidden = feature size, ReLU, no BN) to 128-d.
         return {"projector": mlp([feature_dim, feature_dim, OUT_DIM], hidden_bn=False)}
 
@@ -53,18 +55,25 @@ class MoCo(Framework):
         # The paper: the projector cell at the feature width, then the Linear to 128.
         return {"projector": Cell((feature_dim,) * (counts["projector"] + 1), lambda: nn.Linear(feature_dim, OUT_DIM))}
 
+    @property
+    def online_views(self) -> int:
+        return 2 if self.options["symmetric"] else 1
+
     def forward(
         self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None
     ) -> dict[str, torch.Tensor]:
-        (f1,) = self.online_features((view1, view2), features)
-        z = self.heads["projector"](f1)
-        q = F.normalize(z, dim=1)
-        with torch.no_grad():
-            k = F.normalize(self.key_encoder(view2), dim=1)
-        # A copy: the queue is updated in place below, before the backward pass needs its values.
-        loss = info_nce(q, k, self.queue.clone(), float(self.options["temperature"]))
-        self._enqueue(k)
-        return {"loss": loss, "embedding": z.detach()}
+        online = self.online_features((view1, view2), features)
+        queue = self.queue.clone()  # a copy: the queue is updated in place below, before the backward pass
+        losses, keys, embedding = [], [], None
+        for f, key_view in zip(online, (view2, view1), strict=False):
+            z = self.heads["projector"](f)
+            embedding = z if embedding is None else embedding
+            with torch.no_grad():
+                k = F.normalize(self.key_encoder(key_view), dim=1)
+            losses.append(info_nce(F.normalize(z, dim=1), k, queue, float(self.options["temperature"])))
+            keys.append(k)
+        self._enqueue(torch.cat(keys[::-1]))  # view 1's keys first, as NASiam's code
+        return {"loss": sum(losses), "embedding": embedding.detach()}
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:

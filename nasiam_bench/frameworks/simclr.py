@@ -22,7 +22,7 @@ class SimCLR(Framework):
     SEARCH_LAYERS = {"projector": 6}
 
     @classmethod
-    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+    def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
         # SimCLR's head: a 2-layer MLP with BN to 128-d.
         return {"projector": mlp([feature_dim, HIDDEN, OUT_DIM])}
 

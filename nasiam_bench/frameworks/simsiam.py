@@ -20,12 +20,15 @@ class SimSiam(Framework):
     HEADS = ("projector", "predictor")
     SEARCH_LAYERS = {"projector": 6, "predictor": 4}
     FIXED_LR_HEADS = ("predictor",)  # the paper keeps the predictor's learning rate fixed
+    # The projector's hidden width: 2048 in the SimSiam paper; NASiam's code uses the feature size (0).
+    OPTIONS = {"projector_hidden": PROJ_DIM}
 
     @classmethod
-    def baseline_heads(cls, feature_dim: int) -> dict[str, nn.Module]:
+    def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
         # Projector: 3 layers with BN, the output BN without affine; predictor: 2048 -> 512 -> 2048 bottleneck.
+        hidden = int(options["projector_hidden"]) or feature_dim
         return {
-            "projector": mlp([feature_dim, PROJ_DIM, PROJ_DIM, PROJ_DIM], last_bn=True, last_bn_affine=False),
+            "projector": mlp([feature_dim, hidden, hidden, PROJ_DIM], last_bn=True, last_bn_affine=False),
             "predictor": mlp([PROJ_DIM, PRED_HIDDEN, PROJ_DIM]),
         }
 

@@ -32,7 +32,10 @@ class Cell:
 
 
 class MixedLayer(nn.Module):
-    def __init__(self, ops: list[str], in_dim: int, out_dim: int) -> None:
+    """One searched layer. ``bn_eps``: the epsilon of the linear ops' BatchNorm (NASiam's MoCo code passes the
+    output width there by mistake: ``BatchNorm1d(in_dim, out_dim)``; ``search.paper_bn_eps_quirk`` reproduces it)."""
+
+    def __init__(self, ops: list[str], in_dim: int, out_dim: int, bn_eps: float = 1e-5) -> None:
         super().__init__()
         self.op_names = list(ops)
         self.linear_acts = [op[len(LINEAR_PREFIX) :] for op in ops if op.startswith(LINEAR_PREFIX)]
@@ -40,7 +43,7 @@ class MixedLayer(nn.Module):
         self.widening = is_widening(in_dim, out_dim)
         if self.n_linear:
             self.fused = nn.Linear(in_dim, self.n_linear * out_dim, bias=self.widening)
-            self.fused_bn = None if self.widening else nn.BatchNorm1d(self.n_linear * out_dim)
+            self.fused_bn = None if self.widening else nn.BatchNorm1d(self.n_linear * out_dim, eps=bn_eps)
             self.acts = nn.ModuleList(build_activation(a) for a in self.linear_acts)
         self.others = nn.ModuleList(build_op(op, in_dim, out_dim) for op in ops if not op.startswith(LINEAR_PREFIX))
         self.computed: list[int] = []  # op indices of the last forward (for tests and accounting)
@@ -115,10 +118,13 @@ class SearchHead(nn.Module):
     online head's architecture: it uses the online head's op weights, not alpha of its own.
     """
 
-    def __init__(self, ops: list[str], cell: Cell) -> None:
+    def __init__(self, ops: list[str], cell: Cell, bn_eps_quirk: bool = False) -> None:
         super().__init__()
         self.op_names = list(ops)
-        self.layers = nn.ModuleList(MixedLayer(ops, i, o) for i, o in zip(cell.dims[:-1], cell.dims[1:], strict=True))
+        self.layers = nn.ModuleList(
+            MixedLayer(ops, i, o, bn_eps=float(o) if bn_eps_quirk else 1e-5)
+            for i, o in zip(cell.dims[:-1], cell.dims[1:], strict=True)
+        )
         self.tail = cell.tail() if cell.tail else nn.Identity()
         self.alpha = nn.Parameter(1e-3 * torch.randn(cell.layers, len(ops)))
         self.sampler: Callable[[torch.Tensor], OpWeights] = softmax_weights

@@ -24,8 +24,9 @@ from nasiam_bench import distributed
 from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.heads.supernet import SearchHead
 from nasiam_bench.io import load_torch_or_none, save_torch
+from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.rng import rng_state, set_rng_state
-from nasiam_bench.schedule import cosine_schedule
+from nasiam_bench.schedule import lr_schedule
 from nasiam_bench.spec import SearchSection
 
 LossFn = Callable[..., torch.Tensor]
@@ -76,6 +77,15 @@ def search_heads(model: nn.Module) -> dict[str, SearchHead]:
     return {name: head for name, head in model.heads.items() if isinstance(head, SearchHead)}
 
 
+def weight_optimizer(
+    groups: list[dict], search: SearchSection, batch_size: int, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser of the weights during a search, and its per-step schedule (fixed-lr groups kept)."""
+    lr = scaled_lr(search.lr, search.lr_scaling, batch_size)
+    optimizer = build_optimizer(search.weight_optimizer, groups, lr, search.weight_decay)
+    return optimizer, lr_schedule(optimizer, total_steps, kind=search.schedule)
+
+
 @contextlib.contextmanager
 def buffers_restored(model: nn.Module) -> Iterator[None]:
     """Run a block, then put every buffer of ``model`` back as it was before it (values, in place)."""
@@ -105,25 +115,25 @@ class GradientStrategy(SearchStrategy):
         alphas = [h.alpha for h in self.heads.values()]
         arch_cls = torch.optim.AdamW if search.arch_optimizer == "adamw" else torch.optim.Adam
         self.arch_optimizer = arch_cls(
-            alphas, lr=search.arch_lr, betas=(0.5, 0.999), weight_decay=search.arch_weight_decay
+            alphas, lr=search.arch_lr, betas=tuple(search.arch_betas), weight_decay=search.arch_weight_decay
         )
+        self.arch_every_batch = search.arch_steps == "batch"
         alpha_ids = {id(a) for a in alphas}
         groups = [{**g, "params": [p for p in g["params"] if id(p) not in alpha_ids]} for g in model.param_groups()]
-        lr = search.lr * batch_size / 256
-        self.weight_optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=5e-4)
-        self.scheduler = cosine_schedule(self.weight_optimizer, total_steps)
+        self.weight_optimizer, self.scheduler = weight_optimizer(groups, search, batch_size, total_steps)
         self.total_steps = max(1, total_steps)
         self.steps = 0
 
     def step(
         self,
         train_batch: tuple[torch.Tensor, torch.Tensor],
-        val_batch: tuple[torch.Tensor, torch.Tensor],
+        val_batch: tuple[torch.Tensor, torch.Tensor] | None,
         loss_fn: LossFn = framework_loss,
     ) -> dict[str, float]:
-        """One search step: the architecture of the step (``begin_step``), then alpha, then the weights."""
+        """One search step: the architecture of the step (``begin_step``), then alpha (unless ``val_batch`` is
+        None: ``search.arch_steps = "epoch"`` steps alpha on the epoch's first batch only), then the weights."""
         self.begin_step()
-        arch_loss = self.arch_step(val_batch, loss_fn)
+        arch_loss = self.arch_step(val_batch, loss_fn) if val_batch is not None else float("nan")
         loss = self.weight_step(train_batch, loss_fn)
         return {"loss": loss, "arch_loss": arch_loss}
 
@@ -137,7 +147,7 @@ class GradientStrategy(SearchStrategy):
         alphas = [h.alpha for h in self.heads.values()]
         with buffers_restored(model):
             with torch.inference_mode():  # cheaper than no_grad; the clones below make them usable by autograd
-                features = tuple(model.backbone(v) for v in (v1, v2)[: model.ONLINE_VIEWS])
+                features = tuple(model.backbone(v) for v in (v1, v2)[: model.online_views])
             features = tuple(f.clone() for f in features)
             arch_loss = loss_fn(model, v1, v2, features)
             grads = torch.autograd.grad(arch_loss, alphas)
@@ -220,13 +230,16 @@ class GradientStrategy(SearchStrategy):
                 leave=False,
                 disable=not ctx.progress,
             )
-            for t1, t2, _ in bar:
-                try:
-                    v1, v2, _ = next(val_batches)
-                except StopIteration:
-                    val_batches = iter(ctx.val_loader)
-                    v1, v2, _ = next(val_batches)
-                losses = self.step((t1, t2), (v1, v2))
+            for i, (t1, t2, _) in enumerate(bar):
+                val_batch = None
+                if self.arch_every_batch or i == 0:
+                    try:
+                        v1, v2, _ = next(val_batches)
+                    except StopIteration:
+                        val_batches = iter(ctx.val_loader)
+                        v1, v2, _ = next(val_batches)
+                    val_batch = (v1, v2)
+                losses = self.step((t1, t2), val_batch)
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", arch=f"{losses['arch_loss']:.3f}")
             seconds += time.perf_counter() - began
             history.append(self.alpha_weights())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from nasiam_bench import distributed
@@ -18,8 +17,7 @@ from nasiam_bench.heads.genotype import sample_genotype
 from nasiam_bench.io import load_torch_or_none, save_torch
 from nasiam_bench.registry import SEARCH_STRATEGIES
 from nasiam_bench.rng import seed_everything
-from nasiam_bench.schedule import cosine_schedule
-from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy
+from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy, weight_optimizer
 from nasiam_bench.train import train_step
 
 
@@ -49,10 +47,8 @@ class RandomSearch(SearchStrategy):
 
     @staticmethod
     def _train(model, ctx: SearchContext, label: str) -> int:
-        lr = ctx.search.lr * ctx.search.batch_size / 256
-        optimizer = torch.optim.SGD(model.param_groups(), lr=lr, momentum=0.9, weight_decay=5e-4)
         total = max(1, len(ctx.train_loader) * ctx.search.epochs)
-        scheduler = cosine_schedule(optimizer, total)
+        optimizer, scheduler = weight_optimizer(model.param_groups(), ctx.search, ctx.search.batch_size, total)
         step = 0
         model.train()
         for epoch in range(ctx.search.epochs):

@@ -13,7 +13,8 @@ from nasiam_bench.backbones import build_backbone
 from nasiam_bench.data.loaders import LoaderConfig, eval_loader, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
 from nasiam_bench.data.splits import search_halves, train_indices
-from nasiam_bench.evaluate import Features, extract, knn_top1
+from nasiam_bench.evaluate import knn_top1
+from nasiam_bench.features import Features, extract
 from nasiam_bench.heads.genotype import Genotype
 from nasiam_bench.heads.ops import search_space
 from nasiam_bench.heads.supernet import SearchHead
@@ -67,6 +68,9 @@ def run_search(
     if len(weights_half) < config.batch_size:
         raise SpecError(f"search.batch_size = {s.batch_size} exceeds the {len(weights_half)} images of a search half")
 
+    # The key/target encoder may follow the online one at another momentum during the search (NASiam's MoCo code).
+    model_spec = spec if s.encoder_momentum is None else spec.replace(**{"framework.momentum": s.encoder_momentum})
+
     def prepare(model):
         model = model.to(ctx_dist.device).to(memory_format=torch.channels_last)
         return distributed.convert_sync_batchnorm(model, ctx_dist.device) if ctx_dist.distributed else model
@@ -74,8 +78,8 @@ def run_search(
     def build_supernet():
         backbone = build_backbone(e.backbone, cifar_stem=e.cifar_stem, width=e.width)
         cells = framework.search_cells(int(backbone.num_features), s.layers())
-        heads = {name: SearchHead(ops, cell) for name, cell in cells.items()}
-        return prepare(framework(backbone, heads, spec.framework.given()))
+        heads = {name: SearchHead(ops, cell, s.paper_bn_eps_quirk) for name, cell in cells.items()}
+        return prepare(framework(backbone, heads, model_spec.framework.given()))
 
     eval_config = LoaderConfig.from_spec(spec, seed, spec.eval.linear_batch_size, ctx_dist.device)
     knn_loaders: dict[str, object] = {}
@@ -94,7 +98,7 @@ def run_search(
         seed=seed,
         ops=ops,
         build_supernet=build_supernet,
-        build_model=lambda genotype: prepare(build_model(spec, genotype)),
+        build_model=lambda genotype: prepare(build_model(model_spec, genotype)),
         train_loader=ssl_loader(data, data.train_split, config, weights_half),
         val_loader=ssl_loader(data, data.train_split, config, arch_half),
         knn_score=knn_score,

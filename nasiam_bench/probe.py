@@ -1,0 +1,112 @@
+"""Linear probes of a frozen backbone: on precomputed features (the default), or on crop-and-flip images each epoch
+with the best test epoch reported (NASiam's code's protocol, after SimSiam's and MoCo's ``main_lincls.py``)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from nasiam_bench.features import EvalData, Features, extract
+from nasiam_bench.optim import build_optimizer, scaled_lr
+from nasiam_bench.schedule import lr_schedule
+from nasiam_bench.spec import EvalSection
+
+
+def _classifier(dim: int, classes: int, seed: int) -> nn.Linear:
+    classifier = nn.Linear(dim, classes)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        classifier.reset_parameters()
+    return classifier
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return (top5[:, 0] == labels).float().mean().item() * 100, (top5 == labels[:, None]).any(
+        dim=1
+    ).float().mean().item() * 100
+
+
+def _optimizer(classifier: nn.Linear, e: EvalSection, steps: int, lr: float):
+    optimizer = build_optimizer(e.linear_optimizer, classifier.parameters(), lr, e.linear_weight_decay)
+    return optimizer, lr_schedule(optimizer, steps)
+
+
+def linear_probe(f: Features, e: EvalSection, seed: int) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (%) of a linear classifier trained on frozen, standardised features."""
+    mean, std = f.train.mean(dim=0), f.train.std(dim=0).clamp_min(1e-6)
+    train, test = (f.train - mean) / std, (f.test - mean) / std
+    generator = torch.Generator().manual_seed(seed)
+    classifier = _classifier(train.shape[1], f.num_classes, seed)
+    steps = max(1, e.linear_epochs * math.ceil(len(train) / e.linear_batch_size))
+    optimizer, schedule = _optimizer(classifier, e, steps, e.linear_lr)
+    for _ in range(e.linear_epochs):
+        order = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(train), e.linear_batch_size):
+            batch = order[start : start + e.linear_batch_size]
+            loss = F.cross_entropy(classifier(train[batch]), f.train_labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    with torch.no_grad():
+        return _accuracy(classifier(test), f.test_labels)
+
+
+def crop_and_flip(x: torch.Tensor, pad: int, fill: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomCrop(size, padding=pad) (black padding) and RandomHorizontalFlip, batched, on
+    normalised images (``fill``: black, normalised, per channel)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x - fill, (pad, pad, pad, pad)) + fill
+    dy, dx = (torch.randint(0, 2 * pad + 1, (n,), generator=g) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    flip = (torch.rand(n, generator=g) < 0.5).view(n, 1, 1, 1)
+    return torch.where(flip, out.flip(-1), out)
+
+
+@torch.no_grad()
+def _images(eval_data: EvalData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every bank image (normalised, half precision, on the CPU: 6 KiB an image at 32 px) and its label."""
+    images, labels = zip(*((x.half().cpu(), y.cpu()) for x, y in eval_data.bank), strict=True)
+    return torch.cat(images), torch.cat(labels)
+
+
+def augmented_probe(backbone: nn.Module, eval_data: EvalData, e: EvalSection, seed: int) -> tuple[float, float, int]:
+    """A linear classifier on the frozen backbone (eval mode) over crop-and-flip training images, SGD with lr
+    ``linear_lr`` x batch/256 (Adam: as it is), a cosine schedule; returns the top-1 and top-5 (%) of its best test
+    epoch, and that epoch: a figure selected on the test split, and labelled so."""
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    test, test_labels = extract(backbone, eval_data.queries, "test features")
+    images, labels = _images(eval_data)
+    fill = (-torch.tensor(eval_data.mean) / torch.tensor(eval_data.std)).view(1, 3, 1, 1)
+    pad = max(1, images.shape[-1] // 8)  # 4 px at 32 px, as the CIFAR recipes
+    classifier = _classifier(test.shape[1], eval_data.num_classes, seed).to(device)
+    batch = e.linear_batch_size
+    lr = scaled_lr(e.linear_lr, "linear" if e.linear_optimizer == "sgd" else "none", batch)
+    optimizer, schedule = _optimizer(classifier, e, e.linear_epochs * math.ceil(len(images) / batch), lr)
+    g = torch.Generator().manual_seed(seed)
+    best = (-1.0, 0.0, 0)
+    for epoch in tqdm(range(1, e.linear_epochs + 1), desc="linear probe", leave=False, unit="epoch"):
+        order = torch.randperm(len(images), generator=g)
+        for start in range(0, len(images), batch):
+            chosen = order[start : start + batch]
+            x = crop_and_flip(images[chosen].float(), pad, fill, g).to(device, memory_format=torch.channels_last)
+            with torch.no_grad():
+                features = backbone(x).float()
+            loss = F.cross_entropy(classifier(features), labels[chosen].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        with torch.no_grad():
+            top1, top5 = _accuracy(classifier(test.to(device)).cpu(), test_labels)
+        if top1 > best[0]:
+            best = (top1, top5, epoch)
+    return best
