@@ -8,12 +8,13 @@ FRAMEWORK ?= moco
 DATASET ?= cifar10
 PROFILE ?= quick
 STRATEGY ?= darts
+RECIPE ?= reference
 SEEDS ?= 1
 SOURCE ?= ../shared/datasets/$(DATASET).tar.gz
 DATA_ROOT ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test benchmark lint data bench tables clean
+.PHONY: help install system-deps test benchmark lint data bench tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,11 +50,17 @@ lint: ## ruff over the package and the tests
 data: ## prepare DATASET (default cifar10) from SOURCE (default ../shared/datasets/DATASET.tar.gz) under DATA_ROOT
 	$(BIN)/nasiam-bench data prepare $(DATASET) --source $(SOURCE) $(if $(DATA_ROOT),--root $(DATA_ROOT))
 
-bench: ## search, pre-train and compare the heads of FRAMEWORK (DATASET, PROFILE, STRATEGY, SEEDS)
-	$(BIN)/nasiam-bench bench $(FRAMEWORK) profile=$(PROFILE) strategy=$(STRATEGY) --dataset $(DATASET) --seeds $(SEEDS)
+bench: ## search, pre-train and compare the heads of FRAMEWORK (DATASET, PROFILE, RECIPE, STRATEGY, SEEDS)
+	$(BIN)/nasiam-bench bench $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) strategy=$(STRATEGY) --dataset $(DATASET) --seeds $(SEEDS)
 
 tables: ## regenerate results/<dataset>.md, .csv and plots from results/records
 	$(BIN)/nasiam-bench tables
+
+quirk: ## does the paper's MoCo BatchNorm defect explain its pooling genotypes? darts with and without it, 3 seeds
+	$(BIN)/nasiam-bench searches moco_cifar10 recipe=nasiam-code search.epochs=8 --seeds 3 \
+		--variant "without the quirk:" --variant "with the quirk:search.paper_bn_eps_quirk=true" \
+		--report results/moco_bn_quirk.md --command-line "make quirk" \
+		--title "MoCo darts searches with NASiam's code's recipe, with and without its BatchNorm quirk"
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks

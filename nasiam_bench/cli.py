@@ -105,6 +105,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_searches(args: argparse.Namespace) -> int:
+    from nasiam_bench.search_report import parse_variant, run_variants, write_report
+
+    variants = [parse_variant(v, args.spec, args.overrides) for v in (args.variant or ["as given:"])]
+    rows = run_variants(variants, list(range(args.seeds)), args.runs, args.device)
+    command = " ".join(["nasiam-bench", *sys.argv[1:]]) if args.command_line is None else args.command_line
+    path = write_report(rows, args.report, args.title or f"Searches of {args.spec}", command)
+    print(path.read_text())
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from nasiam_bench.runner import bench
 
@@ -180,6 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--save-as", help="also save the genotype as registry/genotypes/NAME.toml")
     p.set_defaults(run=_cmd_search)
+
+    p = sub.add_parser("searches", help="search variants of a spec with several seeds; report genotypes and alpha")
+    p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="for every variant")
+    p.add_argument(
+        "--variant",
+        action="append",
+        metavar="LABEL:key=value,...",
+        help="a variant and its own overrides (repeat; default: the spec as given)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument("--runs", default="runs", help="folder of search folders (default ./runs)")
+    p.add_argument("--report", required=True, help="the Markdown report to write (plots go beside it)")
+    p.add_argument("--title", help="the report's heading")
+    p.add_argument("--command-line", help="the command the report names to regenerate it (default: this one)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=_cmd_searches)
 
     p = sub.add_parser("bench", help="search, pre-train every head alike, evaluate, and write the tables")
     p.add_argument("framework", help="a frameworks entry with an experiment spec FRAMEWORK_DATASET.toml")

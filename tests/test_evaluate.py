@@ -1,6 +1,9 @@
 import torch
 
-from nasiam_bench.evaluate import Features, collapse_metrics, knn_top1, linear_probe
+from nasiam_bench.evaluate import collapse_metrics, knn_top1
+from nasiam_bench.features import Features
+from nasiam_bench.probe import linear_probe
+from nasiam_bench.spec import EvalSection
 
 
 def clustered(n_per_class=50, classes=4, dim=16, noise=0.1, seed=0):
@@ -30,7 +33,8 @@ def test_knn_weights_votes_by_similarity():
 def test_linear_probe_separable_clusters():
     train, train_y = clustered(seed=0)
     test, test_y = clustered(n_per_class=10, seed=0)
-    top1, top5 = linear_probe(Features(train, train_y, test, test_y, 4), epochs=20, lr=0.1, batch_size=32, seed=0)
+    settings = EvalSection(linear_epochs=20, linear_lr=0.1, linear_batch_size=32)
+    top1, top5 = linear_probe(Features(train, train_y, test, test_y, 4), settings, seed=0)
     assert top1 == 100.0 and top5 == 100.0
 
 

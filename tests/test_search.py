@@ -363,3 +363,25 @@ def test_random_search_keeps_the_fixed_learning_rates_too(framework, monkeypatch
     for (fixed, first), (_, last) in zip(seen[0], seen[-1], strict=True):
         assert last == first if fixed else last < first
     assert any(fixed for fixed, _ in seen[0]) == bool(FRAMEWORKS.get(framework).FIXED_LR_HEADS)
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_searches_report_compares_variants_over_seeds(tmp_path, capsys):
+    report = tmp_path / "results" / "quirk.md"
+    common = ["moco_cifar10", "profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.train_subset=128"]
+    variants = ["--variant", "plain:", "--variant", "quirk:search.paper_bn_eps_quirk=true"]
+    where = ["--runs", str(tmp_path / "runs"), "--report", str(report), "--command-line", "make quirk"]
+    assert main(["searches", *common, "--seeds", "2", *variants, *where]) == 0
+    text = report.read_text()
+    assert "Regenerate: `make quirk`" in text
+    for variant in ("plain", "quirk"):
+        for seed in (0, 1):
+            assert f"| {variant} | {seed} | projector |" in text
+            assert (tmp_path / "results" / "plots" / f"quirk_{variant}_seed{seed}.png").stat().st_size > 1000
+        assert f"- {variant}: mean " in text and "over 2 seeds" in text
+    assert text.count("| plain | projector |") == 4  # a final-alpha row per layer
+    searched = sorted(p.parent.parent.name for p in (tmp_path / "runs").rglob("genotype.toml"))
+    assert len(searched) == 4 and len(set(searched)) == 2  # two specs (the quirk is in the search id), two seeds
+    capsys.readouterr()
+    assert main(["searches", *common, "--variant", "no-colon", *where]) == 2
+    assert "expected LABEL:key=value" in capsys.readouterr().err
