@@ -33,6 +33,7 @@ NASIAM_CODE = {
         "train.lr_scaling": "linear",
         "train.weight_decay": 5e-4,
         "train.schedule": "cosine",
+        "train.warmup_epochs": 0,
         "framework.projector_hidden": 0,  # StandardSimSiam: hidden = prev_dim
         # test(): unweighted votes on normalize(encoder(x)); best test kNN kept; main_lincls.py: lr 30, wd 0
         "eval.knn_features": "projector",
@@ -63,6 +64,7 @@ NASIAM_CODE = {
         "train.lr_scaling": "none",
         "train.weight_decay": 5e-4,
         "train.schedule": "cosine",
+        "train.warmup_epochs": 0,
         "framework.temperature": 0.1,
         "framework.queue_size": 4096,
         "framework.momentum": 0.99,
@@ -94,6 +96,7 @@ NASIAM_CODE = {
         "train.lr_scaling": "none",
         "train.weight_decay": 1e-6,
         "train.schedule": "constant",
+        "train.warmup_epochs": 0,
         "framework.temperature": 0.5,
         "eval.knn_features": "backbone",
         "eval.knn_weighted": True,
