@@ -123,11 +123,11 @@ def evaluate_checkpoint(checkpoint: str, device: str = "auto", floor: bool = Fal
     """
     state = load_checkpoint(checkpoint)
     spec, model = model_from_checkpoint(state)
-    selection = {"checkpoint": "final", "selected_epoch": state["epoch"]}
+    selection = {"checkpoint_selection": "final", "selected_epoch": state["epoch"]}
     if spec.eval.checkpoint == "best-on-test":
         best = load_checkpoint(Path(checkpoint).with_name(BEST_CHECKPOINT))
         model.load_state_dict(best["model"])
-        selection = {"checkpoint": "best-on-test", "selected_epoch": best["epoch"]}
+        selection = {"checkpoint_selection": "best-on-test", "selected_epoch": best["epoch"]}
     ctx = setup(device)
     model = model.to(ctx.device).eval()
     seed = state["seed"]

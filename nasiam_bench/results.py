@@ -4,6 +4,7 @@ and a re-run finds what is already done."""
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import subprocess
 from pathlib import Path
@@ -17,8 +18,12 @@ DATASET_NOTES = {
 }
 
 
+@functools.cache
 def git_commit() -> str:
-    """The commit of the code that produced a record ('+dirty' when the package or the registry has changes)."""
+    """The commit of the code that produced a record ('+dirty' when the package or the registry has changes).
+
+    Read once per process: a bench that runs for an hour records the code it started with, not what the checkout
+    holds when a record is written."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(

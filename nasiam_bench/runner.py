@@ -18,7 +18,7 @@ from nasiam_bench.evaluate import eval_data_for, evaluate_checkpoint, untrained_
 from nasiam_bench.heads.genotype import paper_genotype_path, resolve_genotype
 from nasiam_bench.layout import default_run_dir, default_search_dir
 from nasiam_bench.models import build_model
-from nasiam_bench.results import device_hours, find_record, write_record
+from nasiam_bench.results import device_hours, find_record, git_commit, write_record
 from nasiam_bench.search.run import run_search
 from nasiam_bench.spec import Spec, load_spec
 from nasiam_bench.tables import FLOOR, write_tables
@@ -92,6 +92,7 @@ def bench(
 ) -> list[dict[str, Any]]:
     """Run (or finish) the comparison of ``framework``'s heads; returns the records of this bench."""
     spec = load_spec(f"{framework}_{dataset}", overrides)
+    git_commit()  # the code this bench runs, read now, before anyone edits the checkout
     ensure_data(spec, source)
     jobs = plan(spec)
     ctx = distributed.setup(device)

@@ -27,7 +27,8 @@ EXPERIMENTS_DIR = REGISTRY_DIR / "experiments"
 PROFILES_DIR = REGISTRY_DIR / "profiles"
 RECIPES_DIR = REGISTRY_DIR / "recipes"
 # A recipe sets how a framework trains, never the scale of the schedule, which is the profile's.
-RECIPE_SECTIONS = ("framework", "search", "train", "eval")
+RECIPE_SECTIONS = ("framework", "search", "train", "eval", "data")
+RECIPE_DATA_KEYS = ("crop_scale",)  # of [data], only the augmentation: the rest says where and how much
 SCHEDULE_KEYS = ("search.epochs", "search.batch_size", "train.epochs", "train.batch_size", "eval.linear_epochs")
 
 
@@ -97,6 +98,7 @@ class DataSection:
     image_size: int = _opt(32, lo=8, hi=1024)
     train_subset: int = _opt(0, lo=0, doc="class-stratified training subset size; 0: the whole split")
     workers: int = _opt(2, lo=0, hi=256, hashed=False)
+    crop_scale: tuple[float, ...] = _opt((0.2, 1.0), lo=0.01, hi=1.0, doc="RandomResizedCrop's area range, both views")
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,10 @@ def load_recipe(name: str, framework: str) -> dict[str, Any]:
         if section not in RECIPE_SECTIONS:
             raise SpecError(f"{path}: [{framework}.{section}]: a recipe sets only {', '.join(RECIPE_SECTIONS)}")
         for key in table:
+            if section == "data" and key not in RECIPE_DATA_KEYS:
+                raise SpecError(
+                    f"{path}: {framework}.data.{key}: of [data] a recipe sets {', '.join(RECIPE_DATA_KEYS)}"
+                )
             if f"{section}.{key}" in SCHEDULE_KEYS:
                 raise SpecError(f"{path}: {framework}.{section}.{key} is the schedule's scale: a profile sets it")
     return overlay
@@ -420,8 +426,9 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
                 kwargs[name] = _check(f"{info.name}.{name}", value, hints[name], f.metadata, where)
         sections[info.name] = info.type_cls(**kwargs)
     spec = Spec(**sections, source=source)
-    if len(spec.search.arch_betas) != 2:
-        raise SpecError(f"{where}: search.arch_betas = {list(spec.search.arch_betas)}: expected two values")
+    for key, pair in (("search.arch_betas", spec.search.arch_betas), ("data.crop_scale", spec.data.crop_scale)):
+        if len(pair) != 2:
+            raise SpecError(f"{where}: {key} = {list(pair)}: expected two values")
     framework = registry("frameworks").get(spec.experiment.framework)
     for key in spec.framework.given():
         if key not in framework.OPTIONS:

@@ -33,9 +33,9 @@ PUBLISHED = [
     ("lightly", "cifar10", "byol", "resnet18", "kNN, 800 epochs, batch 512", 91.0),
 ]
 HEAD_ORDER = {FLOOR: 0, "baseline": 1, "nasiam": 2, "random": 3, "paper": 4}
-LABELS = ["profile", "recipe", "framework", "head", "strategy", "backbone", "width", "epochs", "checkpoint"]
+LABELS = ["profile", "recipe", "framework", "head", "strategy", "backbone", "width", "epochs", "checkpoint_selection"]
 # Records written before a label existed: what it stood for then.
-LABEL_DEFAULTS = {"recipe": "(none)", "checkpoint": "final"}
+LABEL_DEFAULTS = {"recipe": "(none)", "checkpoint_selection": "final"}
 
 
 def _mean_std(mean: float, std: float, n: int) -> str:
@@ -124,7 +124,7 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
             "backbone": table["backbone"],
             "width": table["width"].map("{:g}".format),
             "epochs": table["epochs"],
-            "checkpoint": table["checkpoint"].map(lambda v: "best on test" if v == "best-on-test" else v),
+            "checkpoint": table["checkpoint_selection"].map(lambda v: "best on test" if v == "best-on-test" else v),
             "seeds": table["seeds"],
             "kNN top-1 %": _column_mean_std(table, "knn"),
             "linear top-1 %": _column_mean_std(table, "linear"),

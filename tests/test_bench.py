@@ -39,7 +39,10 @@ def test_smoke_bench_end_to_end_then_skips(tmp_path, capsys):
     assert specs[0] == specs[1] == specs[2]
 
     table = (results / "cifar10.md").read_text()
-    assert f"{stored['baseline']['knn_top1']:.1f}" in table and "| smoke | reference | moco | nasiam | darts |" in table
+    assert (
+        f"{stored['baseline']['knn_top1']:.1f}" in table
+        and "| smoke | reference | moco | nasiam | darts | resnet18 | 0.125 | 1 | final | 1 |" in table
+    )
     assert "## Published figures (not measured here" in table and "JPEG copy" in table
     csv = pd.read_csv(results / "cifar10.csv")
     assert csv.set_index("head").loc["paper", "knn_mean"] == pytest.approx(stored["paper"]["knn_top1"])

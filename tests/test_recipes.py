@@ -16,6 +16,7 @@ from tests.test_search import _batches, _tiny_supernet
 # github.com/aheuillet/NASiam at e3a1a4c, read file by file: the flag defaults and the README's commands.
 NASIAM_CODE = {
     "simsiam": {
+        "data.crop_scale": (0.2, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
         # SimSiam/main_search.py (README: --lr 0.06 --wd 5e-4 --fix-pred-lr)
         "search.arch_optimizer": "adamw",
         "search.arch_lr": 1e-3,
@@ -45,6 +46,7 @@ NASIAM_CODE = {
         "eval.linear_weight_decay": 0.0,
     },
     "moco": {
+        "data.crop_scale": (0.08, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
         # MoCo/main_search.py
         "search.arch_optimizer": "adam",
         "search.arch_lr": 3e-4,
@@ -79,6 +81,7 @@ NASIAM_CODE = {
         "eval.linear_weight_decay": 0.0,
     },
     "simclr": {
+        "data.crop_scale": (0.08, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
         # SimCLR/main_search.py: Adam(arch_parameters()) with Adam's defaults, once per epoch
         "search.arch_optimizer": "adam",
         "search.arch_lr": 1e-3,
@@ -159,6 +162,17 @@ def test_a_recipe_may_not_set_the_schedule(tmp_path, monkeypatch):
     monkeypatch.setattr(spec_module, "RECIPES_DIR", tmp_path)
     with pytest.raises(SpecError, match=r"moco.train.epochs is the schedule's scale: a profile sets it"):
         load_spec("moco_cifar10", ["recipe=bad"])
+    (tmp_path / "bad.toml").write_text("[recipe]\nstrict = true\n[moco.data]\ntrain_subset = 10\n")
+    with pytest.raises(SpecError, match=r"moco.data.train_subset: of \[data\] a recipe sets crop_scale"):
+        load_spec("moco_cifar10", ["recipe=bad"])
+
+
+def test_the_recipes_crop_reaches_the_two_view_loader():
+    from nasiam_bench.data.loaders import LoaderConfig
+
+    spec = load_spec("moco_cifar10", ["recipe=nasiam-code"])
+    assert LoaderConfig.from_spec(spec, 0, 64, "cpu").crop_scale == (0.08, 1.0)
+    assert LoaderConfig.from_spec(load_spec("moco_cifar10"), 0, 64, "cpu").crop_scale == (0.2, 1.0)
 
 
 def test_show_prints_the_recipe_in_effect(capsys):

@@ -73,7 +73,7 @@ def test_nasiam_code_recipe_pretrains_and_evaluates_as_the_papers_code(framework
     assert main(["eval", str(out / "checkpoint.pt")]) == 0
     result = json.loads(capsys.readouterr().out)
     best = framework != "simclr"  # SimCLR's code evaluates its last epoch
-    assert result["checkpoint"] == ("best-on-test" if best else "final")
+    assert result["checkpoint_selection"] == ("best-on-test" if best else "final")
     assert (out / "best.pt").is_file() == best and 1 <= result["selected_epoch"] <= 2
     if best:  # the epoch kept is the one of best test kNN in the log
         log = [line.split(",") for line in (out / "log.csv").read_text().splitlines()]

@@ -40,6 +40,7 @@ class LoaderConfig:
     kind: str = "ffcv"
     device: str = "cpu"
     distributed: bool = False
+    crop_scale: tuple[float, float] = (0.2, 1.0)
 
     @classmethod
     def from_spec(cls, spec, seed: int, batch_size: int, device, distributed: bool = False) -> LoaderConfig:
@@ -53,6 +54,7 @@ class LoaderConfig:
             kind=d.loader,
             device=str(device),
             distributed=distributed,
+            crop_scale=tuple(d.crop_scale),
         )
 
 
@@ -153,14 +155,19 @@ def _mix(*keys: int) -> int:
 def ssl_loader(data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None = None) -> SSLLoader:
     """The two-view training loader over ``split`` (restricted to ``indices`` when given)."""
     info = data.info
-    augment = TwoViewAugment(config.image_size, info.mean, info.std, blur=info.blur)
+    augment = TwoViewAugment(config.image_size, info.mean, info.std, blur=info.blur, scale=config.crop_scale)
     device = _device(config.device)
     if config.kind == "ffcv":
         batches = _ffcv_loader(data, split, config, indices, train=True)
         length = len(batches)
     elif config.kind == "torch":
         batches = _torch_loader(
-            data, split, config, indices, transform=_torch_two_view(info, config.image_size), train=True
+            data,
+            split,
+            config,
+            indices,
+            transform=_torch_two_view(info, config.image_size, config.crop_scale),
+            train=True,
         )
         length = len(batches)
     else:
@@ -291,11 +298,11 @@ def _torch_loader(
     )
 
 
-def _torch_two_view(info, size: int):
+def _torch_two_view(info, size: int, scale: tuple[float, float]):
     from torchvision import transforms as T
 
     steps = [
-        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(size, scale=scale),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2),
     ]
