@@ -13,7 +13,7 @@ from nasiam_bench.backbones import build_backbone
 from nasiam_bench.data.loaders import LoaderConfig, eval_loader, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
 from nasiam_bench.data.splits import search_halves, train_indices
-from nasiam_bench.evaluate import knn_top1
+from nasiam_bench.evaluate import spec_knn
 from nasiam_bench.features import Features, extract
 from nasiam_bench.heads.genotype import Genotype
 from nasiam_bench.heads.ops import search_space
@@ -91,7 +91,7 @@ def run_search(
         bank, bank_labels = extract(backbone, knn_loaders["bank"], "bank features")
         queries, query_labels = extract(backbone, knn_loaders["queries"], "held-out features")
         features = Features(bank, bank_labels, queries, query_labels, len(data.classes))
-        return knn_top1(features, spec.eval.knn_k, spec.eval.knn_temperature)
+        return spec_knn(features, spec.eval)
 
     ctx = SearchContext(
         search=s,
