@@ -120,6 +120,9 @@ def value(spec, key):
 
 @pytest.mark.parametrize("framework", sorted(NASIAM_CODE))
 def test_nasiam_code_recipe_holds_the_papers_code_values(framework):
+    from tests.test_train import NASIAM_CODE_FRAMEWORKS
+
+    assert NASIAM_CODE_FRAMEWORKS == sorted(NASIAM_CODE)  # a framework added to the recipe needs its table here
     spec = load_spec(f"{framework}_cifar10", ["recipe=nasiam-code"])
     for key, expected in NASIAM_CODE[framework].items():
         assert value(spec, key) == expected, key
