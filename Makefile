@@ -12,9 +12,10 @@ RECIPE ?= reference
 SEEDS ?= 1
 SOURCE ?= ../shared/datasets/$(DATASET).tar.gz
 DATA_ROOT ?=
+DEVICE ?= auto
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test benchmark lint data bench tables quirk clean
+.PHONY: help install system-deps test test-gpu doctor benchmark lint data bench tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +40,12 @@ install: system-deps ## create .venv and install the package (editable) with its
 
 test: ## all tests; the benchmarks under tests/benchmarks run once each, unmeasured
 	$(BIN)/python -m pytest tests --benchmark-disable
+
+test-gpu: ## the tests marked cuda (they skip without a GPU), on a CUDA machine
+	$(BIN)/python -m pytest tests -m cuda --benchmark-disable
+
+doctor: ## a 1-2 minute end-to-end self-check on DEVICE (auto, cpu or cuda); non-zero exit on any failure
+	$(BIN)/nasiam-bench doctor --device $(DEVICE)
 
 benchmark: ## run tests/benchmarks for real and print the figures
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds

@@ -157,6 +157,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from nasiam_bench.doctor import FAILED, report, run_checks
+
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise NasiamBenchError(f"--device {args.device!r}: valid: auto, cpu, cuda")
+    checks = run_checks(args.device, list(args.overrides), args.steps)
+    print(report(checks))
+    failed = [c.name for c in checks if c.status == FAILED]
+    if failed:
+        print(f"{PROG} doctor: {len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="NASiam benchmark suite: searched vs. standard SSL heads.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -229,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--floor", action="store_true", help="also the kNN of the same backbone untrained")
     p.set_defaults(run=_cmd_eval)
+
+    p = sub.add_parser("doctor", help="a short end-to-end self-check on one device; non-zero exit on any failure")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=... train.compile=true")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu or cuda")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per check after one warm-up (default 5)")
+    p.set_defaults(run=_cmd_doctor)
 
     p = sub.add_parser("data", help="prepare datasets as FFCV .beton files")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

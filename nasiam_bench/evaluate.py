@@ -101,11 +101,13 @@ def projector_collapse(project: nn.Module, loader: EvalLoader, limit: int = 4096
     return collapse_metrics(torch.cat(outputs)[:limit])
 
 
-def eval_data_for(spec, seed: int, device) -> EvalData:
-    """The bank (the run's training images) and query loaders of a spec's evaluation."""
+def eval_data_for(spec, seed: int, device, monitor: bool = False) -> EvalData:
+    """The bank (the run's training images) and query loaders of a spec's evaluation, or of its per-epoch monitor
+    (``monitor``: the ``monitor_subset`` queries, fewer where the monitor's cost matters)."""
     data = open_prepared(spec.experiment.dataset, spec.data.root or None)
     config = LoaderConfig.from_spec(spec, seed, spec.eval.linear_batch_size, device)
-    return EvalData(data, train_indices(data, spec.data.train_subset, seed), config, spec.eval.test_subset, seed)
+    queries = spec.eval.monitor_subset if monitor and spec.eval.monitor_subset else spec.eval.test_subset
+    return EvalData(data, train_indices(data, spec.data.train_subset, seed), config, queries, seed)
 
 
 def untrained_knn(spec, seed: int, eval_data: EvalData, device) -> float:

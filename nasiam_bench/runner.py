@@ -31,6 +31,7 @@ SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "da
 class Job:
     kind: str  # "floor", "search", or a head kind
     seed: int
+    strategy: str = ""  # the search strategy of a "search" or "nasiam" job
 
 
 def ensure_data(spec: Spec, source: str | Path | None = None) -> None:
@@ -48,18 +49,27 @@ def ensure_data(spec: Spec, source: str | Path | None = None) -> None:
     prepare(name, source, download=source is None, root=root, workers=spec.data.workers)
 
 
-def plan(spec: Spec) -> list[Job]:
-    heads = [h for h in spec.experiment.bench_heads if not (h == "nasiam" and spec.experiment.strategy == "none")]
+def bench_strategies(spec: Spec) -> list[str]:
+    """The strategies whose searched head the bench compares: ``bench_strategies``, else ``strategy``."""
     e = spec.experiment
+    return [s for s in (e.bench_strategies or (e.strategy,)) if s != "none"]
+
+
+def plan(spec: Spec) -> list[Job]:
+    e = spec.experiment
+    strategies = bench_strategies(spec)
+    heads = [h for h in e.bench_heads if not (h == "nasiam" and not strategies)]
     if "paper" in heads and not paper_genotype_path(e.framework, e.dataset, e.backbone).is_file():
         print(f"no paper genotype for {e.framework} on {e.dataset} with {e.backbone}: the 'paper' head is skipped")
         heads.remove("paper")
     jobs = []
     for seed in spec.seeds.values:
         jobs.append(Job(FLOOR, seed))
-        if "nasiam" in heads:
-            jobs.append(Job("search", seed))
-        jobs += [Job(head, seed) for head in heads]
+        for head in heads:
+            if head == "nasiam":
+                jobs += [j for s in strategies for j in (Job("search", seed, s), Job("nasiam", seed, s))]
+            else:
+                jobs.append(Job(head, seed))
     return jobs
 
 
@@ -98,22 +108,14 @@ def bench(
     ctx = distributed.setup(device)
     records, searches = [], {}
     for number, job in enumerate(jobs, 1):
+        job_spec = spec.replace(strategy=job.strategy) if job.strategy else spec
         label = f"[{number}/{len(jobs)}] {spec.experiment.framework} {job.kind} seed {job.seed}"
+        if job.strategy:
+            label += f" ({job.strategy})"
         if job.kind == "search":
-            out = default_search_dir(spec, job.seed, runs)
-            print(f"{label}: {spec.experiment.strategy} search -> {out}", flush=True)
-            result, genotype_file = run_search(spec, job.seed, out, device=device, progress=progress)
-            searches[job.seed] = result
-            if genotype_file is not None and (out / "alpha.png").is_file():
-                plots = Path(results) / "plots"
-                plots.mkdir(parents=True, exist_ok=True)
-                e = spec.experiment
-                shutil.copyfile(
-                    out / "alpha.png",
-                    plots / f"alpha_{e.framework}_{e.dataset}_{e.strategy}_{e.profile}_seed{job.seed}.png",
-                )
+            searches[(job.seed, job.strategy)] = _search(job_spec, job.seed, label, runs, results, device, progress)
             continue
-        run_spec = spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
+        run_spec = job_spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
         done = find_record(
             results, spec.experiment.dataset, spec.experiment.framework, job.kind, run_spec.run_id, job.seed
         )
@@ -125,15 +127,30 @@ def bench(
         record = (
             _floor(run_spec, job.seed, ctx)
             if job.kind == FLOOR
-            else _run_head(run_spec, job.seed, runs, device, progress, searches.get(job.seed), ctx)
+            else _run_head(run_spec, job.seed, runs, device, progress, searches.get((job.seed, job.strategy)), ctx)
         )
-        write_record(results, {**_base(run_spec, job.seed), **record})
+        record = {**_base(run_spec, job.seed), **record}
+        write_record(results, record)
         records.append(record)
     if ctx.is_main:
         for path in write_tables(results):
             if path.suffix == ".md" and path.stem == spec.experiment.dataset:
                 print(path.read_text())
     return records
+
+
+def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progress: bool):
+    out = default_search_dir(spec, seed, runs)
+    print(f"{label}: {spec.experiment.strategy} search -> {out}", flush=True)
+    result, genotype_file = run_search(spec, seed, out, device=device, progress=progress)
+    if genotype_file is not None and (out / "alpha.png").is_file():
+        plots = Path(results) / "plots"
+        plots.mkdir(parents=True, exist_ok=True)
+        e = spec.experiment
+        shutil.copyfile(
+            out / "alpha.png", plots / f"alpha_{e.framework}_{e.dataset}_{e.strategy}_{e.profile}_seed{seed}.png"
+        )
+    return result
 
 
 def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
@@ -143,6 +160,7 @@ def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
     return {
         "head": FLOOR,
         "run_id": spec.run_id,
+        "comparison_id": spec.comparison_id,
         "strategy": "-",
         "knn_top1": knn,
         "head_params": None,
@@ -170,11 +188,13 @@ def _run_head(spec: Spec, seed: int, runs, device: str, progress: bool, search, 
     return {
         "head": spec.experiment.head,
         "run_id": spec.run_id,
+        "comparison_id": spec.comparison_id,
         "search_id": spec.search_id,
         "strategy": spec.experiment.strategy if spec.experiment.head == "nasiam" else "-",
         "genotype": genotype,
         **metrics,
         "head_params": sum(p.numel() for p in model.heads.parameters()),
+        "knn_curve": [[row["epoch"], row["knn_top1"]] for row in trained.history if "knn_top1" in row],
         "search_seconds": search_seconds,
         "pretrain_seconds": trained.train_seconds,
         "eval_seconds": eval_seconds,

@@ -59,6 +59,7 @@ def _opt(
         "registry": registry,
         "hashed": hashed,
         "doc": doc,
+        "empty_ok": default == (),  # a list whose default is empty may be given empty
     }
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults")
@@ -82,6 +83,12 @@ class ExperimentSection:
         choices=HEAD_KINDS,
         hashed=False,
         doc="the heads `bench` pre-trains and compares ('paper' where the paper published a genotype)",
+    )
+    bench_strategies: tuple[str, ...] = _opt(
+        (),
+        registry="search_strategies",
+        hashed=False,
+        doc="the strategies whose searched head `bench` compares, each a row; empty: experiment.strategy alone",
     )
     head: str = _opt(
         "baseline",
@@ -144,6 +151,11 @@ class TrainSection:
     warmup_epochs: int = _opt(0, lo=0)
     amp: bool = _opt(True, doc="bf16 autocast on CUDA; ignored on the CPU")
     channels_last: bool = _opt(True)
+    compile: bool = _opt(
+        False,
+        hashed=False,
+        doc="torch.compile the backbone and heads: the same experiment, its numbers differ by rounding only",
+    )
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,9 @@ class EvalSection:
     linear_lr: float = _opt(0.1, lo=0.0)
     linear_batch_size: int = _opt(256, lo=1)
     test_subset: int = _opt(0, lo=0, doc="stratified subset of the evaluation split; 0: all of it")
+    monitor_subset: int = _opt(
+        0, lo=0, doc="queries of the per-epoch kNN monitor (stratified, of the evaluation split); 0: test_subset's"
+    )
 
 
 @dataclass(frozen=True)
@@ -219,8 +234,21 @@ class Spec:
 
     @property
     def run_id(self) -> str:
-        """Stable 12-hex-digit hash of everything that changes a result but the seed (a run is run id + seed)."""
-        return self._digest()
+        """Stable 12-hex-digit hash of everything that changes a result but the seed (a run is run id + seed).
+
+        A head that is not searched does not depend on how a search would run (strategy, search schedule), so
+        benches of several strategies share their baseline, paper and random runs."""
+        if self.experiment.head == "nasiam":
+            return self._digest()
+        layers = {"projector_layers", "predictor_layers"}  # they shape random heads too
+        unsearched = tuple(f"search.{f.name}" for f in dataclasses.fields(SearchSection) if f.name not in layers)
+        return self._digest(skip=("experiment.strategy", *unsearched))
+
+    @property
+    def comparison_id(self) -> str:
+        """The hash of what every head of one comparison shares: runs with the same comparison id and seed are
+        paired (the same data, schedule, initialisation and evaluation; only the heads differ)."""
+        return self._digest(skip=("experiment.head", "experiment.strategy", "search", "seeds"))
 
     @property
     def search_id(self) -> str:
@@ -444,7 +472,7 @@ def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any]
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise SpecError(f"{where}: {key} = {value!r}: expected a list of {typing.get_args(annotation)[0].__name__}")
-        if not value:
+        if not value and not meta.get("empty_ok"):
             raise SpecError(f"{where}: {key} = []: expected at least one value")
         item_type = typing.get_args(annotation)[0]
         return tuple(_check(key, v, item_type, meta, where) for v in value)

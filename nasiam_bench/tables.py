@@ -13,6 +13,7 @@ import pandas as pd
 
 from nasiam_bench.io import atomic_path, atomic_write_text
 from nasiam_bench.results import DATASET_NOTES, load_records
+from nasiam_bench.stats import CONFIDENCE, PairedDifference, format_difference, paired_difference
 
 FLOOR = "untrained"
 
@@ -32,7 +33,9 @@ PUBLISHED = [
     ("lightly", "cifar10", "simsiam", "resnet18", "kNN, 800 epochs, batch 512", 90.4),
     ("lightly", "cifar10", "byol", "resnet18", "kNN, 800 epochs, batch 512", 91.0),
 ]
-HEAD_ORDER = {FLOOR: 0, "baseline": 1, "nasiam": 2, "random": 3, "paper": 4}
+BASELINE = "baseline"
+HEAD_ORDER = {FLOOR: 0, BASELINE: 1, "nasiam": 2, "random": 3, "paper": 4}
+METRICS = {"knn": "knn_top1", "linear": "linear_top1"}
 LABELS = ["profile", "recipe", "framework", "head", "strategy", "backbone", "width", "epochs", "checkpoint_selection"]
 # Records written before a label existed: what it stood for then.
 LABEL_DEFAULTS = {"recipe": "(none)", "checkpoint_selection": "final"}
@@ -75,7 +78,11 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
             }
         )
         row["total_device_h"] = row["search_device_h"] + row["pretrain_device_h"]
+        row["total_device_h_std"] = (group["search_device_hours"] + group["pretrain_device_hours"]).std(ddof=1)
         row["differs"] = ""
+        for prefix, metric in METRICS.items():
+            d = _against_baseline(group, frame, metric)
+            row.update({f"{prefix}_diff_{k}": v for k, v in vars(d).items()})
         rows.append(row)
     table = pd.DataFrame(rows)
     specs = {(r["head"], r["run_id"]): r.get("spec") for r in records}
@@ -88,6 +95,24 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
             table.loc[same_labels.index, "differs"] = [d or f"run id {r.run_id}" for d, r in labelled]
     table["_order"] = table["head"].map(HEAD_ORDER).fillna(9)
     return table.sort_values(["profile", "framework", "_order", "strategy"]).drop(columns="_order")
+
+
+def _against_baseline(group: pd.DataFrame, frame: pd.DataFrame, metric: str) -> PairedDifference:
+    """The paired difference of a head's runs to the baseline runs of the same comparison id and seed.
+
+    The baseline itself and the floor are not compared (n = 0); nor are records without a comparison id (written
+    before pairing existed), which pair with nothing."""
+    head = group["head"].iloc[0]
+    if head in (BASELINE, FLOOR) or "comparison_id" not in frame:
+        return paired_difference([], [])
+    baseline = frame[(frame["head"] == BASELINE) & frame["comparison_id"].notna()]
+    baseline = baseline.drop_duplicates(["comparison_id", "seed"]).set_index(["comparison_id", "seed"])[metric]
+    pairs = [
+        (value, baseline[key])
+        for key, value in zip(zip(group["comparison_id"], group["seed"], strict=True), group[metric], strict=True)
+        if key in baseline.index and pd.notna(value) and pd.notna(baseline[key])
+    ]
+    return paired_difference([p[0] for p in pairs], [p[1] for p in pairs])
 
 
 def _flat(spec: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
@@ -112,6 +137,20 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def _differences(table: pd.DataFrame, prefix: str) -> list[PairedDifference]:
+    fields = ("n", "mean", "low", "high", "verdict")
+    columns = [table[f"{prefix}_diff_{f}"] for f in fields]
+    return [PairedDifference(int(n), *rest) for n, *rest in zip(*columns, strict=True)]
+
+
+def _column_difference(table: pd.DataFrame, prefix: str) -> list[str]:
+    return [format_difference(d) for d in _differences(table, prefix)]
+
+
+def _column_verdict(table: pd.DataFrame, prefix: str) -> list[str]:
+    return ["–" if d.n == 0 else f"{d.verdict} (n={d.n})" for d in _differences(table, prefix)]
+
+
 def presentable(table: pd.DataFrame) -> pd.DataFrame:
     """The summary with readable column names and formatted numbers."""
     shown = pd.DataFrame(
@@ -127,7 +166,11 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
             "checkpoint": table["checkpoint_selection"].map(lambda v: "best on test" if v == "best-on-test" else v),
             "seeds": table["seeds"],
             "kNN top-1 %": _column_mean_std(table, "knn"),
+            "kNN Δ vs baseline [95% CI]": _column_difference(table, "knn"),
+            "kNN verdict": _column_verdict(table, "knn"),
             "linear top-1 %": _column_mean_std(table, "linear"),
+            "linear Δ vs baseline [95% CI]": _column_difference(table, "linear"),
+            "linear verdict": _column_verdict(table, "linear"),
             "head params": table["head_params"].map(lambda v: "–" if pd.isna(v) else f"{int(v):,}"),
         }
     )
@@ -156,12 +199,33 @@ def write_tables(results: str | Path = "results") -> list[Path]:
         with atomic_path(csv_path) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
         plot_path = plot_accuracy_vs_cost(table, results / f"{dataset}_accuracy_vs_cost.png", dataset)
-        atomic_write_text(results / f"{dataset}.md", _document(dataset, shown, subset, plot_path.name))
-        written += [results / f"{dataset}.md", csv_path, plot_path]
+        curve_plots = _curve_plots(subset, results, dataset)
+        document = _document(dataset, shown, subset, plot_path.name, [p.name for p in curve_plots])
+        atomic_write_text(results / f"{dataset}.md", document)
+        written += [results / f"{dataset}.md", csv_path, plot_path, *curve_plots]
     return written
 
 
-def _document(dataset: str, shown: pd.DataFrame, records: list[dict[str, Any]], plot: str) -> str:
+def _curve_plots(records: list[dict[str, Any]], results: Path, dataset: str) -> list[Path]:
+    """One kNN-curve plot per (profile, recipe, framework) whose records hold curves."""
+    written = []
+    keys = sorted({(r["profile"], r.get("recipe", "(none)"), r["framework"]) for r in records})
+    for profile, recipe, framework in keys:
+        subset = [
+            r
+            for r in records
+            if (r["profile"], r.get("recipe", "(none)"), r["framework"]) == (profile, recipe, framework)
+        ]
+        title = f"{dataset} {framework}: kNN top-1 during pre-training ({profile} profile, {recipe} recipe)"
+        path = plot_knn_curves(subset, results / f"{dataset}_{framework}_{profile}_{recipe}_knn_curves.png", title)
+        if path is not None:
+            written.append(path)
+    return written
+
+
+def _document(
+    dataset: str, shown: pd.DataFrame, records: list[dict[str, Any]], plot: str, curve_plots: list[str]
+) -> str:
     profiles = ", ".join(sorted({r["profile"] for r in records}))
     machines = "; ".join(sorted({r["device"] for r in records}))
     commits = ", ".join(sorted({r.get("git_commit", "unknown")[:12] for r in records}))
@@ -176,6 +240,9 @@ def _document(dataset: str, shown: pd.DataFrame, records: list[dict[str, Any]], 
         "Measured by nasiam-bench (`make tables` regenerates this file from `results/records/`). Every head of a "
         "framework is pre-trained with the same seeds, data and schedule; `untrained` is the kNN floor of the same "
         "backbone before training. Accuracies: mean ± std over seeds (a single seed shows no std). "
+        f"`Δ vs baseline`: the mean over seeds of (head − baseline of the same seed) in points, with its "
+        f"{CONFIDENCE:.0%} Student-t interval; the verdict is `better` or `worse` when the interval excludes 0, "
+        "`no difference detected` when it covers 0 (not evidence that the heads are equal), `n/a` below 3 seeds. "
         "Device-hours: wall time × devices. `checkpoint`: `final` evaluates the last epoch; `best on test` the epoch "
         "whose test kNN was the best, a figure selected on the test split (NASiam's code's protocol), optimistic by "
         "construction. The recipe names the hyperparameters (`registry/recipes/`; `(none)`: recorded before recipes).",
@@ -183,6 +250,8 @@ def _document(dataset: str, shown: pd.DataFrame, records: list[dict[str, Any]], 
         markdown(shown),
         "",
         f"![kNN top-1 against device-hours]({plot})",
+        "",
+        *[f"![kNN top-1 per epoch]({name})" for name in curve_plots],
         "",
         f"- Profile(s): {profiles}. {_schedules(records)}",
     ]
@@ -217,19 +286,24 @@ def _schedules(records: list[dict[str, Any]]) -> str:
 
 
 def plot_accuracy_vs_cost(table: pd.DataFrame, path: Path, dataset: str) -> Path:
-    """kNN top-1 against total device-hours, one point per head and framework (the floor as a dashed line)."""
+    """kNN top-1 against total device-hours, one point per head and framework with mean ± std over seeds as error
+    bars (the floor as a dashed line)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     markers = {"baseline": "o", "nasiam": "*", "random": "^", "paper": "s"}
     trained = table[table["head"] != FLOOR]
     colours = {fw: f"C{i}" for i, fw in enumerate(sorted(set(table["framework"])))}
     for row in trained.itertuples(index=False):
-        ax.scatter(
+        ax.errorbar(
             row.total_device_h,
             row.knn_mean,
+            xerr=_zero_if_nan(row.total_device_h_std),
+            yerr=_zero_if_nan(row.knn_std),
             marker=markers.get(row.head, "x"),
-            s=90,
+            markersize=9,
+            capsize=3,
+            linestyle="none",
             color=colours[row.framework],
-            label=f"{row.framework} {row.head}",
+            label=f"{row.framework} {row.head}" + (f" ({row.strategy})" if row.strategy != "-" else ""),
         )
     for row in table[table["head"] == FLOOR].itertuples(index=False):
         ax.axhline(
@@ -239,12 +313,49 @@ def plot_accuracy_vs_cost(table: pd.DataFrame, path: Path, dataset: str) -> Path
             linewidth=1,
             label=f"{row.framework} untrained floor",
         )
-    ax.set_xlabel("device-hours (search + pre-training)")
-    ax.set_ylabel("kNN top-1 (%)")
+    ax.set_xlabel("device-hours (search + pre-training), mean ± std over seeds")
+    ax.set_ylabel("kNN top-1 (%), mean ± std over seeds")
     ax.set_title(f"{dataset}: accuracy against cost")
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _zero_if_nan(value: float) -> float:
+    return 0.0 if pd.isna(value) else value
+
+
+def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_knn_curves(records: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """kNN top-1 per monitored epoch of every head (one line per head and run id: the mean over seeds, a band of
+    ± std); None when no record holds a curve."""
+    curves = [r for r in records if r.get("knn_curve")]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in sorted(curves, key=lambda r: HEAD_ORDER.get(r["head"], 9)):
+        groups.setdefault((r["head"], r["run_id"]), []).append(r)
+    for i, ((head, _), runs) in enumerate(groups.items()):
+        frame = pd.DataFrame([{"epoch": e, "knn": k, "seed": r["seed"]} for r in runs for e, k in r["knn_curve"]])
+        by_epoch = frame.groupby("epoch")["knn"]
+        mean, std = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0)
+        strategy = runs[0].get("strategy", "-")
+        label = f"{head}" + (f" ({strategy})" if strategy != "-" else "") + f", {len(runs)} seed(s)"
+        ax.plot(mean.index, mean.values, marker=".", color=f"C{i}", label=label)
+        ax.fill_between(mean.index, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+    floors = [r["knn_top1"] for r in records if r["head"] == FLOOR]
+    if floors:
+        ax.axhline(sum(floors) / len(floors), color="grey", linestyle="--", linewidth=1, label="untrained floor")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("kNN top-1 (%) on the monitor's queries")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from nasiam_bench import distributed
 from nasiam_bench.checkpoints import BEST_CHECKPOINT, CHECKPOINT_FORMAT, load_checkpoint
+from nasiam_bench.compile import compile_model
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
 from nasiam_bench.data.splits import train_indices
@@ -115,6 +116,8 @@ def pretrain(
         model = model.to(memory_format=torch.channels_last)
     if ctx.distributed:
         model = distributed.convert_sync_batchnorm(model, ctx.device)
+    if t.compile:
+        model = compile_model(model)
 
     data = open_prepared(spec.experiment.dataset, spec.data.root or None)
     indices = train_indices(data, spec.data.train_subset, seed)
@@ -151,7 +154,7 @@ def pretrain(
     # best-on-test keeps the epoch of best test kNN, so it must look at every epoch.
     select_best = spec.eval.checkpoint == "best-on-test"
     monitor_every = 1 if select_best else spec.eval.knn_every
-    monitor = eval_data_for(spec, seed, ctx.device) if monitor_every and ctx.is_main else None
+    monitor = eval_data_for(spec, seed, ctx.device, monitor=True) if monitor_every and ctx.is_main else None
 
     end_epoch = t.epochs if stop_after is None else min(t.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):

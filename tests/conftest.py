@@ -51,7 +51,7 @@ def cifar10_data():
     archive = SHARED_DATASETS / "cifar10.tar.gz"
     if not archive.is_file():
         pytest.skip(f"{archive} is not here")
-    return prepare("cifar10", archive, root=TEST_DATA_ROOT, workers=2)
+    return prepare("cifar10", archive, root=TEST_DATA_ROOT, workers=min(8, os.cpu_count() or 2))
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +70,15 @@ def cifar10_ssl_loader(cifar10_data, cifar10_subset):
     return ssl_loader(
         cifar10_data, "train", LoaderConfig(batch_size=128, image_size=32, seed=0, workers=2), cifar10_subset
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a GPU: skipped here without one (``make test-gpu`` runs them on a CUDA machine)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (make test-gpu on a CUDA machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -128,6 +128,7 @@ def _record(head, seed, knn, linear=None, strategy="-", search=0.0, pretrain=0.0
         "device": "CPU",
         "git_commit": "abc",
         "run_id": f"{head}-lr{lr}",  # a run id names the spec, not the seed
+        "comparison_id": f"lr{lr}",  # what the heads of one comparison share
         "spec": {"experiment": {"head": head}, "train": {"lr": lr, "epochs": 4}, "seeds": {"values": [0, 1]}},
     }
 
@@ -151,10 +152,13 @@ def test_tables_from_hand_made_records(tmp_path):
     write_tables(tmp_path)
     text = (tmp_path / "cifar10.md").read_text()
     assert (
-        "| quick | (none) | moco | baseline | - | resnet18 | 0.5 | 4 | final | 2 | 41.0 ± 1.4 | 46.0 ± 1.4 | 1,000 |"
-        in text
+        "| quick | (none) | moco | baseline | - | resnet18 | 0.5 | 4 | final | 2 "
+        "| 41.0 ± 1.4 | – | – | 46.0 ± 1.4 | – | – | 1,000 |" in text
     )
-    assert "| quick | (none) | moco | untrained | - | resnet18 | 0.5 | 4 | final | 2 | 31.0 ± 1.4 | – | – |" in text
+    assert (
+        "| quick | (none) | moco | untrained | - | resnet18 | 0.5 | 4 | final | 2 "
+        "| 31.0 ± 1.4 | – | – | – | – | – | – |" in text
+    )
     assert "`quick` is a reduced schedule (resnet18 at width 0.5, a 10,000-image subset, 4 epochs, batch 128)" in text
     measured, published = text.split("## Published figures (not measured here")
     assert "| solo-learn |" not in measured and "| lightly |" not in measured  # never mixed with measured rows
@@ -175,5 +179,68 @@ def test_tables_never_merge_runs_of_different_specs(tmp_path):
         write_record(tmp_path, r)
     write_tables(tmp_path)
     text = (tmp_path / "cifar10.md").read_text()
-    assert "| 1 | 40.0 | 45.0 |" in text and "| 1 | 50.0 | 55.0 |" in text
+    assert "| 1 | 40.0 | – | – | 45.0 |" in text and "| 1 | 50.0 | – | – | 55.0 |" in text
     assert text.count("train.lr=0.6 |") == 1 and text.count("train.lr=0.06 |") == 1
+
+
+def test_heads_are_paired_with_the_baseline_of_the_same_seed_and_comparison(tmp_path):
+    # nasiam - baseline per seed: +1, +2, +3 (mean 2, sd 1): 95% interval 2 -/+ 4.30/sqrt(3) covers 0. The random
+    # head is 1.5 +/- 0.5 ahead: better. Baselines of another spec (lr 0.6), far lower, must not be paired with them.
+    base, nasiam, rand = [40.0, 41.0, 42.0], [41.0, 43.0, 45.0], [41.4, 42.5, 43.6]
+    records = [_record("baseline", s, k, k + 5) for s, k in enumerate(base)]
+    records += [_record("nasiam", s, k, k + 5, "darts", 0.01) for s, k in enumerate(nasiam)]
+    records += [_record("random", s, k, k + 5) for s, k in enumerate(rand)]
+    records += [_record("baseline", s, 10.0, 10.0, lr=0.6) for s in range(3)]
+    records += [_record("paper", 0, 50.0, 50.0, lr=0.6), _record("paper", 1, 52.0, 52.0, lr=0.6)]
+    table = summarise(records).set_index(["head", "run_id"])
+    n = table.loc[("nasiam", "nasiam-lr0.06")]
+    assert n["knn_diff_n"] == 3 and n["knn_diff_mean"] == pytest.approx(2.0)
+    assert n["knn_diff_high"] - n["knn_diff_mean"] == pytest.approx(4.302652729911275 / 3**0.5)
+    assert n["knn_diff_verdict"] == "no difference detected" and n["linear_diff_verdict"] == "no difference detected"
+    r = table.loc[("random", "random-lr0.06")]
+    assert r["knn_diff_mean"] == pytest.approx(1.5) and r["knn_diff_verdict"] == "better"
+    p = table.loc[("paper", "paper-lr0.6")]  # two seeds, paired with the lr 0.6 baselines only
+    assert p["knn_diff_n"] == 2 and p["knn_diff_mean"] == pytest.approx(41.0) and p["knn_diff_verdict"] == "n/a"
+    assert table.loc[("baseline", "baseline-lr0.06"), "knn_diff_n"] == 0
+    for rec in records:
+        write_record(tmp_path, rec)
+    write_tables(tmp_path)
+    text = (tmp_path / "cifar10.md").read_text()
+    assert "| 41.0 ± 1.0 | – | – | 46.0 ± 1.0 | – | – |" in text  # the baseline is not compared with itself
+    assert "| 43.0 ± 2.0 | +2.0 [-0.5, +4.5] | no difference detected (n=3) |" in text
+    assert "| 51.0 ± 1.4 | +41.0 [+28.3, +53.7] | n/a (n=2) |" in text
+    assert "95% Student-t interval" in text
+
+
+def test_records_without_a_baseline_of_their_comparison_are_not_paired():
+    records = [_record("baseline", s, 40.0 + s) for s in range(3)]
+    records += [{**_record("nasiam", s, 45.0, strategy="darts"), "comparison_id": "another"} for s in range(3)]
+    table = summarise(records).set_index("head")
+    assert table.loc["nasiam", "knn_diff_n"] == 0 and table.loc["nasiam", "knn_diff_verdict"] == "n/a"
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_smoke_bench_with_two_seeds_pairs_each_head_with_its_seeds_baseline(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    overrides = [
+        *SMOKE,
+        "bench_heads=['baseline', 'random']",
+        "knn_every=1",
+        "monitor_subset=100",
+        "seeds.values=[0, 1]",
+    ]
+    records = bench("moco", overrides, runs=runs, results=results, progress=False)
+    assert [(r["head"], r["seed"]) for r in records] == [
+        ("untrained", 0), ("baseline", 0), ("random", 0), ("untrained", 1), ("baseline", 1), ("random", 1)
+    ]  # fmt: skip
+    assert len({r["comparison_id"] for r in records}) == 1  # one comparison: only the heads differ
+    assert all(
+        r["knn_curve"] == [[1, pytest.approx(r["knn_curve"][0][1])]] for r in records if r["head"] != "untrained"
+    )
+    table = summarise(load_records(results)).set_index("head")
+    assert table.loc["random", "knn_diff_n"] == 2 and table.loc["random", "knn_diff_verdict"] == "n/a"
+    by_seed = {(r["head"], r["seed"]): r["knn_top1"] for r in records}
+    expected = sum(by_seed[("random", s)] - by_seed[("baseline", s)] for s in (0, 1)) / 2
+    assert table.loc["random", "knn_diff_mean"] == pytest.approx(expected)
+    assert "n/a (n=2)" in (results / "cifar10.md").read_text()
+    assert (results / "cifar10_moco_smoke_reference_knn_curves.png").stat().st_size > 5000

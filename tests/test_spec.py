@@ -1,9 +1,10 @@
 import dataclasses
 import textwrap
+import tomllib
 
 import pytest
 
-from nasiam_bench.spec import Spec, SpecError, load_spec, parse_override, spec_to_toml
+from nasiam_bench.spec import PROFILES_DIR, Spec, SpecError, load_spec, parse_override, spec_to_toml
 
 
 def write(tmp_path, text, name="exp.toml"):
@@ -28,7 +29,8 @@ def test_file_then_profile_then_overrides(tmp_path):
     spec = load_spec(write(tmp_path, GOOD))
     assert spec.experiment.framework == "moco" and spec.train.lr == 0.03
     assert spec.experiment.profile == "quick"
-    assert spec.train.epochs == 10 and spec.experiment.width == 0.25  # from the quick profile
+    quick = tomllib.loads((PROFILES_DIR / "quick.toml").read_text())
+    assert spec.train.epochs == quick["train"]["epochs"] and spec.experiment.width == quick["experiment"]["width"]
     explicit = load_spec(write(tmp_path, GOOD + "    epochs = 7\n", name="explicit.toml"))
     assert explicit.train.epochs == 7  # a schedule value written in the file beats the profile
 
@@ -137,7 +139,7 @@ def test_empty_list(tmp_path):
 
 
 def test_unknown_profile(tmp_path):
-    with pytest.raises(SpecError, match=r"unknown profile 'fast'; valid: paper, quick, smoke"):
+    with pytest.raises(SpecError, match=r"unknown profile 'fast'; valid: gpu, paper, quick, smoke"):
         load_spec(write(tmp_path, GOOD), ["profile=fast"])
 
 

@@ -87,3 +87,13 @@ def test_nasiam_code_recipe_pretrains_and_evaluates_as_the_papers_code(framework
         assert result["selected_epoch"] == 1 + knn.index(max(knn))
     assert result["linear_protocol"].startswith("crop and flip, best test epoch (1 of 1): selected on test")
     assert 0 <= result["linear_top1"] <= result["linear_top5"] <= 100
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_compile_keeps_the_state_dict_keys_so_checkpoints_move_between_compiled_and_eager_runs(framework):
+    from nasiam_bench.compile import compile_model
+    from nasiam_bench.models import build_model
+
+    model = build_model(smoke(framework))
+    keys = list(model.state_dict())
+    assert list(compile_model(model).state_dict()) == keys

@@ -12,6 +12,7 @@ FFCV compiles each pipeline with numba on first use; a loader is meant to be bui
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -56,6 +57,17 @@ class LoaderConfig:
             distributed=distributed,
             crop_scale=tuple(d.crop_scale),
         )
+
+
+@functools.cache
+def ffcv_missing() -> str | None:
+    """Why FFCV cannot load data in this environment (it is a source package that needs OpenCV and
+    libjpeg-turbo), or None when it can."""
+    try:
+        import ffcv.loader  # noqa: F401
+    except Exception as exc:  # ImportError, or a missing shared library (OSError)
+        return f"FFCV cannot be imported ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _device(name: str) -> torch.device:

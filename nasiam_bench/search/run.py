@@ -27,6 +27,27 @@ from nasiam_bench.search.base import SearchContext, SearchResult
 from nasiam_bench.spec import Spec, SpecError
 
 
+def _placed(model: torch.nn.Module, device: torch.device, distributed_: bool) -> torch.nn.Module:
+    model = model.to(device).to(memory_format=torch.channels_last)
+    return distributed.convert_sync_batchnorm(model, device) if distributed_ else model
+
+
+def supernet_builder(spec: Spec, device: torch.device, distributed_: bool = False):
+    """A function that builds the spec's framework with supernet heads (every op of the search space per layer),
+    on ``device``; the spec's ``framework`` options apply (the caller sets the search's encoder momentum)."""
+    e, s = spec.experiment, spec.search
+    framework = FRAMEWORKS.get(e.framework)
+    ops = search_space(e.activations)
+
+    def build():
+        backbone = build_backbone(e.backbone, cifar_stem=e.cifar_stem, width=e.width)
+        cells = framework.search_cells(int(backbone.num_features), s.layers())
+        heads = {name: SearchHead(ops, cell, s.paper_bn_eps_quirk) for name, cell in cells.items()}
+        return _placed(framework(backbone, heads, spec.framework.given()), device, distributed_)
+
+    return build
+
+
 def run_search(
     spec: Spec, seed: int, out_dir: str | Path, *, device: str = "auto", progress: bool = True
 ) -> tuple[SearchResult, Path | None]:
@@ -72,14 +93,9 @@ def run_search(
     model_spec = spec if s.encoder_momentum is None else spec.replace(**{"framework.momentum": s.encoder_momentum})
 
     def prepare(model):
-        model = model.to(ctx_dist.device).to(memory_format=torch.channels_last)
-        return distributed.convert_sync_batchnorm(model, ctx_dist.device) if ctx_dist.distributed else model
+        return _placed(model, ctx_dist.device, ctx_dist.distributed)
 
-    def build_supernet():
-        backbone = build_backbone(e.backbone, cifar_stem=e.cifar_stem, width=e.width)
-        cells = framework.search_cells(int(backbone.num_features), s.layers())
-        heads = {name: SearchHead(ops, cell, s.paper_bn_eps_quirk) for name, cell in cells.items()}
-        return prepare(framework(backbone, heads, model_spec.framework.given()))
+    build_supernet = supernet_builder(model_spec, ctx_dist.device, ctx_dist.distributed)
 
     eval_config = LoaderConfig.from_spec(spec, seed, spec.eval.linear_batch_size, ctx_dist.device)
     knn_loaders: dict[str, object] = {}

@@ -20,14 +20,14 @@ BATCH = 64
 ROUNDS = 5
 
 
-def plain_step_fn(name, backbone, heads, extra):
+def plain_step_fn(name, backbone, heads, extra, device="cpu"):
     """A hand-written step for ``name``: forward, inline loss, backward, SGD step, momentum update."""
     proj = heads["projector"]
     pred = heads.get("predictor")
     params = [p for p in [*backbone.parameters(), *proj.parameters(), *(pred.parameters() if pred else [])]]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
     target = extra.get("target")
-    queue = F.normalize(torch.randn(128, 4096), dim=0) if name == "moco" else None
+    queue = F.normalize(torch.randn(128, 4096, device=device), dim=0) if name == "moco" else None
     ptr = [0]
 
     def step(x1, x2):
@@ -40,14 +40,14 @@ def plain_step_fn(name, backbone, heads, extra):
             n = len(x1)
             logits = z @ z.T / 0.5
             logits.fill_diagonal_(float("-inf"))
-            loss = F.cross_entropy(logits, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+            loss = F.cross_entropy(logits, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(logits.device))
         elif name == "moco":
             q = F.normalize(proj(backbone(x1)), dim=1)
             with torch.no_grad():
                 k = F.normalize(target(x2), dim=1)
             logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.clone()], dim=1) / 0.2
-            loss = F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long))
-            queue[:, (ptr[0] + torch.arange(len(k))) % 4096] = k.T
+            loss = F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=logits.device))
+            queue[:, (ptr[0] + torch.arange(len(k), device=k.device)) % 4096] = k.T.to(queue.dtype)
             ptr[0] = (ptr[0] + len(k)) % 4096
         else:  # byol
             z1, z2 = proj(backbone(x1)), proj(backbone(x2))

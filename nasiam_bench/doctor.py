@@ -1,0 +1,199 @@
+"""``nasiam-bench doctor``: a short end-to-end self-check of this installation on one device.
+
+Every registered framework takes training steps with its baseline heads on real prepared images, one DARTS and
+one GDAS search step run on supernet heads, both loaders deliver batches, and a kNN evaluation runs; on CUDA the
+steps run under bf16 autocast, as pre-training does. Each check reports images/s and peak memory; any failure
+makes the exit status non-zero. On the CPU it uses the `smoke` profile, on CUDA the `gpu` profile's model and batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from nasiam_bench import distributed
+from nasiam_bench.compile import compile_model
+from nasiam_bench.data.loaders import LoaderConfig, ffcv_missing, ssl_loader
+from nasiam_bench.data.prepare import open_prepared
+from nasiam_bench.data.splits import stratified_subset
+from nasiam_bench.evaluate import eval_data_for, knn_encoder, spec_knn
+from nasiam_bench.models import build_model
+from nasiam_bench.optim import build_optimizer, scaled_lr
+from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.schedule import lr_schedule
+from nasiam_bench.spec import Spec, load_spec
+from nasiam_bench.train import train_step
+
+OK, FAILED, SKIPPED = "ok", "FAILED", "skipped"
+PROFILE = {"cpu": "smoke", "cuda": "gpu"}
+IMAGES = {"cpu": 512, "cuda": 4096}  # the training images a check draws from
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    images_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    detail: str = ""
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's, since it started
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(device: torch.device, steps: int, step: Callable[[int], int]) -> float:
+    """Images/s of ``step(i)`` (which returns the images it processed) over ``steps`` calls after one warm-up."""
+    step(-1)
+    _sync(device)
+    began, images = time.perf_counter(), 0
+    for i in range(steps):
+        images += step(i)
+    _sync(device)
+    return images / (time.perf_counter() - began)
+
+
+def _batches(spec: Spec, device: torch.device, kind: str, batch_size: int):
+    """Endless two-view batches of the spec's dataset; one loader per (kind, batch, device), since FFCV compiles
+    each new loader."""
+    key = (spec.experiment.dataset, spec.data.root, kind, batch_size, str(device))
+    if key not in _LOADERS:
+        data = open_prepared(spec.experiment.dataset, spec.data.root or None)
+        labels = data.labels(data.train_split)
+        indices = stratified_subset(labels, min(len(labels), IMAGES[device.type]), 0)
+        config = LoaderConfig.from_spec(spec, 0, batch_size, device)
+        _LOADERS[key] = ssl_loader(data, data.train_split, dataclasses.replace(config, kind=kind), indices)
+    loader = _LOADERS[key]
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from ((v1, v2) for v1, v2, _ in loader)
+        epoch += 1
+
+
+_LOADERS: dict[tuple, object] = {}
+
+
+def _spec(framework: str, device: torch.device, overrides: list[str]) -> Spec:
+    base = [f"profile={PROFILE[device.type]}", f"experiment.framework={framework}", *overrides]
+    return load_spec("moco_cifar10", base)
+
+
+def check_loader(kind: str, device: torch.device, overrides: list[str], steps: int) -> Check:
+    if kind == "ffcv" and ffcv_missing():
+        return Check(f"loader {kind}", SKIPPED, detail=ffcv_missing())
+    spec = _spec("moco", device, overrides)
+    batches = _batches(spec, device, kind, spec.train.batch_size)
+    rate = _timed(device, steps, lambda _: len(next(batches)[0]))
+    return Check(f"loader {kind}", OK, rate, _peak_mb(device), f"two views, batch {spec.train.batch_size}")
+
+
+def check_training(framework: str, device: torch.device, overrides: list[str], steps: int) -> Check:
+    spec = _spec(framework, device, overrides)
+    t = spec.train
+    model = build_model(spec).to(device).to(memory_format=torch.channels_last)
+    model = compile_model(model) if t.compile else model
+    optimizer = build_optimizer(t.optimizer, model.param_groups(), scaled_lr(t.lr, t.lr_scaling, t.batch_size),
+                                t.weight_decay, t.momentum)  # fmt: skip
+    scheduler = lr_schedule(optimizer, steps + 1, 0, t.schedule)
+    batches = _batches(spec, device, spec.data.loader, t.batch_size)
+    amp = t.amp and device.type == "cuda"
+
+    def step(i: int) -> int:
+        v1, v2 = next(batches)
+        train_step(model, v1, v2, optimizer, scheduler, max(i, 0) / steps, amp)
+        return len(v1)
+
+    rate = _timed(device, steps, step)
+    detail = f"baseline heads, batch {t.batch_size}, width {spec.experiment.width:g}" + (", bf16" if amp else "")
+    return Check(f"train {framework}", OK, rate, _peak_mb(device), detail + (", compiled" if t.compile else ""))
+
+
+def check_search(strategy_name: str, device: torch.device, overrides: list[str], steps: int) -> Check:
+    from nasiam_bench.search.run import supernet_builder
+
+    spec = _spec("moco", device, overrides)
+    s = spec.search
+    model = supernet_builder(spec, device)()
+    strategy = SEARCH_STRATEGIES.get(strategy_name)()
+    strategy.attach(model, s, total_steps=steps + 1, batch_size=s.batch_size)
+    batches = _batches(spec, device, spec.data.loader, s.batch_size)
+    amp = spec.train.amp and device.type == "cuda"
+
+    def step(_: int) -> int:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            strategy.step(next(batches), next(batches))
+        return s.batch_size
+
+    rate = _timed(device, steps, step)
+    return Check(
+        f"search {strategy_name} (moco)",
+        OK,
+        rate,
+        _peak_mb(device),
+        f"one alpha + one weight step, batch {s.batch_size}",
+    )
+
+
+def check_evaluation(device: torch.device, overrides: list[str]) -> Check:
+    spec = _spec("moco", device, [*overrides, "data.train_subset=1024", "eval.test_subset=1000"])
+    model = build_model(spec).to(device).to(memory_format=torch.channels_last).eval()
+    began = time.perf_counter()
+    knn = spec_knn(eval_data_for(spec, 0, device).features(knn_encoder(model, spec.eval.knn_features)), spec.eval)
+    rate = 2024 / (time.perf_counter() - began)
+    return Check("evaluate kNN", OK, rate, _peak_mb(device), f"1,024-image bank, 1,000 queries: {knn:.1f}% (untrained)")
+
+
+def run_checks(device: str = "auto", overrides: list[str] | None = None, steps: int = 5) -> list[Check]:
+    """Every check, each isolated: a failure is recorded with its error and the next check runs."""
+    from nasiam_bench.runner import ensure_data
+
+    dev = distributed.setup(device).device
+    overrides = list(overrides or [])
+    ensure_data(_spec("moco", dev, overrides))  # prepared once, from the offline archive where there is one
+    plan: list[tuple[str, Callable[[], Check]]] = [
+        ("loader ffcv", lambda: check_loader("ffcv", dev, overrides, steps)),
+        ("loader torch", lambda: check_loader("torch", dev, overrides, steps)),
+        *[(f"train {fw}", lambda fw=fw: check_training(fw, dev, overrides, steps)) for fw in FRAMEWORKS.list()],
+        *[(f"search {s} (moco)", lambda s=s: check_search(s, dev, overrides, steps)) for s in ("darts", "gdas")],
+        ("evaluate kNN", lambda: check_evaluation(dev, overrides)),
+    ]
+    checks = []
+    for name, run in plan:
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        try:
+            checks.append(run())
+        except Exception as exc:  # a self-check reports every failure instead of stopping at the first
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            checks.append(Check(name, FAILED, detail=f"{type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"))
+    return checks
+
+
+def report(checks: list[Check]) -> str:
+    from nasiam_bench.tables import markdown
+
+    frame = pd.DataFrame(
+        {
+            "check": [c.name for c in checks],
+            "status": [c.status for c in checks],
+            "images/s": ["–" if c.images_per_s is None else f"{c.images_per_s:,.0f}" for c in checks],
+            "peak memory MiB": ["–" if c.peak_memory_mb is None else f"{c.peak_memory_mb:,.0f}" for c in checks],
+            "detail": [c.detail for c in checks],
+        }
+    )
+    return markdown(frame)

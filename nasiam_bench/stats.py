@@ -1,0 +1,76 @@
+"""Paired comparisons of heads: per-seed differences to the baseline, a Student-t interval over seeds, a verdict.
+
+Every head of a comparison is pre-trained with the same seeds, data order and initialisation as the baseline, so
+the unit of evidence is the difference of one seed's head to the same seed's baseline; the spread of those
+differences, not of the accuracies, says how sure a claim is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+MIN_SEEDS = 3  # below this a t interval is too wide to mean anything: no verdict
+BETTER, WORSE, NO_DIFFERENCE, NOT_APPLICABLE = "better", "worse", "no difference detected", "n/a"
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of head - baseline over ``n`` paired seeds with its ``confidence`` interval [low, high]."""
+
+    n: int
+    mean: float
+    low: float
+    high: float
+    verdict: str
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def paired_difference(
+    head: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE
+) -> PairedDifference:
+    """Compare ``head[i]`` with ``baseline[i]`` (the same seed); the interval is Student's t over the differences.
+
+    The verdict is ``better`` or ``worse`` when the interval excludes 0, ``no difference detected`` when it covers
+    0 (an interval touching 0 covers it), and ``n/a`` below ``MIN_SEEDS`` pairs.
+    """
+    if len(head) != len(baseline):
+        raise ValueError(f"paired samples differ in length: {len(head)} head values, {len(baseline)} baseline values")
+    diffs = np.asarray(head, dtype=float) - np.asarray(baseline, dtype=float)
+    n = len(diffs)
+    if n == 0:
+        return PairedDifference(0, math.nan, math.nan, math.nan, NOT_APPLICABLE)
+    mean = float(diffs.mean())
+    if n < 2:
+        return PairedDifference(n, mean, math.nan, math.nan, NOT_APPLICABLE)
+    sem = float(diffs.std(ddof=1)) / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * sem
+    low, high = mean - half, mean + half
+    return PairedDifference(n, mean, low, high, _verdict(n, low, high))
+
+
+def _verdict(n: int, low: float, high: float) -> str:
+    if n < MIN_SEEDS:
+        return NOT_APPLICABLE
+    if low > 0:
+        return BETTER
+    if high < 0:
+        return WORSE
+    return NO_DIFFERENCE
+
+
+def format_difference(d: PairedDifference) -> str:
+    """``+1.2 [-0.3, +2.7]`` (points), the mean alone below 2 pairs, ``–`` without any pair."""
+    if d.n == 0:
+        return "–"
+    if math.isnan(d.low):
+        return f"{d.mean:+.1f}"
+    return f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]"
