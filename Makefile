@@ -42,7 +42,7 @@ test: ## all tests; the benchmarks under tests/benchmarks run once each, unmeasu
 	$(BIN)/python -m pytest tests --benchmark-disable
 
 test-gpu: ## the tests marked cuda (they skip without a GPU), on a CUDA machine
-	$(BIN)/python -m pytest tests -m cuda --benchmark-disable
+	$(BIN)/python -m pytest tests -m cuda --ignore=tests/benchmarks
 
 doctor: ## a 1-2 minute end-to-end self-check on DEVICE (auto, cpu or cuda); non-zero exit on any failure
 	$(BIN)/nasiam-bench doctor --device $(DEVICE)
