@@ -35,7 +35,7 @@ install: system-deps ## create .venv and install the package (editable) with its
 	@command -v $(PYTHON) >/dev/null || { echo "install: $(PYTHON) not found; nasiam-bench needs Python 3.11 (PYTHON=...)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ffcv]'
 	$(BIN)/nasiam-bench list
 
 test: ## all tests; the benchmarks under tests/benchmarks run once each, unmeasured

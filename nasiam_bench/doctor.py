@@ -20,7 +20,8 @@ import torch
 
 from nasiam_bench import distributed
 from nasiam_bench.compile import compile_model
-from nasiam_bench.data.loaders import LoaderConfig, ffcv_missing, ssl_loader
+from nasiam_bench.data.ffcv_support import ffcv_missing
+from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
 from nasiam_bench.data.splits import stratified_subset
 from nasiam_bench.evaluate import eval_data_for, knn_encoder, spec_knn

@@ -12,7 +12,7 @@ FFCV compiles each pipeline with numba on first use; a loader is meant to be bui
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from nasiam_bench.data.augment import Normalize, TwoViewAugment
 from nasiam_bench.data.datasets import CifarSource, DataError, FolderSource
+from nasiam_bench.data.ffcv_support import loader_kind
 from nasiam_bench.data.prepare import PreparedDataset
 
 # FFCV sets torch's intra-op thread count to its own worker count (to 1 on import); training wants them all back.
@@ -57,17 +58,6 @@ class LoaderConfig:
             distributed=distributed,
             crop_scale=tuple(d.crop_scale),
         )
-
-
-@functools.cache
-def ffcv_missing() -> str | None:
-    """Why FFCV cannot load data in this environment (it is a source package that needs OpenCV and
-    libjpeg-turbo), or None when it can."""
-    try:
-        import ffcv.loader  # noqa: F401
-    except Exception as exc:  # ImportError, or a missing shared library (OSError)
-        return f"FFCV cannot be imported ({type(exc).__name__}: {exc})"
-    return None
 
 
 def _device(name: str) -> torch.device:
@@ -169,6 +159,7 @@ def ssl_loader(data: PreparedDataset, split: str, config: LoaderConfig, indices:
     info = data.info
     augment = TwoViewAugment(config.image_size, info.mean, info.std, blur=info.blur, scale=config.crop_scale)
     device = _device(config.device)
+    config = dataclasses.replace(config, kind=loader_kind(config.kind))
     if config.kind == "ffcv":
         batches = _ffcv_loader(data, split, config, indices, train=True)
         length = len(batches)
@@ -192,6 +183,7 @@ def eval_loader(
 ) -> EvalLoader:
     """The evaluation loader (kNN bank and queries, linear probe) over ``split``, in order, keeping every image."""
     normalize = Normalize(data.info.mean, data.info.std)
+    config = dataclasses.replace(config, kind=loader_kind(config.kind))
     if config.kind == "ffcv":
         batches = _ffcv_loader(data, split, config, indices, train=False)
     elif config.kind == "torch":

@@ -40,6 +40,7 @@ from nasiam_bench.data.datasets import (
     source_digest,
     tree_root,
 )
+from nasiam_bench.data.ffcv_support import ffcv_missing
 from nasiam_bench.data.splits import stratified_subset
 from nasiam_bench.io import atomic_path, atomic_write_json
 
@@ -235,8 +236,10 @@ def _up_to_date(folder: Path, digest: str, options: dict[str, Any]) -> dict[str,
     meta = json.loads(meta_path.read_text())
     if meta.get("source_digest") != digest or meta.get("writer") != options:
         return None
+    need_beton = ffcv_missing() is None  # prepared without FFCV, a dataset gains its .beton once FFCV is there
     files_there = all(
-        (folder / e["beton"]).is_file() and (folder / e["labels"]).is_file() for e in meta["splits"].values()
+        (not need_beton or (folder / e["beton"]).is_file()) and (folder / e["labels"]).is_file()
+        for e in meta["splits"].values()
     )
     return meta if files_there else None
 
@@ -363,11 +366,15 @@ def _write_split(
     workers: int,
     max_resolution: int,
 ) -> dict[str, Any]:
+    beton, labels_file = folder / f"{split}.beton", folder / f"{split}.labels.npy"
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    entry = {"beton": beton.name, "labels": _save_npy(labels_file, labels), "count": len(samples)}
+    if ffcv_missing():  # the torch loader reads the source tree; a .beton is written once FFCV is there
+        return entry
     from ffcv.fields import IntField, RGBImageField
     from ffcv.reader import Reader
     from ffcv.writer import DatasetWriter
 
-    beton, labels_file = folder / f"{split}.beton", folder / f"{split}.labels.npy"
     image_field = (
         RGBImageField(write_mode="raw")
         if info.store_raw
@@ -379,5 +386,4 @@ def _write_split(
         written = Reader(str(tmp)).num_samples
         if written != len(samples):
             raise DataError(f"{beton}: wrote {written} images of {len(samples)} readable ones in the source")
-    labels = np.array([label for _, label in samples], dtype=np.int64)
-    return {"beton": beton.name, "labels": _save_npy(labels_file, labels), "count": len(samples)}
+    return entry
