@@ -273,7 +273,7 @@ def _schedules(records: list[dict[str, Any]]) -> str:
     lines = []
     for profile in sorted({r["profile"] for r in records} - {"paper"}):
         r = next(r for r in records if r["profile"] == profile)
-        images = f"a {r['train_subset']:,}-image subset" if r.get("train_subset") else "the whole training split"
+        images = f"a subset of {r['train_subset']:,} images" if r.get("train_subset") else "the whole training split"
         lines.append(
             f"`{profile}` is a reduced schedule ({r['backbone']} at width {r['width']:g}, {images}, "
             f"{r['epochs']} epochs, batch {r['batch_size']})"
