@@ -159,7 +159,8 @@ def test_tables_from_hand_made_records(tmp_path):
         "| quick | (none) | moco | untrained | - | resnet18 | 0.5 | 4 | final | 2 "
         "| 31.0 ± 1.4 | – | – | – | – | – | – |" in text
     )
-    assert "`quick` is a reduced schedule (resnet18 at width 0.5, a subset of 10,000 images, 4 epochs, batch 128)" in text
+    schedule = "`quick` is a reduced schedule (resnet18 at width 0.5, a subset of 10,000 images, 4 epochs, batch 128)"
+    assert schedule in text
     measured, published = text.split("## Published figures (not measured here")
     assert "| solo-learn |" not in measured and "| lightly |" not in measured  # never mixed with measured rows
     assert "| solo-learn | cifar10 | moco | resnet18 | linear, 1000 epochs (MoCo v2+) | 92.94 |" in published
