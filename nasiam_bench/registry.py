@@ -158,7 +158,14 @@ FRAMEWORKS: Registry = Registry(
 )
 SEARCH_STRATEGIES: Registry = Registry(
     "search_strategies",
-    ("nasiam_bench.search.darts", "nasiam_bench.search.gdas", "nasiam_bench.search.random", "nasiam_bench.search.none"),
+    (
+        "nasiam_bench.search.darts",
+        "nasiam_bench.search.darts_single",
+        "nasiam_bench.search.beta_darts",
+        "nasiam_bench.search.gdas",
+        "nasiam_bench.search.random",
+        "nasiam_bench.search.none",
+    ),
 )
 DATASETS: Registry = Registry("datasets", ("nasiam_bench.data.datasets",))
 

@@ -129,6 +129,9 @@ class SearchSection:
         False, doc="MoCo's search space as NASiam's code builds it: BatchNorm1d(in, out) sets eps = out (a defect)"
     )
     random_samples: int = _opt(4, lo=1, doc="genotypes sampled by the random strategy")
+    beta_decay: float | None = _opt(
+        None, lo=0.0, doc="beta_darts: the beta-decay loss's weight at the search's end (linear from 0); unset: 25"
+    )
     tau_max: float = _opt(10.0, lo=1e-3, doc="GDAS: Gumbel-softmax temperature at the start")
     tau_min: float = _opt(0.1, lo=1e-3, doc="GDAS: ... and at the end (annealed linearly)")
     projector_layers: int = _opt(0, lo=0, hi=32, doc="searched projector layers; 0: the paper's for the framework")

@@ -20,8 +20,9 @@ def smoke(framework, *overrides):
     return load_spec(f"{framework}_cifar10", ["profile=smoke", f"data.root={TEST_DATA_ROOT}", *overrides])
 
 
-def kill_after(monkeypatch, batches: int) -> None:
-    """Interrupt the run when its loaders have yielded ``batches`` batches (as Ctrl-C or a lost machine would)."""
+def kill_after(monkeypatch, batches: float) -> dict[str, int]:
+    """Interrupt the run when its loaders have yielded ``batches`` batches (as Ctrl-C or a lost machine would);
+    returns the count of batches yielded so far (``inf``: count without killing)."""
     real, seen = SSLLoader.__iter__, {"n": 0}
 
     def dying(self):
@@ -32,6 +33,7 @@ def kill_after(monkeypatch, batches: int) -> None:
             yield batch
 
     monkeypatch.setattr(SSLLoader, "__iter__", dying)
+    return seen
 
 
 def assert_identical(a, b, where="state"):
@@ -78,8 +80,11 @@ def test_pretraining_killed_mid_epoch_resumes_exactly(framework, tmp_path, monke
 def test_search_killed_mid_epoch_resumes_exactly(strategy, tmp_path, monkeypatch):
     # SimSiam: two searched heads and a predictor with a fixed learning rate, the hardest case to restore.
     spec = smoke("simsiam", f"strategy={strategy}", "search.epochs=2", "data.train_subset=256")
+    counted = kill_after(monkeypatch, float("inf"))
     whole, _ = run_search(spec, 0, tmp_path / "whole", progress=False)
-    kill_after(monkeypatch, 12)  # gradient strategies: in the second epoch; random: in the second candidate
+    monkeypatch.undo()
+    # Three quarters of the way: gradient strategies in the second epoch, random in a later candidate.
+    kill_after(monkeypatch, counted["n"] * 3 // 4)
     try:
         run_search(spec, 0, tmp_path / "split", progress=False)
         killed = False

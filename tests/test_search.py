@@ -385,3 +385,81 @@ def test_searches_report_compares_variants_over_seeds(tmp_path, capsys):
     capsys.readouterr()
     assert main(["searches", *common, "--variant", "no-colon", *where]) == 2
     assert "expected LABEL:key=value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_a_search_step_trains_alpha_and_the_weights(framework, strategy):
+    model, searcher = _attached(framework, strategy)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for t, v in zip(_batches(n=2, seed=0), _batches(n=2, seed=1), strict=True):
+        searcher.step(t, v)
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert {n for n in before if n.endswith("alpha")} <= moved, f"{strategy}: alpha did not learn"
+    assert any(n.startswith("backbone.") for n in moved), f"{strategy}: the backbone did not learn"
+
+
+@pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_backbone_passes_per_search_step(framework, strategy):
+    """Bilevel: the online views once without autograd (alpha) and once with it (weights); single-level: once."""
+    model, searcher = _attached(framework, strategy)
+    calls = []
+    model.backbone.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    searcher.step(*_batches(n=2))
+    views = [True] * model.online_views
+    assert calls == ([False] * model.online_views + views if searcher.held_out else views)
+
+
+@pytest.mark.parametrize("strategy", [s for s in GRADIENT_STRATEGIES if not SEARCH_STRATEGIES.get(s).held_out])
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_a_single_level_search_never_reads_the_held_out_batch(framework, strategy):
+    results = []
+    for val_seed in (1, 2):
+        model, searcher = _attached(framework, strategy)
+        searcher.step(_batches(n=1, seed=0)[0], _batches(n=1, seed=val_seed)[0])
+        results.append(model.state_dict())
+    for key, value in results[0].items():
+        assert torch.equal(value, results[1][key]), key
+
+
+def test_beta_decay_loss_has_the_softmax_as_its_gradient():
+    from nasiam_bench.search.beta_darts import beta_decay_loss
+
+    alphas = [torch.randn(3, 7, dtype=torch.float64, requires_grad=True), torch.randn(2, 7, dtype=torch.float64)]
+    alphas[1].requires_grad_(True)
+    loss = beta_decay_loss(alphas)
+    torch.testing.assert_close(loss, torch.cat([a.logsumexp(-1) for a in alphas]).mean())
+    loss.backward()
+    for alpha in alphas:  # mean over the 5 rows: each row's gradient is its softmax / 5
+        torch.testing.assert_close(alpha.grad, torch.softmax(alpha.detach(), -1) / 5)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_beta_darts_is_darts_plus_a_penalty_that_grows_from_zero(framework):
+    models, searchers = zip(*(_attached(framework, s, total_steps=4) for s in ("darts", "beta_darts")), strict=True)
+    assert searchers[1].arch_penalty() == 0  # λ starts at 0: the first step is a darts step
+    train, val = _batches(n=1, seed=0)[0], _batches(n=1, seed=1)[0]
+    for searcher in searchers:
+        searcher.step(train, val)
+    for key, value in models[0].state_dict().items():
+        torch.testing.assert_close(models[1].state_dict()[key], value)
+    alphas = [h.alpha for h in searchers[1].heads.values()]
+    from nasiam_bench.search.beta_darts import beta_decay_loss
+
+    expected = searchers[1].beta_decay * (1 / 4) * beta_decay_loss(alphas)
+    torch.testing.assert_close(searchers[1].arch_penalty(), expected)
+
+
+def test_beta_decay_keeps_the_op_weights_flatter_than_darts():
+    spreads = {}
+    for strategy, decay in (("darts", 0.0), ("beta_darts", 200.0)):
+        model = _tiny_supernet("moco")
+        searcher = SEARCH_STRATEGIES.get(strategy)()
+        spec = load_spec("moco_cifar10", ["profile=smoke", "search.arch_lr=0.05", f"search.beta_decay={decay}"])
+        searcher.attach(model, spec.search, total_steps=6, batch_size=16)
+        for t, v in zip(_batches(n=6, seed=0), _batches(n=6, seed=1), strict=True):
+            searcher.step(t, v)
+        weights = torch.cat([torch.softmax(h.alpha.detach(), -1) for h in searcher.heads.values()])
+        spreads[strategy] = (weights.max(-1).values - weights.min(-1).values).mean().item()
+    assert spreads["beta_darts"] < spreads["darts"]

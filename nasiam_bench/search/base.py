@@ -99,7 +99,12 @@ def buffers_restored(model: nn.Module) -> Iterator[None]:
 
 
 class GradientStrategy(SearchStrategy):
-    """Alternating first-order updates of alpha (Adam/AdamW on the held-out half) and of the weights (SGD)."""
+    """Alternating first-order updates of alpha (Adam/AdamW on the held-out half) and of the weights (SGD).
+
+    ``held_out``: whether alpha learns from the held-out half (bilevel); a single-level strategy sets it False and
+    the loop then draws no held-out batches."""
+
+    held_out = True
 
     def __init__(self) -> None:
         self.model: Framework | None = None
@@ -150,27 +155,38 @@ class GradientStrategy(SearchStrategy):
                 features = tuple(model.backbone(v) for v in (v1, v2)[: model.online_views])
             features = tuple(f.clone() for f in features)
             arch_loss = loss_fn(model, v1, v2, features)
-            grads = torch.autograd.grad(arch_loss, alphas)
+            grads = torch.autograd.grad(arch_loss + self.arch_penalty(), alphas)
         for alpha, grad in zip(alphas, grads, strict=True):
             alpha.grad = distributed.all_reduce_mean(grad)
         self.arch_optimizer.step()
         self.arch_optimizer.zero_grad(set_to_none=True)
         return arch_loss.item()
 
-    def weight_step(self, train_batch: tuple[torch.Tensor, torch.Tensor], loss_fn: LossFn = framework_loss) -> float:
-        """Update the weights on a training batch, alpha fixed; then the framework's per-step work."""
+    def arch_penalty(self) -> torch.Tensor | float:
+        """A regulariser of alpha added to the architecture loss (β-DARTS' β-decay); none by default."""
+        return 0.0
+
+    def weight_step(
+        self, train_batch: tuple[torch.Tensor, torch.Tensor], loss_fn: LossFn = framework_loss, alpha_too: bool = False
+    ) -> float:
+        """Update the weights on a training batch, then the framework's per-step work. ``alpha_too``: alpha learns
+        from the same backward pass (single-level search); otherwise it is fixed."""
         model = self.model
         alphas = [h.alpha for h in self.heads.values()]
         for alpha in alphas:
-            alpha.requires_grad_(False)
+            alpha.requires_grad_(alpha_too)
         t1, t2 = train_batch
         loss = loss_fn(model, t1, t2)
         self.weight_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        (loss + self.arch_penalty() if alpha_too else loss).backward()
         for alpha in alphas:
             alpha.requires_grad_(True)
         distributed.average_gradients(model)
         self.weight_optimizer.step()
+        if alpha_too:
+            self.arch_optimizer.step()
+            self.arch_optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.steps += 1
         model.after_step(self.steps / self.total_steps)
@@ -222,7 +238,8 @@ class GradientStrategy(SearchStrategy):
             model.train()
             ctx.train_loader.set_epoch(epoch)
             ctx.val_loader.set_epoch(epoch)
-            val_batches = iter(ctx.val_loader)  # one iterator over the held-out half for the whole epoch
+            # one iterator over the held-out half for the whole epoch (none for a single-level strategy)
+            val_batches = iter(ctx.val_loader) if self.held_out else None
             bar = tqdm(
                 ctx.train_loader,
                 desc=f"search {self.name} epoch {epoch + 1}/{epochs}",
@@ -232,7 +249,7 @@ class GradientStrategy(SearchStrategy):
             )
             for i, (t1, t2, _) in enumerate(bar):
                 val_batch = None
-                if self.arch_every_batch or i == 0:
+                if self.held_out and (self.arch_every_batch or i == 0):
                     try:
                         v1, v2, _ = next(val_batches)
                     except StopIteration:
