@@ -15,7 +15,7 @@ DATA_ROOT ?=
 DEVICE ?= auto
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test test-gpu doctor benchmark lint data bench tables quirk clean
+.PHONY: help install system-deps test test-gpu doctor benchmark lint data bench compare-search tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,12 @@ data: ## prepare DATASET (default cifar10) from SOURCE (default ../shared/datase
 
 bench: ## search, pre-train and compare the heads of FRAMEWORK (DATASET, PROFILE, RECIPE, STRATEGY, SEEDS)
 	$(BIN)/nasiam-bench bench $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) strategy=$(STRATEGY) --dataset $(DATASET) --seeds $(SEEDS)
+
+COMPARED_STRATEGIES ?= ["darts","darts_single","beta_darts","random"]
+compare-search: ## the search strategies side by side on MoCo and SimSiam (PROFILE, RECIPE, 3 seeds; resumes), then the tables
+	for fw in moco simsiam; do \
+		$(BIN)/nasiam-bench bench $$fw profile=$(PROFILE) recipe=$(RECIPE) 'experiment.bench_strategies=$(COMPARED_STRATEGIES)' --dataset $(DATASET) --seeds 3 || exit $$?; \
+	done
 
 tables: ## regenerate results/<dataset>.md, .csv and plots from results/records
 	$(BIN)/nasiam-bench tables

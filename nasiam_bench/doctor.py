@@ -131,13 +131,12 @@ def check_search(strategy_name: str, device: torch.device, overrides: list[str],
     s = spec.search
     model = supernet_builder(spec, device)()
     strategy = SEARCH_STRATEGIES.get(strategy_name)()
-    strategy.attach(model, s, total_steps=steps + 1, batch_size=s.batch_size)
-    batches = _batches(spec, device, spec.data.loader, s.batch_size)
     amp = spec.train.amp and device.type == "cuda"
+    strategy.attach(model, s, total_steps=steps + 1, batch_size=s.batch_size, amp=amp)
+    batches = _batches(spec, device, spec.data.loader, s.batch_size)
 
     def step(_: int) -> int:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            strategy.step(next(batches), next(batches))
+        strategy.step(next(batches), next(batches))
         return s.batch_size
 
     rate = _timed(device, steps, step)
@@ -146,7 +145,7 @@ def check_search(strategy_name: str, device: torch.device, overrides: list[str],
         OK,
         rate,
         _peak_mb(device),
-        f"one alpha + one weight step, batch {s.batch_size}",
+        f"one alpha + one weight step, batch {s.batch_size}" + (", bf16" if amp else ""),
     )
 
 

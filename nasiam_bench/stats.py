@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -74,3 +75,17 @@ def format_difference(d: PairedDifference) -> str:
     if math.isnan(d.low):
         return f"{d.mean:+.1f}"
     return f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]"
+
+
+def paired_by_seed(head: pd.DataFrame, reference: pd.DataFrame, metric: str) -> PairedDifference:
+    """``paired_difference`` of the records of one head (rows with ``comparison_id``, ``seed`` and ``metric``) to
+    the reference records of the same comparison id and seed (the same data, schedule and initialisation); records
+    without a partner, or without the metric, are left out."""
+    ref = reference.drop_duplicates(["comparison_id", "seed"]).set_index(["comparison_id", "seed"])[metric]
+    keys = zip(head["comparison_id"], head["seed"], strict=True)
+    pairs = [
+        (value, ref[key])
+        for key, value in zip(keys, head[metric], strict=True)
+        if key in ref.index and pd.notna(value) and pd.notna(ref[key])
+    ]
+    return paired_difference([p[0] for p in pairs], [p[1] for p in pairs])

@@ -11,9 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from nasiam_bench import strategy_table
 from nasiam_bench.io import atomic_path, atomic_write_text
 from nasiam_bench.results import DATASET_NOTES, load_records
-from nasiam_bench.stats import CONFIDENCE, PairedDifference, format_difference, paired_difference
+from nasiam_bench.stats import CONFIDENCE, PairedDifference, format_difference, paired_by_seed, paired_difference
 
 FLOOR = "untrained"
 
@@ -106,13 +107,7 @@ def _against_baseline(group: pd.DataFrame, frame: pd.DataFrame, metric: str) -> 
     if head in (BASELINE, FLOOR) or "comparison_id" not in frame:
         return paired_difference([], [])
     baseline = frame[(frame["head"] == BASELINE) & frame["comparison_id"].notna()]
-    baseline = baseline.drop_duplicates(["comparison_id", "seed"]).set_index(["comparison_id", "seed"])[metric]
-    pairs = [
-        (value, baseline[key])
-        for key, value in zip(zip(group["comparison_id"], group["seed"], strict=True), group[metric], strict=True)
-        if key in baseline.index and pd.notna(value) and pd.notna(baseline[key])
-    ]
-    return paired_difference([p[0] for p in pairs], [p[1] for p in pairs])
+    return paired_by_seed(group, baseline, metric)
 
 
 def _flat(spec: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
@@ -200,10 +195,41 @@ def write_tables(results: str | Path = "results") -> list[Path]:
             table.to_csv(tmp, index=False, float_format="%.6g")
         plot_path = plot_accuracy_vs_cost(table, results / f"{dataset}_accuracy_vs_cost.png", dataset)
         curve_plots = _curve_plots(subset, results, dataset)
+        strategies = _strategy_section(subset, results, dataset)
         document = _document(dataset, shown, subset, plot_path.name, [p.name for p in curve_plots])
-        atomic_write_text(results / f"{dataset}.md", document)
+        atomic_write_text(results / f"{dataset}.md", document + strategies)
         written += [results / f"{dataset}.md", csv_path, plot_path, *curve_plots]
+        if strategies:
+            written += [results / f"{dataset}_strategies.csv", results / f"{dataset}_search_strategies.png"]
     return written
+
+
+def _strategy_section(records: list[dict[str, Any]], results: Path, dataset: str) -> str:
+    """The search strategies compared (``strategy_table``), with its CSV and plot; empty with fewer than two."""
+    table = strategy_table.compare_strategies(records)
+    if table.empty:
+        return ""
+    shown = strategy_table.presentable(table)
+    with atomic_path(results / f"{dataset}_strategies.csv") as tmp:
+        shown.to_csv(tmp, index=False)
+    plot = strategy_table.plot_strategies(table, results / f"{dataset}_search_strategies.png", dataset)
+    return "\n".join(
+        [
+            "## Search strategies",
+            "",
+            "The searched (`nasiam`) head of each strategy, on the same seeds, data and schedule as the baseline. "
+            "`search device-h`: the search alone (the pre-training of the searched head is in the table above). "
+            "`parameter-free ops`: the share of searched layers whose op is identity or a pooling. `Δ vs random "
+            "search`: paired with the head the `random` strategy picked for the same seed; a search that does not "
+            "beat it shows no benefit of searching. Intervals and verdicts as above. Regenerate with "
+            "`make compare-search` (runs what is missing, then the tables).",
+            "",
+            markdown(shown),
+            "",
+            f"![search strategies: kNN difference to the baseline against search cost]({plot.name})",
+            "",
+        ]
+    )
 
 
 def _curve_plots(records: list[dict[str, Any]], results: Path, dataset: str) -> list[Path]:

@@ -2,7 +2,7 @@ import textwrap
 
 import pytest
 
-from nasiam_bench.cli import main
+from nasiam_bench.cli import main, parse
 from tests.conftest import run_cli, write_plugin
 
 
@@ -25,6 +25,8 @@ def test_list_registries_and_entries(capsys):
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "the following arguments are required: command"),
         (["show", "missing.toml"], "spec file 'missing.toml' not found"),
+        (["show", "moco_cifar10", "--bogus"], "unrecognized arguments: --bogus"),
+        (["data", "prepare", "cifar10", "--source", "x", "epochs=2"], "unrecognized arguments: epochs=2"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, message, capsys):
@@ -85,3 +87,8 @@ def test_misspelt_framework_exits_2_and_suggests(plugin_site, tmp_path):
     ok = run_cli("show", str(spec), "framework=moco", extra_path=plugin_site)
     assert ok.returncode == 0, ok.stderr
     assert 'framework = "moco"' in ok.stdout
+
+
+def test_overrides_may_follow_the_options():
+    args = parse(["bench", "moco", "profile=smoke", "--seeds", "3", 'experiment.bench_strategies=["darts"]'])
+    assert args.seeds == 3 and args.overrides == ["profile=smoke", 'experiment.bench_strategies=["darts"]']

@@ -60,3 +60,27 @@ def test_a_compiled_model_computes_the_loss_of_the_uncompiled_one(framework):
     with torch.no_grad():
         a, b = eager(v1, v2)["loss"], compiled(v1, v2)["loss"]
     torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("strategy", ["darts", "darts_single", "beta_darts", "gdas"])
+def test_a_search_on_cuda_runs_its_forward_passes_under_bf16_as_pre_training(strategy, tmp_path, monkeypatch):
+    from nasiam_bench.search.base import GradientStrategy
+    from nasiam_bench.search.run import run_search
+
+    seen = []
+    real = GradientStrategy.step
+
+    def watched(self, *args, **kwargs):
+        hook = self.model.backbone.register_forward_hook(
+            lambda m, i, o: seen.append((torch.is_autocast_enabled("cuda"), o.dtype))
+        )
+        try:
+            return real(self, *args, **kwargs)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(GradientStrategy, "step", watched)
+    spec = smoke("moco", f"strategy={strategy}", "search.epochs=1")
+    result, _ = run_search(spec, 0, tmp_path, device="cuda", progress=False)
+    assert result.genotype is not None and seen
+    assert all(enabled and dtype == torch.bfloat16 for enabled, dtype in seen)

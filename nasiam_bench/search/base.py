@@ -53,6 +53,7 @@ class SearchContext:
     heads: dict[str, int]  # searched heads and their layer counts
     out_dir: Path
     progress: bool = True
+    amp: bool = False  # bf16 autocast of the forward passes, as pre-training (train.amp, on CUDA only)
 
 
 @dataclass
@@ -115,8 +116,12 @@ class GradientStrategy(SearchStrategy):
         self.progress = 0.0
 
     # -- the interface: attach, step, genotype, state_dict
-    def attach(self, model: Framework, search: SearchSection, total_steps: int, batch_size: int) -> None:
-        self.model, self.heads = model, search_heads(model)
+    def attach(
+        self, model: Framework, search: SearchSection, total_steps: int, batch_size: int, amp: bool = False
+    ) -> None:
+        """Take ``model``'s searched heads and build the optimisers; ``amp``: run the forward passes under bf16
+        autocast on CUDA, as pre-training does with ``train.amp``."""
+        self.model, self.heads, self.amp = model, search_heads(model), amp
         alphas = [h.alpha for h in self.heads.values()]
         arch_cls = torch.optim.AdamW if search.arch_optimizer == "adamw" else torch.optim.Adam
         self.arch_optimizer = arch_cls(
@@ -151,16 +156,20 @@ class GradientStrategy(SearchStrategy):
         v1, v2 = val_batch
         alphas = [h.alpha for h in self.heads.values()]
         with buffers_restored(model):
-            with torch.inference_mode():  # cheaper than no_grad; the clones below make them usable by autograd
-                features = tuple(model.backbone(v) for v in (v1, v2)[: model.online_views])
-            features = tuple(f.clone() for f in features)
-            arch_loss = loss_fn(model, v1, v2, features)
+            with self.autocast():
+                with torch.inference_mode():  # cheaper than no_grad; the clones below make them usable by autograd
+                    features = tuple(model.backbone(v) for v in (v1, v2)[: model.online_views])
+                features = tuple(f.clone() for f in features)
+                arch_loss = loss_fn(model, v1, v2, features)
             grads = torch.autograd.grad(arch_loss + self.arch_penalty(), alphas)
         for alpha, grad in zip(alphas, grads, strict=True):
             alpha.grad = distributed.all_reduce_mean(grad)
         self.arch_optimizer.step()
         self.arch_optimizer.zero_grad(set_to_none=True)
         return arch_loss.item()
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
 
     def arch_penalty(self) -> torch.Tensor | float:
         """A regulariser of alpha added to the architecture loss (β-DARTS' β-decay); none by default."""
@@ -176,7 +185,8 @@ class GradientStrategy(SearchStrategy):
         for alpha in alphas:
             alpha.requires_grad_(alpha_too)
         t1, t2 = train_batch
-        loss = loss_fn(model, t1, t2)
+        with self.autocast():
+            loss = loss_fn(model, t1, t2)
         self.weight_optimizer.zero_grad(set_to_none=True)
         self.arch_optimizer.zero_grad(set_to_none=True)
         (loss + self.arch_penalty() if alpha_too else loss).backward()
@@ -224,7 +234,7 @@ class GradientStrategy(SearchStrategy):
         model = ctx.build_supernet()
         epochs = ctx.search.epochs
         steps_per_epoch = len(ctx.train_loader)
-        self.attach(model, ctx.search, steps_per_epoch * epochs, ctx.search.batch_size)
+        self.attach(model, ctx.search, steps_per_epoch * epochs, ctx.search.batch_size, ctx.amp)
         history: list[dict[str, list[list[float]]]] = [self.alpha_weights()]
         start, seconds = 0, 0.0
         state_path = ctx.out_dir / "search_state.pt"

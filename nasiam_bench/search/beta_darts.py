@@ -27,8 +27,8 @@ def beta_decay_loss(alphas: list[torch.Tensor]) -> torch.Tensor:
 class BetaDARTS(GradientStrategy):
     name = "beta_darts"
 
-    def attach(self, model, search, total_steps: int, batch_size: int) -> None:
-        super().attach(model, search, total_steps, batch_size)
+    def attach(self, model, search, total_steps: int, batch_size: int, amp: bool = False) -> None:
+        super().attach(model, search, total_steps, batch_size, amp)
         self.beta_decay = DEFAULT_BETA_DECAY if search.beta_decay is None else search.beta_decay
 
     def arch_penalty(self) -> torch.Tensor:

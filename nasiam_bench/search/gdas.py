@@ -34,8 +34,8 @@ class GDAS(GradientStrategy):
         self.tau = 10.0
         self.tau_range = (10.0, 0.1)
 
-    def attach(self, model, search, total_steps: int, batch_size: int) -> None:
-        super().attach(model, search, total_steps, batch_size)
+    def attach(self, model, search, total_steps: int, batch_size: int, amp: bool = False) -> None:
+        super().attach(model, search, total_steps, batch_size, amp)
         self.tau_range = (search.tau_max, search.tau_min)
 
     def begin_step(self) -> None:

@@ -55,5 +55,5 @@ class RandomSearch(SearchStrategy):
             ctx.train_loader.set_epoch(epoch)
             for view1, view2, _ in tqdm(ctx.train_loader, desc=label, leave=False, disable=not ctx.progress):
                 step += 1
-                train_step(model, view1, view2, optimizer, scheduler, step / total)
+                train_step(model, view1, view2, optimizer, scheduler, step / total, ctx.amp)
         return step

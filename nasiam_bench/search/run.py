@@ -121,6 +121,7 @@ def run_search(
         heads={h: c.layers for h, c in framework.search_cells(8, s.layers()).items()},
         out_dir=out_dir,
         progress=progress and ctx_dist.is_main,
+        amp=spec.train.amp and ctx_dist.device.type == "cuda",
     )
     result = strategy.run(ctx)
     if not ctx_dist.is_main:
