@@ -77,6 +77,13 @@ def format_difference(d: PairedDifference) -> str:
     return f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]"
 
 
+def format_mean_std(mean: float, std: float, n: int, digits: int = 1) -> str:
+    """``31.3 ± 0.5`` over ``n`` seeds, the mean alone for one seed, ``–`` without a value."""
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def paired_by_seed(head: pd.DataFrame, reference: pd.DataFrame, metric: str) -> PairedDifference:
     """``paired_difference`` of the records of one head (rows with ``comparison_id``, ``seed`` and ``metric``) to
     the reference records of the same comparison id and seed (the same data, schedule and initialisation); records

@@ -15,7 +15,7 @@ import pandas as pd
 
 from nasiam_bench.heads.ops import LINEAR_PREFIX, PARAMETER_FREE_OPS
 from nasiam_bench.io import atomic_path
-from nasiam_bench.stats import PairedDifference, format_difference, paired_by_seed, paired_difference
+from nasiam_bench.stats import PairedDifference, format_difference, format_mean_std, paired_by_seed, paired_difference
 
 SEARCHED = "nasiam"
 CONTROL = "random"  # the strategy any other must beat for the search to show a benefit
@@ -91,13 +91,13 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
             "strategy": table["strategy"],
             "seeds": table["seeds"],
             "search device-h": [
-                f"{m:.4f} ± {s:.4f}" if pd.notna(s) else f"{m:.4f}"
-                for m, s in zip(table["search_device_h"], table["search_device_h_std"], strict=True)
+                format_mean_std(m, s, n, digits=4)
+                for m, s, n in zip(table["search_device_h"], table["search_device_h_std"], table["seeds"], strict=True)
             ],
             "parameter-free ops": table["parameter_free"].map("{:.0%}".format),
             "kNN top-1 %": [
-                f"{m:.1f} ± {s:.1f}" if pd.notna(s) else f"{m:.1f}"
-                for m, s in zip(table["knn_mean"], table["knn_std"], strict=True)
+                format_mean_std(m, s, n)
+                for m, s, n in zip(table["knn_mean"], table["knn_std"], table["seeds"], strict=True)
             ],
             "kNN Δ vs baseline [95% CI], verdict": table["knn_vs_baseline"].map(_verdict),
             "linear Δ vs baseline [95% CI], verdict": table["linear_vs_baseline"].map(_verdict),

@@ -14,7 +14,14 @@ import pandas as pd
 from nasiam_bench import strategy_table
 from nasiam_bench.io import atomic_path, atomic_write_text
 from nasiam_bench.results import DATASET_NOTES, load_records
-from nasiam_bench.stats import CONFIDENCE, PairedDifference, format_difference, paired_by_seed, paired_difference
+from nasiam_bench.stats import (
+    CONFIDENCE,
+    PairedDifference,
+    format_difference,
+    format_mean_std,
+    paired_by_seed,
+    paired_difference,
+)
 
 FLOOR = "untrained"
 
@@ -42,15 +49,9 @@ LABELS = ["profile", "recipe", "framework", "head", "strategy", "backbone", "wid
 LABEL_DEFAULTS = {"recipe": "(none)", "checkpoint_selection": "final"}
 
 
-def _mean_std(mean: float, std: float, n: int) -> str:
-    if pd.isna(mean):
-        return "–"
-    return f"{mean:.1f}" if n < 2 else f"{mean:.1f} ± {std:.1f}"
-
-
 def _column_mean_std(table: pd.DataFrame, prefix: str) -> list[str]:
     columns = (table[f"{prefix}_mean"], table[f"{prefix}_std"], table["seeds"])
-    return [_mean_std(m, s, n) for m, s, n in zip(*columns, strict=True)]
+    return [format_mean_std(m, s, n) for m, s, n in zip(*columns, strict=True)]
 
 
 def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
