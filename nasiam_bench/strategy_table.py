@@ -47,6 +47,8 @@ def compare_strategies(records: list[dict[str, Any]]) -> pd.DataFrame:
     if frame.empty or "comparison_id" not in frame:
         return pd.DataFrame()
     frame = frame[frame["comparison_id"].notna()]
+    # Records written before recipes existed: "(none)", as the main table labels them.
+    frame = frame.assign(recipe=frame["recipe"].fillna("(none)") if "recipe" in frame else "(none)")
     rows = []
     for key, group in frame.groupby(GROUP, sort=True):
         searched = group[group["head"] == SEARCHED]

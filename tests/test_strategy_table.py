@@ -84,3 +84,9 @@ def test_the_tables_gain_a_strategy_section_with_its_plot(tmp_path):
     assert (tmp_path / "cifar10_search_strategies.png") in written
     assert (tmp_path / "cifar10_search_strategies.png").stat().st_size > 0
     assert not math.isnan(compare_strategies(_records())["search_device_h"].iloc[0])
+
+
+def test_records_without_a_recipe_are_compared_as_recipe_none():
+    records = [{k: v for k, v in r.items() if k != "recipe"} for r in _records()]
+    table = compare_strategies(records)
+    assert list(table["recipe"]) == ["(none)", "(none)"] and list(table["strategy"]) == ["darts", "random"]
