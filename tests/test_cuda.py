@@ -8,7 +8,8 @@ from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint
 from nasiam_bench.compile import compile_model
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
 from nasiam_bench.models import build_model
-from nasiam_bench.registry import FRAMEWORKS
+from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.search.base import GradientStrategy
 from nasiam_bench.spec import load_spec
 from nasiam_bench.train import pretrain
 from tests.conftest import TEST_DATA_ROOT
@@ -62,9 +63,11 @@ def test_a_compiled_model_computes_the_loss_of_the_uncompiled_one(framework):
     torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("strategy", ["darts", "darts_single", "beta_darts", "gdas"])
+@pytest.mark.parametrize(
+    "strategy",
+    [s for s in SEARCH_STRATEGIES.list() if issubclass(SEARCH_STRATEGIES.get(s), GradientStrategy)],
+)
 def test_a_search_on_cuda_runs_its_forward_passes_under_bf16_as_pre_training(strategy, tmp_path, monkeypatch):
-    from nasiam_bench.search.base import GradientStrategy
     from nasiam_bench.search.run import run_search
 
     seen = []

@@ -451,12 +451,14 @@ def test_beta_darts_is_darts_plus_a_penalty_that_grows_from_zero(framework):
     torch.testing.assert_close(searchers[1].arch_penalty(), expected)
 
 
-def test_beta_decay_keeps_the_op_weights_flatter_than_darts():
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_beta_decay_keeps_the_op_weights_flatter_than_darts(framework):
     spreads = {}
     for strategy, decay in (("darts", 0.0), ("beta_darts", 200.0)):
-        model = _tiny_supernet("moco")
+        model = _tiny_supernet(framework)
         searcher = SEARCH_STRATEGIES.get(strategy)()
-        spec = load_spec("moco_cifar10", ["profile=smoke", "search.arch_lr=0.05", f"search.beta_decay={decay}"])
+        overrides = ["profile=smoke", "search.arch_lr=0.05", f"search.beta_decay={decay}"]
+        spec = load_spec(f"{framework}_cifar10", overrides)
         searcher.attach(model, spec.search, total_steps=6, batch_size=16)
         for t, v in zip(_batches(n=6, seed=0), _batches(n=6, seed=1), strict=True):
             searcher.step(t, v)
