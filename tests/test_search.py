@@ -346,7 +346,7 @@ def test_random_search_keeps_the_fixed_learning_rates_too(framework, monkeypatch
 
     seen = []
 
-    def step(model, view1, view2, optimizer, scheduler, progress):
+    def step(model, view1, view2, optimizer, scheduler, progress, use_amp=False):
         optimizer.step()
         scheduler.step()
         seen.append([(bool(g.get("fixed_lr")), g["lr"]) for g in optimizer.param_groups])
@@ -358,7 +358,7 @@ def test_random_search_keeps_the_fixed_learning_rates_too(framework, monkeypatch
     monkeypatch.setattr(random_search, "train_step", step)
     spec = load_spec(f"{framework}_cifar10", ["profile=smoke"])
     loader = Loader((v1, v2, None) for v1, v2 in _batches(n=3))
-    ctx = types.SimpleNamespace(search=spec.search, train_loader=loader, progress=False)
+    ctx = types.SimpleNamespace(search=spec.search, train_loader=loader, progress=False, amp=False)
     random_search.RandomSearch._train(FRAMEWORKS.get(framework)(build_backbone("resnet18", width=0.125)), ctx, "x")
     for (fixed, first), (_, last) in zip(seen[0], seen[-1], strict=True):
         assert last == first if fixed else last < first
