@@ -52,10 +52,29 @@ def test_fused_linear_ops_equal_the_naive_sum(in_dim, out_dim):
                 op[1].weight.copy_(layer.fused_bn.weight[i * d : (i + 1) * d])
         for mine, theirs in zip(layer.others, naive[layer.n_linear :], strict=True):
             theirs.load_state_dict(mine.state_dict())
-    x = torch.randn(16, in_dim, dtype=torch.float64)
-    weights = torch.softmax(torch.randn(len(OPS), dtype=torch.float64), dim=0)
+    x = torch.randn(16, in_dim, dtype=torch.float64, requires_grad=True)
+    weights = torch.softmax(torch.randn(len(OPS), dtype=torch.float64), dim=0).requires_grad_()
     expected = sum(w * op(x) for w, op in zip(weights, naive, strict=True))
-    torch.testing.assert_close(layer(x, weights), expected)
+    got = layer(x, weights)
+    torch.testing.assert_close(got, expected)
+    # The gradients agree too (a widening layer sums its plain Linears' weights before the multiply).
+    probe = torch.randn_like(got)
+    naive_linears = [op if isinstance(op, nn.Linear) else op[0] for op in naive[: layer.n_linear]]
+    mine = torch.autograd.grad((got * probe).sum(), [x, weights, layer.fused.weight, *layer.others.parameters()])
+    theirs = torch.autograd.grad(
+        (expected * probe).sum(),
+        [
+            x,
+            weights,
+            *(lin.weight for lin in naive_linears),
+            *(p for op in naive[layer.n_linear :] for p in op.parameters()),
+        ],
+    )
+    n = layer.n_linear
+    torch.testing.assert_close(mine[:2], theirs[:2])
+    torch.testing.assert_close(mine[2], torch.cat(theirs[2 : 2 + n]))
+    torch.testing.assert_close(mine[3:], theirs[2 + n :])
+    x = x.detach()
     # A one-hot (GDAS) sample computes that op alone, from its slice of the fused weights.
     for chosen in (1, 5):
         one_hot = torch.zeros(len(OPS), dtype=torch.float64)

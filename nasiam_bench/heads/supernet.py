@@ -2,7 +2,9 @@
 
 The ``linear_<act>`` ops of a layer share their input, so they run as one matrix multiply over their concatenated
 weights (and one BatchNorm over the concatenated outputs: BatchNorm is per feature, so this equals one BN per op);
-only the activations differ per op. The strategy decides how a row of alpha becomes op weights (softmax for DARTS,
+only the activations differ per op. On a widening layer the linear ops and the identity are plain Linears (no BN, no
+activation), so their weighted sum is one Linear whose weight is the weighted sum of theirs: one matrix multiply of
+the batch in place of one per op (the same function; float rounding differs). The strategy decides how a row of alpha becomes op weights (softmax for DARTS,
 a hard Gumbel sample for GDAS); a one-hot weight vector computes only the chosen op.
 """
 
@@ -46,6 +48,10 @@ class MixedLayer(nn.Module):
             self.fused_bn = None if self.widening else nn.BatchNorm1d(self.n_linear * out_dim, eps=bn_eps)
             self.acts = nn.ModuleList(build_activation(a) for a in self.linear_acts)
         self.others = nn.ModuleList(build_op(op, in_dim, out_dim) for op in ops if not op.startswith(LINEAR_PREFIX))
+        # ops whose weighted sum is one Linear: every op of a widening layer but the poolings (BN follows those)
+        self.plain_linears = (
+            [i for i, op in enumerate(ops) if op.startswith(LINEAR_PREFIX) or op == "identity"] if self.widening else []
+        )
         self.computed: list[int] = []  # op indices of the last forward (for tests and accounting)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, hard: bool = False) -> torch.Tensor:
@@ -53,13 +59,29 @@ class MixedLayer(nn.Module):
         chosen = [int(weights.detach().argmax())] if hard else list(range(len(self.op_names)))
         self.computed = chosen
         out = 0
-        linear_chosen = [i for i in chosen if i < self.n_linear]
+        summed = self.plain_linears if not hard else []
+        if summed:
+            out = out + self._summed_linear(x, weights)
+        linear_chosen = [i for i in chosen if i < self.n_linear and i not in summed]
         if linear_chosen:
             out = out + self._linear(x, weights, linear_chosen)
         for i in chosen:
-            if i >= self.n_linear:
+            if i >= self.n_linear and i not in summed:
                 out = out + weights[i] * self.others[i - self.n_linear](x)
         return out
+
+    def _summed_linear(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The weighted sum of a widening layer's plain Linears (its linear ops, its identity) as one Linear."""
+        n, d = self.n_linear, self.out_dim
+        weight_terms, bias_terms = [], []
+        if n:  # a matrix-vector product over the fused weights: no [n, out, in] temporary
+            weight_terms.append((weights[:n] @ self.fused.weight.view(n, -1)).view(d, -1))
+            bias_terms.append(weights[:n] @ self.fused.bias.view(n, d))
+        for i in self.plain_linears[n:]:
+            linear = self.others[i - n][0]
+            weight_terms.append(weights[i] * linear.weight)
+            bias_terms.append(weights[i] * linear.bias)
+        return nn.functional.linear(x, sum(weight_terms[1:], weight_terms[0]), sum(bias_terms[1:], bias_terms[0]))
 
     def _linear(self, x: torch.Tensor, weights: torch.Tensor, chosen: list[int]) -> torch.Tensor:
         d = self.out_dim
