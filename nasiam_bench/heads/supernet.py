@@ -4,8 +4,9 @@ The ``linear_<act>`` ops of a layer share their input, so they run as one matrix
 weights (and one BatchNorm over the concatenated outputs: BatchNorm is per feature, so this equals one BN per op);
 only the activations differ per op. On a widening layer the linear ops and the identity are plain Linears (no BN, no
 activation), so their weighted sum is one Linear whose weight is the weighted sum of theirs: one matrix multiply of
-the batch in place of one per op (the same function; float rounding differs). The strategy decides how a row of alpha becomes op weights (softmax for DARTS,
-a hard Gumbel sample for GDAS); a one-hot weight vector computes only the chosen op.
+the batch in place of one per op (the same function; float rounding differs). The strategy decides how a row of
+alpha becomes op weights (softmax for DARTS, a hard Gumbel sample for GDAS); a one-hot weight vector computes only the
+chosen op.
 """
 
 from __future__ import annotations
