@@ -60,14 +60,15 @@ class MixedLayer(nn.Module):
         chosen = [int(weights.detach().argmax())] if hard else list(range(len(self.op_names)))
         self.computed = chosen
         out = 0
-        summed = self.plain_linears if not hard else []
+        summed = [] if hard else self.plain_linears
         if summed:
             out = out + self._summed_linear(x, weights)
-        linear_chosen = [i for i in chosen if i < self.n_linear and i not in summed]
+        rest = [i for i in chosen if i not in summed]
+        linear_chosen = [i for i in rest if i < self.n_linear]
         if linear_chosen:
             out = out + self._linear(x, weights, linear_chosen)
-        for i in chosen:
-            if i >= self.n_linear and i not in summed:
+        for i in rest:
+            if i >= self.n_linear:
                 out = out + weights[i] * self.others[i - self.n_linear](x)
         return out
 
