@@ -32,9 +32,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from nasiam_bench.identity import UNPREPARED, dataset_digest, run_id
     from nasiam_bench.spec import load_spec, spec_to_toml
 
-    print(spec_to_toml(load_spec(args.spec, args.overrides)), end="")
+    spec = load_spec(args.spec, args.overrides)
+    label = run_id(spec) + (" (the dataset is not prepared yet)" if dataset_digest(spec) == UNPREPARED else "")
+    print(spec_to_toml(spec, label), end="")
     return 0
 
 
@@ -84,13 +87,17 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from nasiam_bench.heads.genotype import GENOTYPES_DIR, load_genotype
+    from nasiam_bench.heads.genotype import load_genotype, saved_genotype_path
     from nasiam_bench.layout import default_search_dir
     from nasiam_bench.search.run import run_search
     from nasiam_bench.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
-    for seed, out in _seeds_and_folders(spec, args, default_search_dir):
+    folders = _seeds_and_folders(spec, args, default_search_dir)
+    target = saved_genotype_path(args.save_as, args.force) if args.save_as else None  # refused before any work
+    if target is not None and len(folders) > 1:
+        raise NasiamBenchError(f"--save-as names one genotype but the spec has {len(folders)} seeds; add --seed N")
+    for seed, out in folders:
         result, genotype_file = run_search(spec, seed, out, device=args.device)
         if genotype_file is None:
             print(f"{spec.experiment.strategy}: no search; the {spec.experiment.framework} baseline heads")
@@ -98,10 +105,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         for head, ops in result.genotype.items():
             print(f"{head}: {', '.join(ops)}")
         print(f"genotype {genotype_file} ({result.seconds:.1f} s, {result.steps} steps)")
-        if args.save_as:
-            target = GENOTYPES_DIR / f"{args.save_as}.toml"
+        if target is not None:
             load_genotype(genotype_file).save(target)
-            print(f"saved as {target}")
+            print(f"saved as {target} (train it with head=genotype:{target})")
     return 0
 
 
@@ -202,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
     p.add_argument("--out", help="the search folder itself, for a single seed")
     p.add_argument("--device", default="auto")
-    p.add_argument("--save-as", help="also save the genotype as registry/genotypes/NAME.toml")
+    p.add_argument(
+        "--save-as", help="also save the genotype as NAME.toml in $NASIAM_GENOTYPES, else ./genotypes (not the paper's)"
+    )
+    p.add_argument("--force", action="store_true", help="with --save-as: replace a saved genotype of that name")
     p.set_defaults(run=_cmd_search)
 
     p = sub.add_parser("searches", help="search variants of a spec with several seeds; report genotypes and alpha")

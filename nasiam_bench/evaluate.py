@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasiam_bench.checkpoints import BEST_CHECKPOINT, load_checkpoint, model_from_checkpoint
+from nasiam_bench.checkpoints import BEST_CHECKPOINT, load_checkpoint, load_state, model_from_checkpoint
 from nasiam_bench.data.loaders import EvalLoader, LoaderConfig
 from nasiam_bench.data.prepare import open_prepared
 from nasiam_bench.data.splits import train_indices
@@ -26,6 +26,7 @@ from nasiam_bench.features import EvalData, Features
 from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.models import build_model
 from nasiam_bench.probe import augmented_probe, linear_probe
+from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.rng import seed_everything
 from nasiam_bench.spec import EvalSection
 
@@ -127,7 +128,10 @@ def evaluate_checkpoint(checkpoint: str, device: str = "auto", floor: bool = Fal
     spec, model = model_from_checkpoint(state)
     selection = {"checkpoint_selection": "final", "selected_epoch": state["epoch"]}
     if spec.eval.checkpoint == "best-on-test":
-        best = load_checkpoint(Path(checkpoint).with_name(BEST_CHECKPOINT))
+        path = Path(checkpoint).with_name(BEST_CHECKPOINT)
+        best = load_state(path, "best", state["identity"], "pre-train the run again (its best epoch is not this run's)")
+        if best is None:
+            raise NasiamBenchError(f"{path}: not found; eval.checkpoint = 'best-on-test' needs the run's best epoch")
         model.load_state_dict(best["model"])
         selection = {"checkpoint_selection": "best-on-test", "selected_epoch": best["epoch"]}
     ctx = setup(device)

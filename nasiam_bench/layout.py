@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nasiam_bench.identity import run_id, search_id
 from nasiam_bench.spec import Spec
 
 
 def default_run_dir(spec: Spec, seed: int, root: str | Path = "runs") -> Path:
     label = spec.experiment.name or f"{spec.experiment.framework}-{spec.experiment.dataset}"
-    return Path(root) / f"{label}-{spec.run_id}" / f"seed{seed}"
+    return Path(root) / f"{label}-{run_id(spec)}" / f"seed{seed}"
 
 
 def default_search_dir(spec: Spec, seed: int, runs: str | Path = "runs") -> Path:
     e = spec.experiment
     label = f"search-{e.framework}-{e.dataset}-{e.strategy}"
-    return Path(runs) / f"{label}-{spec.search_id}" / f"seed{seed}"
+    return Path(runs) / f"{label}-{search_id(spec)}" / f"seed{seed}"

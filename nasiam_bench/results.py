@@ -58,13 +58,18 @@ def write_record(results: str | Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def find_record(
-    results: str | Path, dataset: str, framework: str, head: str, run_id: str, seed: int
-) -> dict[str, Any] | None:
-    path = record_path(
-        results, {"dataset": dataset, "framework": framework, "head": head, "run_id": run_id, "seed": seed}
-    )
-    return json.loads(path.read_text()) if path.is_file() else None
+def find_record(path: str | Path, state_identity: str) -> dict[str, Any] | None:
+    """The record at ``path`` if it is of ``state_identity`` (``identity("state", ...)``: the run, its seed, the
+    ops of its heads, the dataset); None when there is none, or when it records another state (a re-searched
+    genotype, say), which the run then replaces."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("identity") != state_identity:
+        print(f"{path}: records state {record.get('identity')}, not {state_identity}: run again", flush=True)
+        return None
+    return record
 
 
 def load_records(results: str | Path) -> list[dict[str, Any]]:

@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from nasiam_bench import distributed
+from nasiam_bench.claims import claim
 from nasiam_bench.data.datasets import DataError
 from nasiam_bench.data.prepare import open_prepared, prepare
 from nasiam_bench.distributed import device_name
 from nasiam_bench.evaluate import eval_data_for, evaluate_checkpoint, untrained_knn
-from nasiam_bench.heads.genotype import paper_genotype_path, resolve_genotype
+from nasiam_bench.heads.genotype import paper_genotype_path
+from nasiam_bench.heads.resolve import resolve_genotype
+from nasiam_bench.identity import comparison_id, dataset_digest, identity, run_id, search_id
 from nasiam_bench.layout import default_run_dir, default_search_dir
 from nasiam_bench.models import build_model
-from nasiam_bench.results import device_hours, find_record, git_commit, write_record
+from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
 from nasiam_bench.search.run import run_search
 from nasiam_bench.spec import Spec, load_spec
 from nasiam_bench.tables import FLOOR, write_tables
@@ -110,28 +113,16 @@ def bench(
     for number, job in enumerate(jobs, 1):
         job_spec = spec.replace(strategy=job.strategy) if job.strategy else spec
         label = f"[{number}/{len(jobs)}] {spec.experiment.framework} {job.kind} seed {job.seed}"
-        if job.strategy:
-            label += f" ({job.strategy})"
+        label += f" ({job.strategy})" if job.strategy else ""
         if job.kind == "search":
             searches[(job.seed, job.strategy)] = _search(job_spec, job.seed, label, runs, results, device, progress)
             continue
-        run_spec = job_spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
-        done = find_record(
-            results, spec.experiment.dataset, spec.experiment.framework, job.kind, run_spec.run_id, job.seed
-        )
-        if done is not None:
-            print(f"{label}: done before, skipped", flush=True)
-            records.append(done)
+        if job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None:
+            print(f"{label}: its search is running elsewhere; skipped (bench again once it is done)", flush=True)
             continue
-        print(f"{label}: {'kNN of the untrained backbone' if job.kind == FLOOR else 'pre-train'}", flush=True)
-        record = (
-            _floor(run_spec, job.seed, ctx)
-            if job.kind == FLOOR
-            else _run_head(run_spec, job.seed, runs, device, progress, searches.get((job.seed, job.strategy)), ctx)
-        )
-        record = {**_base(run_spec, job.seed), **record}
-        write_record(results, record)
-        records.append(record)
+        record = _job_record(job, job_spec, label, runs, results, device, progress, searches, ctx)
+        if record is not None:
+            records.append(record)
     if ctx.is_main:
         for path in write_tables(results):
             if path.suffix == ".md" and path.stem == spec.experiment.dataset:
@@ -139,10 +130,43 @@ def bench(
     return records
 
 
+def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, progress: bool, searches, ctx):
+    """The record of a floor or head job: found (of this identity), or made under this process's claim; None when
+    another live process has claimed the run."""
+    run_spec = spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
+    genotype = None if job.kind == FLOOR else resolve_genotype(run_spec, job.seed, runs)
+    state = identity("state", run_spec, job.seed, genotype)
+    e = spec.experiment
+    where = {"dataset": e.dataset, "framework": e.framework, "head": job.kind, "run_id": run_id(run_spec)}
+    path = record_path(results, {**where, "seed": job.seed})
+    done = find_record(path, state)
+    if done is not None:
+        print(f"{label}: done before, skipped", flush=True)
+        return done
+    with claim(path.with_suffix(".claim")) as other:
+        if other is not None:
+            print(f"{label}: claimed by {other}; skipped", flush=True)
+            return None
+        print(f"{label}: {'kNN of the untrained backbone' if job.kind == FLOOR else 'pre-train'}", flush=True)
+        if job.kind == FLOOR:
+            record = _floor(run_spec, job.seed, ctx)
+        else:
+            search = searches.get((job.seed, job.strategy))
+            record = _run_head(run_spec, job.seed, genotype, runs, device, progress, search, ctx)
+        record = {**_base(run_spec, job.seed), **record, "identity": state, "dataset_digest": dataset_digest(run_spec)}
+        write_record(results, record)
+        return record
+
+
 def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progress: bool):
+    """The search of a job, run under this process's claim; None when another live process has claimed it."""
     out = default_search_dir(spec, seed, runs)
-    print(f"{label}: {spec.experiment.strategy} search -> {out}", flush=True)
-    result, genotype_file = run_search(spec, seed, out, device=device, progress=progress)
+    with claim(out / "search.claim") as other:
+        if other is not None:
+            print(f"{label}: claimed by {other}; skipped", flush=True)
+            return None
+        print(f"{label}: {spec.experiment.strategy} search -> {out}", flush=True)
+        result, genotype_file = run_search(spec, seed, out, device=device, progress=progress)
     if genotype_file is not None and (out / "alpha.png").is_file():
         plots = Path(results) / "plots"
         plots.mkdir(parents=True, exist_ok=True)
@@ -159,8 +183,8 @@ def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
     seconds = time.perf_counter() - began
     return {
         "head": FLOOR,
-        "run_id": spec.run_id,
-        "comparison_id": spec.comparison_id,
+        "run_id": run_id(spec),
+        "comparison_id": comparison_id(spec),
         "strategy": "-",
         "knn_top1": knn,
         "head_params": None,
@@ -176,8 +200,7 @@ def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
     }
 
 
-def _run_head(spec: Spec, seed: int, runs, device: str, progress: bool, search, ctx) -> dict[str, Any]:
-    genotype = resolve_genotype(spec, seed, runs)
+def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool, search, ctx) -> dict[str, Any]:
     out = default_run_dir(spec, seed, runs)
     trained = pretrain(spec, seed, out, genotype=genotype, device=device, progress=progress, runs=runs)
     began = time.perf_counter()
@@ -187,9 +210,9 @@ def _run_head(spec: Spec, seed: int, runs, device: str, progress: bool, search, 
     search_seconds = search.seconds if (search is not None and spec.experiment.head == "nasiam") else 0.0
     return {
         "head": spec.experiment.head,
-        "run_id": spec.run_id,
-        "comparison_id": spec.comparison_id,
-        "search_id": spec.search_id,
+        "run_id": run_id(spec),
+        "comparison_id": comparison_id(spec),
+        "search_id": search_id(spec),
         "strategy": spec.experiment.strategy if spec.experiment.head == "nasiam" else "-",
         "genotype": genotype,
         **metrics,

@@ -5,14 +5,12 @@ schedule's scale), the recipe (``registry/recipes/<recipe>.toml``: the hyperpara
 its paper or from NASiam's code), the experiment file (what defines the experiment; a value written there is
 deliberate), the command-line overrides. So the TOML that ``show`` prints loads back to the same spec. Every value is
 checked at load; an error names the file, the key, the bad value and what is valid. The hash of the resolved spec
-(without the fields that only say where things live) is its run id.
+(without the fields that only say where things live) is its run id (``nasiam_bench.identity``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 import types
 import typing
@@ -220,8 +218,10 @@ class Spec:
         """The resolved spec as plain TOML-able data (sections only)."""
         return {s.name: _plain(dataclasses.asdict(getattr(self, s.name))) for s in _sections()}
 
-    def _digest(self, skip: tuple[str, ...] = ()) -> str:
-        hashed = {
+    def hashed_values(self, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+        """The resolved values that can change a result (fields marked ``hashed``), but the ``skip``ped sections
+        and ``section.key``s; ``nasiam_bench.identity`` hashes them."""
+        return {
             sec.name: {
                 f.name: _plain(getattr(getattr(self, sec.name), f.name))
                 for f in dataclasses.fields(sec.type_cls)
@@ -231,32 +231,8 @@ class Spec:
                 and getattr(getattr(self, sec.name), f.name) is not None
             }
             for sec in _sections()
+            if sec.name not in skip
         }
-        blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-    @property
-    def run_id(self) -> str:
-        """Stable 12-hex-digit hash of everything that changes a result but the seed (a run is run id + seed).
-
-        A head that is not searched does not depend on how a search would run (strategy, search schedule), so
-        benches of several strategies share their baseline, paper and random runs."""
-        if self.experiment.head == "nasiam":
-            return self._digest()
-        layers = {"projector_layers", "predictor_layers"}  # they shape random heads too
-        unsearched = tuple(f"search.{f.name}" for f in dataclasses.fields(SearchSection) if f.name not in layers)
-        return self._digest(skip=("experiment.strategy", *unsearched))
-
-    @property
-    def comparison_id(self) -> str:
-        """The hash of what every head of one comparison shares: runs with the same comparison id and seed are
-        paired (the same data, schedule, initialisation and evaluation; only the heads differ)."""
-        return self._digest(skip=("experiment.head", "experiment.strategy", "search", "seeds"))
-
-    @property
-    def search_id(self) -> str:
-        """The hash of what changes a search: not the head trained afterwards, nor the pre-training schedule."""
-        return self._digest(skip=("experiment.head", "train", "eval", "seeds"))
 
     def replace(self, **overrides: Any) -> Spec:
         """A copy with ``section.key`` (or unique short key) overrides applied and validated."""
@@ -516,11 +492,12 @@ def spec_from_dict(raw: dict[str, Any], where: str = "checkpoint") -> Spec:
     return _build(_merge({}, raw, where=where), where=where, source=where)
 
 
-def spec_to_toml(spec: Spec) -> str:
-    """The resolved spec as TOML, with its run id in a comment."""
+def spec_to_toml(spec: Spec, run_id: str = "") -> str:
+    """The resolved spec as TOML, with its run id (``nasiam_bench.identity``, when given) in a comment."""
     import tomli_w
 
-    header = f"# resolved spec, run id {spec.run_id}" + (f", from {spec.source}" if spec.source else "") + "\n"
+    header = "# resolved spec" + (f", run id {run_id}" if run_id else "")
+    header += (f", from {spec.source}" if spec.source else "") + "\n"
     e = spec.experiment
     keys = recipe_keys(spec)
     header += f"# recipe {e.recipe!r} ({_recipe_path(e.recipe).relative_to(REGISTRY_DIR.parent)}) for {e.framework}: "

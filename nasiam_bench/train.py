@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import resource
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +17,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from nasiam_bench import distributed
-from nasiam_bench.checkpoints import BEST_CHECKPOINT, CHECKPOINT_FORMAT, load_checkpoint
+from nasiam_bench.checkpoints import BEST_CHECKPOINT, load_state, save_state
 from nasiam_bench.compile import compile_model
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
@@ -29,20 +27,23 @@ from nasiam_bench.data.splits import train_indices
 from nasiam_bench.distributed import device_name
 from nasiam_bench.evaluate import collapse_metrics, eval_data_for, knn_encoder, spec_knn
 from nasiam_bench.frameworks.base import Framework
-from nasiam_bench.heads.genotype import resolve_genotype
+from nasiam_bench.heads.resolve import resolve_genotype
+from nasiam_bench.identity import identity
 from nasiam_bench.io import atomic_write_text, save_torch
+from nasiam_bench.loop import (
+    Callback,
+    Epoch,
+    TrainingDiverged,  # noqa: F401 (re-exported: the error pretrain raises)
+    epoch_loss,
+    run_epochs,
+)
 from nasiam_bench.models import build_model
 from nasiam_bench.optim import build_optimizer, scaled_lr
-from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.rng import rng_state, seed_everything, set_rng_state
 from nasiam_bench.schedule import lr_schedule
 from nasiam_bench.spec import Spec, SpecError
 
 COLLAPSE_STD_RATIO = 0.1  # std of normalised embeddings below 0.1/sqrt(d): the representation is collapsing
-
-
-class TrainingDiverged(NasiamBenchError):
-    """The loss became NaN or infinite."""
 
 
 class CollapseWarning(UserWarning):
@@ -99,150 +100,198 @@ def pretrain(
     progress: bool = True,
     runs: str | Path = "runs",
 ) -> PretrainResult:
-    """Pre-train for ``spec.train.epochs`` epochs, resuming from ``out_dir/checkpoint.pt`` when there is one.
+    """Pre-train for ``spec.train.epochs`` epochs, resuming from ``out_dir/checkpoint.pt`` when there is one (of
+    this run's identity only: spec, seed, genotype, dataset).
 
     The heads are those ``experiment.head`` names (resolved against ``runs`` for ``nasiam``), unless ``genotype``
     gives their ops. ``stop_after`` ends this call after that many epochs (the checkpoint stays resumable).
     """
-    out_dir = Path(out_dir)
-    ctx = distributed.setup(device)
-    t = spec.train
+    out_dir, ctx, t = Path(out_dir), distributed.setup(device), spec.train
     if t.batch_size % ctx.world_size:
         raise SpecError(f"train.batch_size = {t.batch_size} does not split over {ctx.world_size} processes")
     seed_everything(seed)
     genotype = genotype if genotype is not None else resolve_genotype(spec, seed, runs)
-    model: Framework = build_model(spec, genotype).to(ctx.device)
-    if t.channels_last:
+    run = _Run(spec, seed, out_dir, genotype, ctx)
+    if resume:
+        run.restore()
+    use_amp = t.amp and ctx.device.type == "cuda"
+
+    def step(epoch: int, i: int, batch) -> dict[str, Any]:
+        progress_after = (epoch * run.steps_per_epoch + i + 1) / run.total_steps
+        return train_step(run.model, batch[0], batch[1], run.optimizer, run.scheduler, progress_after, use_amp)
+
+    def diverged(epoch: int, i: int, value: str) -> str:
+        return (
+            f"the {spec.experiment.framework} {value.replace('loss ', 'loss is ')} at epoch {epoch + 1}, step "
+            f"{i + 1} (lr {run.scheduler.get_last_lr()[0]:.4g}); the checkpoint of epoch {epoch} in {out_dir} is "
+            "intact: lower train.lr" + (" or set train.amp=false" if use_amp else "")
+        )
+
+    end = t.epochs if stop_after is None else min(t.epochs, run.epochs_done + stop_after)
+    callbacks = [_EpochRow(run), _Monitor(run), _Saver(run)] if ctx.is_main else [_EpochRow(run), _Saver(run)]
+    desc = f"{spec.experiment.framework} epoch"
+    show = progress and ctx.is_main
+    epochs = range(run.epochs_done, end)
+    run_epochs(run.loader, epochs, step, callbacks, desc=desc, total=t.epochs, progress=show, diverged=diverged)
+    return run.finish()
+
+
+class _Run:
+    """A pre-training run's parts: the model, its loader and optimiser, and the progress a checkpoint keeps."""
+
+    def __init__(self, spec: Spec, seed: int, out_dir: Path, genotype, ctx) -> None:
+        t = spec.train
+        self.spec, self.seed, self.out_dir, self.genotype, self.ctx = spec, seed, out_dir, genotype, ctx
+        self.identity = identity("state", spec, seed, genotype)
+        self.model = _placed_model(build_model(spec, genotype).to(ctx.device), spec, ctx)
+        data = open_prepared(spec.experiment.dataset, spec.data.root or None)
+        indices = train_indices(data, spec.data.train_subset, seed)
+        config = LoaderConfig.from_spec(spec, seed, t.batch_size // ctx.world_size, ctx.device, ctx.distributed)
+        self.loader = ssl_loader(data, data.train_split, config, indices)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise SpecError(f"train.batch_size = {t.batch_size} exceeds the {len(indices)} training images")
+        self.total_steps = self.steps_per_epoch * t.epochs
+        lr = scaled_lr(t.lr, t.lr_scaling, t.batch_size)
+        self.optimizer = build_optimizer(t.optimizer, self.model.param_groups(), lr, t.weight_decay, t.momentum)
+        warmup = t.warmup_epochs * self.steps_per_epoch
+        self.scheduler = lr_schedule(self.optimizer, self.total_steps, warmup, t.schedule)
+        self.history: list[dict[str, Any]] = []
+        self.epochs_done, self.train_seconds, self.images_seen = 0, 0.0, 0
+        self.writer = _tensorboard(out_dir) if ctx.is_main else None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def restore(self) -> None:
+        way_out = "use another output folder, or --no-resume to start afresh"
+        state = load_state(self.checkpoint, "pretrain", self.identity, way_out)
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.epochs_done, self.history = state["epoch"], state["history"]
+        self.train_seconds, self.images_seen = state["train_seconds"], state["images_seen"]
+
+    def save(self) -> None:
+        state = {
+            "genotype": self.genotype,
+            "framework": self.spec.experiment.framework,
+            "spec": self.spec.to_dict(),
+            "seed": self.seed,
+            "epoch": self.epochs_done,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "images_seen": self.images_seen,
+        }
+        save_state(self.checkpoint, "pretrain", self.identity, state)
+
+    def finish(self) -> PretrainResult:
+        finished = self.epochs_done >= self.spec.train.epochs
+        if finished and self.ctx.is_main:
+            export_backbone(self.model.backbone, self.out_dir / "backbone.pt")
+        if self.writer is not None:
+            self.writer.close()
+        return PretrainResult(
+            self.out_dir,
+            self.epochs_done,
+            finished,
+            self.history,
+            self.train_seconds,
+            self.images_seen / self.train_seconds if self.train_seconds else 0.0,
+            _peak_memory_mb(self.ctx.device),
+            device_name(self.ctx.device),
+            self.ctx.world_size,
+        )
+
+
+def _placed_model(model: Framework, spec: Spec, ctx) -> Framework:
+    if spec.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if ctx.distributed:
         model = distributed.convert_sync_batchnorm(model, ctx.device)
-    if t.compile:
-        model = compile_model(model)
+    return compile_model(model) if spec.train.compile else model
 
-    data = open_prepared(spec.experiment.dataset, spec.data.root or None)
-    indices = train_indices(data, spec.data.train_subset, seed)
-    loader = ssl_loader(
-        data,
-        data.train_split,
-        LoaderConfig.from_spec(spec, seed, t.batch_size // ctx.world_size, ctx.device, ctx.distributed),
-        indices,
-    )
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise SpecError(f"train.batch_size = {t.batch_size} exceeds the {len(indices)} training images")
-    total_steps = steps_per_epoch * t.epochs
 
-    lr = scaled_lr(t.lr, t.lr_scaling, t.batch_size)
-    optimizer = build_optimizer(t.optimizer, model.param_groups(), lr, t.weight_decay, t.momentum)
-    scheduler = lr_schedule(optimizer, total_steps, t.warmup_epochs * steps_per_epoch, t.schedule)
+class _EpochRow(Callback):
+    """The epoch's log row (loss, learning rate, time, collapse metrics) and the collapse warning; the per-step
+    loss to TensorBoard."""
 
-    history: list[dict[str, Any]] = []
-    start_epoch, train_seconds, images_seen = 0, 0.0, 0
-    checkpoint = out_dir / "checkpoint.pt"
-    if resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
-        _check_resumable(state, spec, seed, checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        start_epoch, history = state["epoch"], state["history"]
-        train_seconds, images_seen = state["train_seconds"], state["images_seen"]
+    def __init__(self, run: _Run) -> None:
+        self.run = run
 
-    use_amp = t.amp and ctx.device.type == "cuda"
-    writer = _tensorboard(out_dir) if ctx.is_main else None
-    # best-on-test keeps the epoch of best test kNN, so it must look at every epoch.
-    select_best = spec.eval.checkpoint == "best-on-test"
-    monitor_every = 1 if select_best else spec.eval.knn_every
-    monitor = eval_data_for(spec, seed, ctx.device, monitor=True) if monitor_every and ctx.is_main else None
+    def after_step(self, epoch: int, step: int, out: dict[str, Any]) -> None:
+        if self.run.writer is not None:
+            self.run.writer.add_scalar("train/loss_step", out["loss"].item(), epoch * self.run.steps_per_epoch + step)
 
-    end_epoch = t.epochs if stop_after is None else min(t.epochs, start_epoch + stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        model.train()
-        loader.set_epoch(epoch)
-        epoch_start, losses, embedding = time.perf_counter(), [], None
-        bar = tqdm(
-            loader,
-            desc=f"{spec.experiment.framework} epoch {epoch + 1}/{t.epochs}",
-            unit="batch",
-            leave=False,
-            disable=not (progress and ctx.is_main),
+    def epoch_end(self, epoch: Epoch) -> None:
+        run, images = self.run, self.run.steps_per_epoch * self.run.spec.train.batch_size
+        run.train_seconds += epoch.seconds
+        run.images_seen += images
+        epoch.row.update(
+            {
+                "epoch": epoch.index + 1,
+                "loss": distributed.all_reduce_mean(epoch_loss(epoch)).item(),
+                "lr": run.scheduler.get_last_lr()[0],
+                "seconds": round(epoch.seconds, 3),
+                "images_per_s": round(images / epoch.seconds, 2),
+                **collapse_metrics(epoch.last["embedding"]),
+            }
         )
-        for step, (view1, view2, _) in enumerate(bar):
-            progress_after = (epoch * steps_per_epoch + step + 1) / total_steps
-            try:
-                out = train_step(model, view1, view2, optimizer, scheduler, progress_after, use_amp)
-            except FloatingPointError as exc:
-                raise TrainingDiverged(
-                    f"the {spec.experiment.framework} loss is {exc} at epoch {epoch + 1}, step {step + 1} "
-                    f"(lr {scheduler.get_last_lr()[0]:.4g}); the checkpoint of epoch {epoch} in {out_dir} is "
-                    f"intact: lower train.lr" + (" or set train.amp=false" if use_amp else "")
-                ) from None
-            loss = out["loss"]
-            losses.append(loss.detach())
-            embedding = out["embedding"]
-            if writer is not None:
-                writer.add_scalar("train/loss_step", loss.item(), epoch * steps_per_epoch + step)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        seconds = time.perf_counter() - epoch_start
-        train_seconds += seconds
-        images_seen += steps_per_epoch * t.batch_size
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "loss": distributed.all_reduce_mean(torch.stack(losses).mean()).item(),
-            "lr": scheduler.get_last_lr()[0],
-            "seconds": round(seconds, 3),
-            "images_per_s": round(steps_per_epoch * t.batch_size / seconds, 2),
-            **collapse_metrics(embedding),
-        }
-        if row["std_ratio"] < COLLAPSE_STD_RATIO and ctx.is_main:
+        row = epoch.row
+        if row["std_ratio"] < COLLAPSE_STD_RATIO and run.ctx.is_main:
             message = (
-                f"epoch {epoch + 1}: the embeddings are collapsing (std of normalised projector output "
+                f"epoch {epoch.index + 1}: the embeddings are collapsing (std of normalised projector output "
                 f"{row['std_ratio']:.3f}/sqrt(d), effective rank {row['effective_rank']:.1f})"
             )
             warnings.warn(message, CollapseWarning, stacklevel=2)
-        if monitor is not None and (epoch + 1) % monitor_every == 0:
-            row["knn_top1"] = spec_knn(monitor.features(knn_encoder(model, spec.eval.knn_features)), spec.eval)
-            if select_best and row["knn_top1"] > max((r.get("knn_top1", -1.0) for r in history), default=-1.0):
-                _save_best(out_dir / BEST_CHECKPOINT, model, epoch + 1, row["knn_top1"])
-        history.append(row)
-        if ctx.is_main:
-            _save_checkpoint(
-                checkpoint,
-                spec,
-                seed,
-                epoch + 1,
-                model,
-                optimizer,
-                scheduler,
-                history,
-                train_seconds,
-                images_seen,
-                genotype,
-            )
-            _write_log(out_dir, history)
-            for key, value in row.items():
-                if key != "epoch":
-                    writer.add_scalar(f"epoch/{key}", value, epoch + 1)
-        if ctx.distributed:
-            torch.distributed.barrier()
 
-    finished = (history[-1]["epoch"] if history else 0) >= t.epochs
-    if finished and ctx.is_main:
-        export_backbone(model.backbone, out_dir / "backbone.pt")
-    if writer is not None:
-        writer.close()
-    return PretrainResult(
-        out_dir,
-        history[-1]["epoch"] if history else 0,
-        finished,
-        history,
-        train_seconds,
-        images_seen / train_seconds if train_seconds else 0.0,
-        _peak_memory_mb(ctx.device),
-        device_name(ctx.device),
-        ctx.world_size,
-    )
+
+class _Monitor(Callback):
+    """The per-epoch kNN monitor (``eval.knn_every``), and best-on-test's weights (it looks at every epoch)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run, spec = run, run.spec
+        self.select_best = spec.eval.checkpoint == "best-on-test"
+        self.every = 1 if self.select_best else spec.eval.knn_every
+        self.data = eval_data_for(spec, run.seed, run.ctx.device, monitor=True) if self.every else None
+
+    def epoch_end(self, epoch: Epoch) -> None:
+        if self.data is None or (epoch.index + 1) % self.every:
+            return
+        run, e = self.run, self.run.spec.eval
+        knn = spec_knn(self.data.features(knn_encoder(run.model, e.knn_features)), e)
+        epoch.row["knn_top1"] = knn
+        if self.select_best and knn > max((r.get("knn_top1", -1.0) for r in run.history), default=-1.0):
+            best = {"epoch": epoch.index + 1, "knn_top1": knn, "model": run.model.state_dict()}
+            save_state(run.out_dir / BEST_CHECKPOINT, "best", run.identity, best)
+
+
+class _Saver(Callback):
+    """The epoch into the history, the checkpoint, ``log.csv`` and TensorBoard (main process), then a barrier."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def epoch_end(self, epoch: Epoch) -> None:
+        run = self.run
+        run.history.append(epoch.row)
+        run.epochs_done = epoch.index + 1
+        if run.ctx.is_main:
+            run.save()
+            _write_log(run.out_dir, run.history)
+            for key, value in epoch.row.items():
+                if key != "epoch":
+                    run.writer.add_scalar(f"epoch/{key}", value, epoch.index + 1)
+        if run.ctx.distributed:
+            torch.distributed.barrier()
 
 
 def train_step(
@@ -254,12 +303,10 @@ def train_step(
     progress: float,
     use_amp: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """One optimisation step of any framework; raises FloatingPointError (with the value) on a non-finite loss."""
+    """One optimisation step of any framework (``loop.run_epochs`` stops a run whose loss is not finite)."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
         out = model(view1, view2)
     loss = out["loss"]
-    if not torch.isfinite(loss):
-        raise FloatingPointError(str(loss.item()))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     distributed.average_gradients(model)
@@ -267,56 +314,6 @@ def train_step(
     scheduler.step()
     model.after_step(progress)
     return out
-
-
-def _check_resumable(state: dict[str, Any], spec: Spec, seed: int, path: Path) -> None:
-    if state["framework"] != spec.experiment.framework:
-        raise NasiamBenchError(
-            f"{path} is a {state['framework']} checkpoint; this spec trains "
-            f"{spec.experiment.framework}: use another output folder, or --no-resume"
-        )
-    if state["run_id"] != spec.run_id or state["seed"] != seed:
-        raise NasiamBenchError(
-            f"{path} belongs to run {state['run_id']} seed {state['seed']}, not {spec.run_id} "
-            f"seed {seed}: use another output folder, or --no-resume"
-        )
-
-
-def _save_checkpoint(
-    path: Path,
-    spec: Spec,
-    seed: int,
-    epoch: int,
-    model: Framework,
-    optimizer,
-    scheduler,
-    history,
-    train_seconds: float,
-    images_seen: int,
-    genotype: dict[str, list[str]] | None,
-) -> None:
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "genotype": genotype,
-        "framework": spec.experiment.framework,
-        "spec": spec.to_dict(),
-        "run_id": spec.run_id,
-        "seed": seed,
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
-        "history": history,
-        "train_seconds": train_seconds,
-        "images_seen": images_seen,
-    }
-    save_torch(path, state)
-
-
-def _save_best(path: Path, model: Framework, epoch: int, knn: float) -> None:
-    """The weights of the epoch with the best test kNN so far (``eval.checkpoint = "best-on-test"``)."""
-    save_torch(path, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "knn_top1": knn, "model": model.state_dict()})
 
 
 def export_backbone(backbone: nn.Module, path: Path) -> None:

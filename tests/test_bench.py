@@ -4,6 +4,7 @@ import multiprocessing as mp
 import pandas as pd
 import pytest
 
+from nasiam_bench.checkpoints import load_checkpoint
 from nasiam_bench.results import load_records, write_record
 from nasiam_bench.runner import bench
 from nasiam_bench.tables import summarise, write_tables
@@ -74,7 +75,7 @@ def test_killed_bench_resumes_and_completes(tmp_path, monkeypatch):
         bench("moco", overrides, runs=runs, results=results, progress=False)
     assert [r["head"] for r in load_records(results)] == ["untrained"]
     (checkpoint,) = runs.rglob("checkpoint.pt")
-    assert train.load_checkpoint(checkpoint)["epoch"] == 1  # the last whole epoch survived the kill
+    assert load_checkpoint(checkpoint)["epoch"] == 1  # the last whole epoch survived the kill
     monkeypatch.setattr(train, "train_step", real_step)
     bench("moco", overrides, runs=runs, results=results, progress=False)
     done = {r["head"]: r for r in load_records(results)}

@@ -272,6 +272,7 @@ def test_alpha_steps_per_batch_or_per_epoch(arch_steps, monkeypatch, tmp_path):
         ops=[],
         progress=False,
         amp=False,
+        identity="",
     )
     SEARCH_STRATEGIES.get("darts")().run(ctx)
     assert len(calls) == (6 if arch_steps == "batch" else 2)  # 3 batches x 2 epochs, or one an epoch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,14 +12,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from nasiam_bench.heads.ops import build_op, every_op, search_space
+from nasiam_bench.heads.ops import build_op, every_op
 from nasiam_bench.heads.supernet import Cell
 from nasiam_bench.io import atomic_write_text
-from nasiam_bench.layout import default_search_dir
-from nasiam_bench.registry import FRAMEWORKS, NasiamBenchError
-from nasiam_bench.spec import Spec, SpecError
+from nasiam_bench.registry import NasiamBenchError
 
+# The paper's published genotypes, shipped with the suite; a user's saved ones live apart (saved_genotypes_dir).
 GENOTYPES_DIR = Path(__file__).resolve().parent.parent.parent / "registry" / "genotypes"
+SAVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class GenotypeError(NasiamBenchError):
@@ -115,43 +117,25 @@ def sample_genotype(ops: list[str], layers: dict[str, int], rng: np.random.Gener
     return {head: [str(rng.choice(ops)) for _ in range(n)] for head, n in layers.items()}
 
 
-def searched_layers(spec: Spec) -> dict[str, int]:
-    """The searched heads of the spec's framework and their layer counts."""
-    cells = FRAMEWORKS.get(spec.experiment.framework).search_cells(1, spec.search.layers())
-    return {head: cell.layers for head, cell in cells.items()}
+def published_genotypes() -> list[str]:
+    """The names of the paper's genotypes shipped in ``registry/genotypes/``."""
+    return sorted(p.stem for p in GENOTYPES_DIR.glob("*.toml"))
 
 
-def resolve_genotype(spec: Spec, seed: int, runs: str | Path = "runs") -> dict[str, list[str]] | None:
-    """The ops of the heads ``experiment.head`` asks for; None for the framework's baseline heads.
+def saved_genotypes_dir() -> Path:
+    """Where ``search --save-as`` keeps a user's genotypes: ``$NASIAM_GENOTYPES``, else ``./genotypes``."""
+    return Path(os.environ.get("NASIAM_GENOTYPES") or "genotypes")
 
-    ``genotype:<file>``: a genotype file; ``paper``: the paper's for this framework, dataset and backbone;
-    ``nasiam``: what ``nasiam-bench search`` found for this spec and seed; ``random``: one sampled with the seed.
-    """
-    e = spec.experiment
-    kind = e.head
-    if kind == "baseline":
-        return None
-    if kind == "random":
-        rng = np.random.default_rng([seed, 1])  # not the random search's own stream
-        return sample_genotype(search_space(e.activations), searched_layers(spec), rng)
-    if kind == "paper":
-        path = paper_genotype_path(e.framework, e.dataset, e.backbone)
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in path.parent.glob("*.toml"))) or "none"
-            raise SpecError(
-                f"experiment.head = 'paper': the paper published no genotype for {e.framework} on "
-                f"{e.dataset} with {e.backbone}; it did for: {known}"
-            )
-    elif kind == "nasiam":
-        path = default_search_dir(spec, seed, runs) / "genotype.toml"
-        if not path.is_file():
-            raise SpecError(
-                f"experiment.head = 'nasiam': no search result at {path}; run "
-                f"`nasiam-bench search` with this spec first"
-            )
-    else:
-        path = Path(kind.removeprefix("genotype:"))
-    genotype = load_genotype(path)
-    if genotype.framework != e.framework:
-        raise SpecError(f"{path}: a genotype of {genotype.framework} heads, not {e.framework}")
-    return genotype.heads
+
+def saved_genotype_path(name: str, force: bool = False) -> Path:
+    """Where ``search --save-as NAME`` saves: NAME.toml in the saved-genotypes folder. A name that would leave the
+    folder is refused, and so is an existing one unless ``force``."""
+    if not SAVED_NAME.fullmatch(name) or ".." in name:
+        raise GenotypeError(
+            f"--save-as {name!r}: a name is letters, digits, '_', '-' and '.', not a path (it is saved in "
+            f"{saved_genotypes_dir()}/)"
+        )
+    target = saved_genotypes_dir() / f"{name.removesuffix('.toml')}.toml"
+    if target.exists() and not force:
+        raise GenotypeError(f"--save-as {name!r}: {target} exists; choose another name, or --force to replace it")
+    return target

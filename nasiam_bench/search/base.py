@@ -10,7 +10,6 @@ MoCo's queue, the momentum encoders') is put back as it was, so held-out batches
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +17,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from nasiam_bench import distributed
+from nasiam_bench.checkpoints import load_state, save_state
 from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.heads.supernet import SearchHead
-from nasiam_bench.io import load_torch_or_none, save_torch
+from nasiam_bench.loop import Callback, Epoch, TrainingDiverged, run_epochs
 from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.rng import rng_state, set_rng_state
 from nasiam_bench.schedule import lr_schedule
@@ -54,6 +53,7 @@ class SearchContext:
     out_dir: Path
     progress: bool = True
     amp: bool = False  # bf16 autocast of the forward passes, as pre-training (train.amp, on CUDA only)
+    identity: str = ""  # the search's identity (seed included): the only state it resumes from
 
 
 @dataclass
@@ -68,6 +68,9 @@ class SearchResult:
 
 class SearchStrategy:
     name = "strategy"
+    # The values outside [search], [data], [framework] and [experiment] the strategy's numbers depend on: they are
+    # part of its search identity (nasiam_bench.identity), and no other value of [train] or [eval] is.
+    reads: tuple[str, ...] = ("train.amp",)
 
     def run(self, ctx: SearchContext) -> SearchResult:
         raise NotImplementedError
@@ -143,7 +146,7 @@ class GradientStrategy(SearchStrategy):
         """One search step: the architecture of the step (``begin_step``), then alpha (unless ``val_batch`` is
         None: ``search.arch_steps = "epoch"`` steps alpha on the epoch's first batch only), then the weights."""
         self.begin_step()
-        arch_loss = self.arch_step(val_batch, loss_fn) if val_batch is not None else float("nan")
+        arch_loss = self.arch_step(val_batch, loss_fn) if val_batch is not None else None
         loss = self.weight_step(train_batch, loss_fn)
         return {"loss": loss, "arch_loss": arch_loss}
 
@@ -229,54 +232,71 @@ class GradientStrategy(SearchStrategy):
     def alpha_weights(self) -> dict[str, list[list[float]]]:
         return {name: torch.softmax(h.alpha.detach(), dim=-1).tolist() for name, h in self.heads.items()}
 
-    # -- the loop
+    # -- the search, through the one training loop
     def run(self, ctx: SearchContext) -> SearchResult:
         model = ctx.build_supernet()
         epochs = ctx.search.epochs
-        steps_per_epoch = len(ctx.train_loader)
-        self.attach(model, ctx.search, steps_per_epoch * epochs, ctx.search.batch_size, ctx.amp)
-        history: list[dict[str, list[list[float]]]] = [self.alpha_weights()]
-        start, seconds = 0, 0.0
-        state_path = ctx.out_dir / "search_state.pt"
-        state = load_torch_or_none(state_path)
-        if state is not None:
-            self.load_state_dict(state["strategy"])
-            start, history, seconds = state["epoch"], state["history"], state["seconds"]
-        for epoch in range(start, epochs):
-            began = time.perf_counter()
-            self.on_epoch(epoch, epochs)
-            model.train()
-            ctx.train_loader.set_epoch(epoch)
-            ctx.val_loader.set_epoch(epoch)
-            # one iterator over the held-out half for the whole epoch (none for a single-level strategy)
-            val_batches = iter(ctx.val_loader) if self.held_out else None
-            bar = tqdm(
-                ctx.train_loader,
-                desc=f"search {self.name} epoch {epoch + 1}/{epochs}",
-                unit="step",
-                leave=False,
-                disable=not ctx.progress,
-            )
-            for i, (t1, t2, _) in enumerate(bar):
-                val_batch = None
-                if self.held_out and (self.arch_every_batch or i == 0):
-                    try:
-                        v1, v2, _ = next(val_batches)
-                    except StopIteration:
-                        val_batches = iter(ctx.val_loader)
-                        v1, v2, _ = next(val_batches)
-                    val_batch = (v1, v2)
-                losses = self.step((t1, t2), val_batch)
-                bar.set_postfix(loss=f"{losses['loss']:.3f}", arch=f"{losses['arch_loss']:.3f}")
-            seconds += time.perf_counter() - began
-            history.append(self.alpha_weights())
-            if distributed.is_main_process():
-                save_torch(
-                    state_path,
-                    {"strategy": self.state_dict(), "epoch": epoch + 1, "history": history, "seconds": seconds},
-                )
+        self.attach(model, ctx.search, len(ctx.train_loader) * epochs, ctx.search.batch_size, ctx.amp)
+        progress = _SearchProgress(self, ctx)
+        progress.restore()
+
+        def step(epoch: int, i: int, batch) -> dict[str, Any]:
+            wants_alpha = self.held_out and (self.arch_every_batch or i == 0)
+            return self.step(batch[:2], progress.next_val_batch() if wants_alpha else None)
+
+        desc = f"search {self.name} epoch"
+        run_epochs(ctx.train_loader, range(progress.epoch, epochs), step, [progress], desc=desc, progress=ctx.progress)
+        history = progress.history
         alpha = {
             name: {"ops": ctx.ops, "final": history[-1][name], "history": [h[name] for h in history]}
             for name in self.heads
         }
-        return SearchResult(self.name, self.genotype(), alpha, seconds=seconds, steps=self.steps)
+        return SearchResult(self.name, self.genotype(), alpha, seconds=progress.seconds, steps=self.steps)
+
+
+class _SearchProgress(Callback):
+    """A gradient search's epochs: the strategy's per-epoch schedule and the held-out batches, alpha's history,
+    a check that alpha is finite, and the search state (through the checkpointer, under the search's identity)."""
+
+    def __init__(self, strategy: GradientStrategy, ctx: SearchContext) -> None:
+        self.strategy, self.ctx = strategy, ctx
+        self.path = ctx.out_dir / "search_state.pt"
+        self.history: list[dict[str, list[list[float]]]] = [strategy.alpha_weights()]
+        self.epoch, self.seconds, self.val_batches = 0, 0.0, None
+
+    def restore(self) -> None:
+        way_out = "use another --out, or remove it to search afresh"
+        state = load_state(self.path, "search", self.ctx.identity, way_out)
+        if state is not None:
+            self.strategy.load_state_dict(state["strategy"])
+            self.epoch, self.history, self.seconds = state["epoch"], state["history"], state["seconds"]
+
+    def epoch_start(self, epoch: int) -> None:
+        self.strategy.on_epoch(epoch, self.ctx.search.epochs)
+        self.strategy.model.train()
+        self.ctx.val_loader.set_epoch(epoch)
+        # one iterator over the held-out half for the whole epoch (none for a single-level strategy)
+        self.val_batches = iter(self.ctx.val_loader) if self.strategy.held_out else None
+
+    def next_val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            v1, v2, _ = next(self.val_batches)
+        except StopIteration:
+            self.val_batches = iter(self.ctx.val_loader)
+            v1, v2, _ = next(self.val_batches)
+        return v1, v2
+
+    def epoch_end(self, epoch: Epoch) -> None:
+        alphas = {name: head.alpha for name, head in self.strategy.heads.items()}
+        broken = [name for name, alpha in alphas.items() if not torch.isfinite(alpha).all()]
+        if broken:
+            raise TrainingDiverged(
+                f"search {self.strategy.name}: alpha of {', '.join(broken)} is not finite after epoch "
+                f"{epoch.index + 1}; no genotype is written (lower search.arch_lr or search.lr, or set train.amp=false)"
+            )
+        self.seconds += epoch.seconds
+        self.epoch = epoch.index + 1
+        self.history.append(self.strategy.alpha_weights())
+        if distributed.is_main_process():
+            state = {"strategy": self.strategy.state_dict(), "epoch": self.epoch, "history": self.history}
+            save_state(self.path, "search", self.ctx.identity, {**state, "seconds": self.seconds})

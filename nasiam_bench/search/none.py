@@ -7,6 +7,7 @@ from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy
 @SEARCH_STRATEGIES.register("none")
 class NoSearch(SearchStrategy):
     name = "none"
+    reads = ()
 
     def run(self, ctx: SearchContext) -> SearchResult:
         return SearchResult(self.name, None)

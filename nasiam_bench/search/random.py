@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nasiam_bench import distributed
+from nasiam_bench.checkpoints import load_state, save_state
 from nasiam_bench.heads.genotype import sample_genotype
-from nasiam_bench.io import load_torch_or_none, save_torch
+from nasiam_bench.loop import run_epochs
 from nasiam_bench.registry import SEARCH_STRATEGIES
 from nasiam_bench.rng import seed_everything
 from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy, weight_optimizer
@@ -25,21 +25,24 @@ from nasiam_bench.train import train_step
 class RandomSearch(SearchStrategy):
     name = "random"
 
+    reads = ("train.amp", "eval.knn_k", "eval.knn_temperature", "eval.knn_weighted", "eval.linear_batch_size")
+
     def run(self, ctx: SearchContext) -> SearchResult:
         rng = np.random.default_rng(ctx.seed)
         candidates = [sample_genotype(ctx.ops, ctx.heads, rng) for _ in range(ctx.search.random_samples)]
         state_path = ctx.out_dir / "search_state.pt"
-        state = load_torch_or_none(state_path) or {"scores": [], "seconds": 0.0, "steps": 0}
+        way_out = "use another --out, or remove it to search afresh"
+        state = load_state(state_path, "search", ctx.identity, way_out) or {"scores": [], "seconds": 0.0, "steps": 0}
         for k, genotype in enumerate(candidates[len(state["scores"]) :], start=len(state["scores"])):
             began = time.perf_counter()
             seed_everything(ctx.seed)
             model = ctx.build_model(genotype)
-            steps = self._train(model, ctx, f"random {k + 1}/{len(candidates)}")
+            steps = self._train(model, ctx, f"random {k + 1}/{len(candidates)}, epoch")
             state["scores"].append({"genotype": genotype, "knn_top1": ctx.knn_score(model.backbone)})
             state["seconds"] += time.perf_counter() - began
             state["steps"] += steps
             if distributed.is_main_process():
-                save_torch(state_path, state)
+                save_state(state_path, "search", ctx.identity, state)
         best = max(state["scores"], key=lambda s: s["knn_top1"])
         return SearchResult(
             self.name, best["genotype"], scores=state["scores"], seconds=state["seconds"], steps=state["steps"]
@@ -47,13 +50,15 @@ class RandomSearch(SearchStrategy):
 
     @staticmethod
     def _train(model, ctx: SearchContext, label: str) -> int:
-        total = max(1, len(ctx.train_loader) * ctx.search.epochs)
+        """A candidate's brief training, through the one training loop."""
+        per_epoch = len(ctx.train_loader)
+        total = max(1, per_epoch * ctx.search.epochs)
         optimizer, scheduler = weight_optimizer(model.param_groups(), ctx.search, ctx.search.batch_size, total)
-        step = 0
         model.train()
-        for epoch in range(ctx.search.epochs):
-            ctx.train_loader.set_epoch(epoch)
-            for view1, view2, _ in tqdm(ctx.train_loader, desc=label, leave=False, disable=not ctx.progress):
-                step += 1
-                train_step(model, view1, view2, optimizer, scheduler, step / total, ctx.amp)
-        return step
+
+        def step(epoch: int, i: int, batch) -> dict:
+            done = epoch * per_epoch + i + 1
+            return train_step(model, batch[0], batch[1], optimizer, scheduler, done / total, ctx.amp)
+
+        run_epochs(ctx.train_loader, range(ctx.search.epochs), step, desc=label, progress=ctx.progress)
+        return per_epoch * ctx.search.epochs

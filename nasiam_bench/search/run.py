@@ -10,6 +10,7 @@ import torch
 
 from nasiam_bench import distributed
 from nasiam_bench.backbones import build_backbone
+from nasiam_bench.checkpoints import StateMismatch
 from nasiam_bench.data.loaders import LoaderConfig, eval_loader, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
 from nasiam_bench.data.splits import search_halves, train_indices
@@ -18,6 +19,7 @@ from nasiam_bench.features import Features, extract
 from nasiam_bench.heads.genotype import Genotype
 from nasiam_bench.heads.ops import search_space
 from nasiam_bench.heads.supernet import SearchHead
+from nasiam_bench.identity import identity
 from nasiam_bench.io import atomic_write_json
 from nasiam_bench.models import build_model
 from nasiam_bench.plots import plot_alpha
@@ -53,34 +55,72 @@ def run_search(
 ) -> tuple[SearchResult, Path | None]:
     """Search the heads; returns the result and the genotype file (None for the ``none`` strategy).
 
-    A finished search of the same spec in ``out_dir`` is returned as it is; an interrupted gradient search resumes
-    from its last epoch.
+    A finished search of the same identity (spec, seed, dataset) in ``out_dir`` is returned as it is; an
+    interrupted one resumes from its last saved state; a state or summary of another identity is refused.
     """
-    out_dir = Path(out_dir)
-    e = spec.experiment
-    genotype_path, summary_path = out_dir / "genotype.toml", out_dir / "search.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("search_id") == spec.search_id and summary.get("seed") == seed:
-            result = SearchResult(
-                summary["strategy"],
-                summary["genotype"],
-                scores=summary["scores"],
-                seconds=summary["seconds"],
-                steps=summary["steps"],
-            )
-            return result, genotype_path if summary["genotype"] is not None else None
+    out_dir, e = Path(out_dir), spec.experiment
+    search_identity = identity("search_state", spec, seed)
+    cached = _finished(out_dir, search_identity)
+    if cached is not None:
+        return cached
     strategy = SEARCH_STRATEGIES.get(e.strategy)()
     ctx_dist = distributed.setup(device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    framework = FRAMEWORKS.get(e.framework)
-    ops = search_space(e.activations)
     seed_everything(seed)
+    ctx = search_context(spec, seed, out_dir, ctx_dist, search_identity, progress)
+    result = strategy.run(ctx)
+    if not ctx_dist.is_main:
+        return result, None
+    written = None
+    if result.genotype is not None:
+        source = f"searched by nasiam-bench: {e.strategy}, seed {seed}, search {search_identity} ({e.profile} profile)"
+        Genotype(e.framework, result.genotype, e.dataset, e.backbone, source, result.alpha).save(out_dir / GENOTYPE)
+        written = out_dir / GENOTYPE
+        if result.alpha:
+            plot_alpha(result.alpha, out_dir / "alpha.png", title=f"{e.framework} {e.strategy} search, seed {seed}")
+    summary = {
+        "identity": search_identity,
+        "seed": seed,
+        "strategy": result.strategy,
+        "genotype": result.genotype,
+        "scores": result.scores,
+        "seconds": result.seconds,
+        "steps": result.steps,
+        "device": distributed.device_name(ctx_dist.device),
+        "world_size": ctx_dist.world_size,
+    }
+    atomic_write_json(out_dir / SUMMARY, summary)
+    return result, written
 
+
+GENOTYPE, SUMMARY = "genotype.toml", "search.json"
+
+
+def _finished(out_dir: Path, search_identity: str) -> tuple[SearchResult, Path | None] | None:
+    """The result of the finished search of ``search_identity`` in ``out_dir``; None when it has none; an error
+    when the folder holds another search's result."""
+    path = out_dir / SUMMARY
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    if summary.get("identity") != search_identity:
+        raise StateMismatch(
+            f"{path} is the result of search {summary.get('identity', '(none: an older version)')}, not "
+            f"{search_identity}: use another --out, or remove the folder to search afresh"
+        )
+    result = SearchResult(
+        summary["strategy"], summary["genotype"], scores=summary["scores"], seconds=summary["seconds"],
+        steps=summary["steps"],
+    )  # fmt: skip
+    return result, out_dir / GENOTYPE if summary["genotype"] is not None else None
+
+
+def search_context(spec: Spec, seed: int, out_dir: Path, ctx_dist, search_identity: str, progress: bool):
+    """What the strategy may use: the two halves' loaders, builders of the models, the kNN score."""
+    e, s = spec.experiment, spec.search
     data = open_prepared(e.dataset, spec.data.root or None)
     labels = data.labels(data.train_split)
     weights_half, arch_half = search_halves(labels, train_indices(data, spec.data.train_subset, seed), seed)
-    s = spec.search
     if s.batch_size % ctx_dist.world_size:
         raise SpecError(f"search.batch_size = {s.batch_size} does not split over {ctx_dist.world_size} processes")
     config = LoaderConfig.from_spec(
@@ -88,63 +128,37 @@ def run_search(
     )
     if len(weights_half) < config.batch_size:
         raise SpecError(f"search.batch_size = {s.batch_size} exceeds the {len(weights_half)} images of a search half")
-
     # The key/target encoder may follow the online one at another momentum during the search (NASiam's MoCo code).
     model_spec = spec if s.encoder_momentum is None else spec.replace(**{"framework.momentum": s.encoder_momentum})
-
-    def prepare(model):
-        return _placed(model, ctx_dist.device, ctx_dist.distributed)
-
-    build_supernet = supernet_builder(model_spec, ctx_dist.device, ctx_dist.distributed)
-
-    eval_config = LoaderConfig.from_spec(spec, seed, spec.eval.linear_batch_size, ctx_dist.device)
-    knn_loaders: dict[str, object] = {}
-
-    def knn_score(backbone) -> float:
-        if not knn_loaders:  # built on first use: only the random strategy scores by kNN
-            knn_loaders["bank"] = eval_loader(data, data.train_split, eval_config, weights_half)
-            knn_loaders["queries"] = eval_loader(data, data.train_split, eval_config, arch_half)
-        bank, bank_labels = extract(backbone, knn_loaders["bank"], "bank features")
-        queries, query_labels = extract(backbone, knn_loaders["queries"], "held-out features")
-        features = Features(bank, bank_labels, queries, query_labels, len(data.classes))
-        return spec_knn(features, spec.eval)
-
-    ctx = SearchContext(
+    return SearchContext(
         search=s,
         seed=seed,
-        ops=ops,
-        build_supernet=build_supernet,
-        build_model=lambda genotype: prepare(build_model(model_spec, genotype)),
+        ops=search_space(e.activations),
+        build_supernet=supernet_builder(model_spec, ctx_dist.device, ctx_dist.distributed),
+        build_model=lambda genotype: _placed(build_model(model_spec, genotype), ctx_dist.device, ctx_dist.distributed),
         train_loader=ssl_loader(data, data.train_split, config, weights_half),
         val_loader=ssl_loader(data, data.train_split, config, arch_half),
-        knn_score=knn_score,
-        heads={h: c.layers for h, c in framework.search_cells(8, s.layers()).items()},
+        knn_score=_knn_scorer(spec, seed, data, weights_half, arch_half, ctx_dist.device),
+        heads={h: c.layers for h, c in FRAMEWORKS.get(e.framework).search_cells(8, s.layers()).items()},
         out_dir=out_dir,
         progress=progress and ctx_dist.is_main,
         amp=spec.train.amp and ctx_dist.device.type == "cuda",
+        identity=search_identity,
     )
-    result = strategy.run(ctx)
-    if not ctx_dist.is_main:
-        return result, None
-    written = None
-    if result.genotype is not None:
-        source = f"searched by nasiam-bench: {e.strategy}, seed {seed}, spec {spec.run_id} ({e.profile} profile)"
-        Genotype(e.framework, result.genotype, e.dataset, e.backbone, source, result.alpha).save(genotype_path)
-        written = genotype_path
-        if result.alpha:
-            plot_alpha(result.alpha, out_dir / "alpha.png", title=f"{e.framework} {e.strategy} search, seed {seed}")
-    atomic_write_json(
-        summary_path,
-        {
-            "search_id": spec.search_id,
-            "seed": seed,
-            "strategy": result.strategy,
-            "genotype": result.genotype,
-            "scores": result.scores,
-            "seconds": result.seconds,
-            "steps": result.steps,
-            "device": distributed.device_name(ctx_dist.device),
-            "world_size": ctx_dist.world_size,
-        },
-    )
-    return result, written
+
+
+def _knn_scorer(spec: Spec, seed: int, data, weights_half, arch_half, device):
+    """kNN top-1 of the held-out half against the training half; its loaders are built on first use (only the
+    random strategy scores by kNN)."""
+    eval_config = LoaderConfig.from_spec(spec, seed, spec.eval.linear_batch_size, device)
+    loaders: dict[str, object] = {}
+
+    def knn_score(backbone) -> float:
+        if not loaders:
+            loaders["bank"] = eval_loader(data, data.train_split, eval_config, weights_half)
+            loaders["queries"] = eval_loader(data, data.train_split, eval_config, arch_half)
+        bank, bank_labels = extract(backbone, loaders["bank"], "bank features")
+        queries, query_labels = extract(backbone, loaders["queries"], "held-out features")
+        return spec_knn(Features(bank, bank_labels, queries, query_labels, len(data.classes)), spec.eval)
+
+    return knn_score

@@ -1,0 +1,122 @@
+"""What a result *is*: one function, ``identity``, hashes every resolved value that can change a result's numbers,
+and nothing that cannot (paths, labels, progress bars, worker counts). Run folders, record names, the search cache,
+every resume check and every table's grouping use it.
+
+The identities, each the hash of the parts it names:
+
+``run``         an experiment, the rows of a table: the resolved spec but the seeds (a head that is not searched
+                without the search's settings), the genotype file's *ops* for ``head = genotype:FILE`` (not its
+                path), and the prepared dataset's digest (source digest and writer options).
+``state``       one run of an experiment: its ``run`` identity, the seed and the ops of its heads (a re-searched
+                genotype is another state). Checkpoints and records carry it; nothing resumes or is reused under
+                another.
+``search``      a search: the spec without the head and the seeds, of ``[train]`` and ``[eval]`` only what the
+                strategy reads (``SearchStrategy.reads``: the AMP flag, the random strategy's kNN), the dataset.
+``search_state`` one search: its ``search`` identity and the seed.
+``comparison``  what the heads of one comparison share (paired by seed): the spec without head, strategy, search
+                and seeds, and the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from nasiam_bench.data.prepare import data_root
+from nasiam_bench.heads.genotype import load_genotype
+from nasiam_bench.registry import SEARCH_STRATEGIES
+from nasiam_bench.spec import SearchSection, Spec
+
+IDENTITY_VERSION = 2  # bump when what an identity covers changes: every id moves (see `nasiam-bench rekey`)
+UNPREPARED = "unprepared"  # the dataset part of an identity before the dataset is prepared (no result exists)
+KINDS = ("run", "state", "search", "search_state", "comparison")
+
+
+def identity(kind: str, spec: Spec, seed: int | None = None, genotype: dict[str, list[str]] | None = None) -> str:
+    """The 12-hex-digit identity of ``kind`` (one of ``KINDS``) for ``spec``; ``state`` and ``search_state`` need
+    the ``seed``, ``state`` the ops of the run's heads (None: the framework's baseline heads)."""
+    if kind not in KINDS:
+        raise ValueError(f"identity kind {kind!r}; valid: {', '.join(KINDS)}")
+    if kind in ("state", "search_state") and seed is None:
+        raise ValueError(f"a {kind} identity needs the seed")
+    parts: dict[str, Any] = {"version": IDENTITY_VERSION, "kind": kind}
+    if kind in ("run", "state"):
+        parts.update(spec=_run_values(spec), dataset=dataset_digest(spec))
+    if kind == "state":
+        parts.update(run=identity("run", spec), seed=seed, genotype=genotype)
+    if kind in ("search", "search_state"):
+        parts.update(spec=_search_values(spec), dataset=dataset_digest(spec))
+    if kind == "search_state":
+        parts.update(search=identity("search", spec), seed=seed)
+    if kind == "comparison":
+        skip = ("experiment.head", "experiment.strategy", "search", "seeds")
+        parts.update(spec=spec.hashed_values(skip), dataset=dataset_digest(spec))
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _run_values(spec: Spec) -> dict[str, Any]:
+    e = spec.experiment
+    skip: tuple[str, ...] = ()
+    if e.head != "nasiam":  # baseline, paper and random runs do not depend on how a search would run
+        layers = {"projector_layers", "predictor_layers"}  # they shape random heads too
+        skip = (
+            "experiment.strategy",
+            *(f"search.{f.name}" for f in dataclasses.fields(SearchSection) if f.name not in layers),
+        )
+    values = spec.hashed_values(skip)
+    if e.head.startswith("genotype:"):
+        values["experiment"]["head"] = {"genotype": genotype_file_ops(e.head.removeprefix("genotype:"))}
+    return values
+
+
+def _search_values(spec: Spec) -> dict[str, Any]:
+    reads = set(getattr(SEARCH_STRATEGIES.get(spec.experiment.strategy), "reads", ()))
+    values = spec.hashed_values(("experiment.head", "seeds"))
+    for section in ("train", "eval"):
+        values[section] = {k: v for k, v in values[section].items() if f"{section}.{k}" in reads}
+    return values
+
+
+def genotype_file_ops(path: str | Path) -> dict[str, list[str]]:
+    """The ops a genotype file holds (what a ``genotype:FILE`` run trains, whatever the file is called)."""
+    return load_genotype(path).heads
+
+
+def dataset_digest(spec: Spec) -> str:
+    """The prepared dataset's digest: its source's digest and the writer's options (``meta.json``); ``unprepared``
+    before it is prepared. The data root is a place, not a value: it is not part of the digest."""
+    meta = data_root(spec.data.root or None) / spec.experiment.dataset / "meta.json"
+    try:
+        stat = meta.stat()
+    except OSError:
+        return UNPREPARED
+    return _meta_digest(str(meta.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_digest(path: str, mtime_ns: int, size: int) -> str:
+    meta = json.loads(Path(path).read_text())
+    return digest_of_source(meta["source_digest"], meta["writer"])
+
+
+def digest_of_source(source_digest: str, writer: dict[str, Any]) -> str:
+    """The dataset part of an identity, from what ``data prepare`` records (the source's digest, its options)."""
+    blob = json.dumps({"source": source_digest, "writer": writer}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_id(spec: Spec) -> str:
+    return identity("run", spec)
+
+
+def search_id(spec: Spec) -> str:
+    return identity("search", spec)
+
+
+def comparison_id(spec: Spec) -> str:
+    return identity("comparison", spec)
