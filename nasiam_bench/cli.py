@@ -153,6 +153,23 @@ def _cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rekey(args: argparse.Namespace) -> int:
+    from nasiam_bench.data.datasets import dataset_info, source_digest
+    from nasiam_bench.data.prepare import default_writer_options
+    from nasiam_bench.identity import digest_of_source
+    from nasiam_bench.results import rekey
+
+    digests = {}
+    for given in args.source or []:
+        name, sep, path = given.partition("=")
+        if not sep or not Path(path).exists():
+            raise NasiamBenchError(f"--source {given!r}: expected DATASET=PATH of an existing source archive or tree")
+        digests[name] = digest_of_source(source_digest(Path(path)), default_writer_options(dataset_info(name)))
+    for old, new in rekey(args.results, digests):
+        print(f"{old} -> {new.name}" if old != new else f"{old}: identities updated")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from nasiam_bench.evaluate import evaluate_checkpoint
     from nasiam_bench.io import atomic_write_json
@@ -245,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")
     p.add_argument("--results", default="results")
     p.set_defaults(run=_cmd_tables)
+
+    p = sub.add_parser("rekey", help="file every record under the identities its contents give now")
+    p.add_argument("--results", default="results")
+    p.add_argument(
+        "--source",
+        action="append",
+        metavar="DATASET=PATH",
+        help="for records without a dataset digest: the source they were prepared from, with data prepare's defaults",
+    )
+    p.set_defaults(run=_cmd_rekey)
 
     p = sub.add_parser("eval", help="kNN, linear probe and collapse metrics of a checkpoint")
     p.add_argument("checkpoint")

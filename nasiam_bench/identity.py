@@ -29,32 +29,40 @@ from typing import Any
 from nasiam_bench.data.prepare import data_root
 from nasiam_bench.heads.genotype import load_genotype
 from nasiam_bench.registry import SEARCH_STRATEGIES
-from nasiam_bench.spec import SearchSection, Spec
+from nasiam_bench.spec import SearchSection, Spec, spec_from_dict
 
 IDENTITY_VERSION = 2  # bump when what an identity covers changes: every id moves (see `nasiam-bench rekey`)
 UNPREPARED = "unprepared"  # the dataset part of an identity before the dataset is prepared (no result exists)
 KINDS = ("run", "state", "search", "search_state", "comparison")
 
 
-def identity(kind: str, spec: Spec, seed: int | None = None, genotype: dict[str, list[str]] | None = None) -> str:
+def identity(
+    kind: str,
+    spec: Spec,
+    seed: int | None = None,
+    genotype: dict[str, list[str]] | None = None,
+    *,
+    dataset: str | None = None,
+) -> str:
     """The 12-hex-digit identity of ``kind`` (one of ``KINDS``) for ``spec``; ``state`` and ``search_state`` need
-    the ``seed``, ``state`` the ops of the run's heads (None: the framework's baseline heads)."""
+    the ``seed``, ``state`` the ops of the run's heads (None: the framework's baseline heads). ``dataset``: the
+    dataset digest a record holds, for identities computed from records (else the prepared dataset's)."""
     if kind not in KINDS:
         raise ValueError(f"identity kind {kind!r}; valid: {', '.join(KINDS)}")
     if kind in ("state", "search_state") and seed is None:
         raise ValueError(f"a {kind} identity needs the seed")
-    parts: dict[str, Any] = {"version": IDENTITY_VERSION, "kind": kind}
+    dataset = dataset or dataset_digest(spec)
+    parts: dict[str, Any] = {"version": IDENTITY_VERSION, "kind": kind, "dataset": dataset}
     if kind in ("run", "state"):
-        parts.update(spec=_run_values(spec), dataset=dataset_digest(spec))
+        parts.update(spec=_run_values(spec))
     if kind == "state":
-        parts.update(run=identity("run", spec), seed=seed, genotype=genotype)
+        parts.update(run=identity("run", spec, dataset=dataset), seed=seed, genotype=genotype)
     if kind in ("search", "search_state"):
-        parts.update(spec=_search_values(spec), dataset=dataset_digest(spec))
+        parts.update(spec=_search_values(spec))
     if kind == "search_state":
-        parts.update(search=identity("search", spec), seed=seed)
+        parts.update(search=identity("search", spec, dataset=dataset), seed=seed)
     if kind == "comparison":
-        skip = ("experiment.head", "experiment.strategy", "search", "seeds")
-        parts.update(spec=spec.hashed_values(skip), dataset=dataset_digest(spec))
+        parts.update(spec=spec.hashed_values(("experiment.head", "experiment.strategy", "search", "seeds")))
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -110,13 +118,29 @@ def digest_of_source(source_digest: str, writer: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_id(spec: Spec) -> str:
-    return identity("run", spec)
+def run_id(spec: Spec, dataset: str | None = None) -> str:
+    return identity("run", spec, dataset=dataset)
 
 
-def search_id(spec: Spec) -> str:
-    return identity("search", spec)
+def search_id(spec: Spec, dataset: str | None = None) -> str:
+    return identity("search", spec, dataset=dataset)
 
 
-def comparison_id(spec: Spec) -> str:
-    return identity("comparison", spec)
+def comparison_id(spec: Spec, dataset: str | None = None) -> str:
+    return identity("comparison", spec, dataset=dataset)
+
+
+def record_identities(record: dict[str, Any]) -> dict[str, Any]:
+    """The identities of a run record, computed anew from what it holds (its resolved spec, seed, genotype and
+    dataset digest): what it should be filed and grouped under. A ``genotype:FILE`` record's file must exist."""
+    spec = spec_from_dict(record["spec"], where=f"record {record.get('head')} {record.get('run_id')}")
+    dataset, head = record["dataset_digest"], record["head"]
+    run_spec = spec.replace(head="baseline") if head == "untrained" else spec
+    ids = {
+        "run_id": run_id(run_spec, dataset),
+        "comparison_id": comparison_id(run_spec, dataset),
+        "identity": identity("state", run_spec, record["seed"], record.get("genotype"), dataset=dataset),
+    }
+    if head != "untrained":
+        ids["search_id"] = search_id(run_spec, dataset)
+    return ids

@@ -96,6 +96,19 @@ def _check_finite(out: dict[str, Any], epoch: int, step: int, diverged) -> None:
             raise TrainingDiverged(text)
 
 
+def search_diverged(strategy: str) -> Callable[[int, int, str], str]:
+    """The words of a search's divergence (``run_epochs``' ``diverged``)."""
+
+    def words(epoch: int, step: int, value: str) -> str:
+        name, _, number = value.partition(" ")
+        return (
+            f"search {strategy}: the {name.replace('_', ' ')} is {number} at epoch {epoch + 1}, step {step + 1}; no "
+            "genotype is written (lower search.lr or search.arch_lr, or set train.amp=false)"
+        )
+
+    return words
+
+
 def epoch_loss(epoch: Epoch) -> torch.Tensor:
     """The mean of an epoch's step losses."""
     return torch.stack(epoch.losses).mean()

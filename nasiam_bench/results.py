@@ -10,7 +10,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from nasiam_bench.identity import record_identities
 from nasiam_bench.io import atomic_write_json
+from nasiam_bench.registry import NasiamBenchError
 
 RECORD_FORMAT = "nasiam-bench/record/1"
 DATASET_NOTES = {
@@ -85,3 +87,42 @@ def load_records(results: str | Path) -> list[dict[str, Any]]:
 def device_hours(seconds: float, devices: int) -> float:
     """Wall time times the number of devices, in hours."""
     return seconds * devices / 3600
+
+
+def rekey(results: str | Path, digests: dict[str, str] | None = None) -> list[tuple[Path, Path]]:
+    """File every record of ``results`` under the identities its own contents give now (``record_identities``):
+    after the identity rules changed, or for records written before they held their dataset's digest (given per
+    dataset in ``digests``). Returns (old path, new path) of each record that moved or changed; the rest stay."""
+    changed = []
+    for path in sorted((Path(results) / "records").rglob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("format") != RECORD_FORMAT:
+            continue
+        if "dataset_digest" not in record:
+            if record["dataset"] not in (digests or {}):
+                raise NasiamBenchError(
+                    f"{path}: the record holds no dataset digest; give --source {record['dataset']}=ARCHIVE, the "
+                    f"source it was prepared from"
+                )
+            record["dataset_digest"] = digests[record["dataset"]]
+        updated = {**record, **record_identities(record)}
+        if updated == record:
+            continue
+        target = record_path(results, updated)
+        atomic_write_json(target, updated)
+        if target != path:
+            path.unlink()
+        changed.append((path, target))
+    return changed
+
+
+def _flat(spec: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, table in (spec or {}).items() for key, value in table.items()}
+
+
+def spec_differences(specs: list[dict[str, dict[str, Any]] | None]) -> list[str]:
+    """For each spec, ``key=value`` of every key on which the specs disagree (``seeds`` aside)."""
+    flat = [_flat(s) for s in specs]
+    keys = sorted({k for f in flat for k in f if not k.startswith("seeds.")})
+    differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    return [", ".join(f"{k}={f.get(k, '–')}" for k in differing) for f in flat]

@@ -87,7 +87,12 @@ def format_mean_std(mean: float, std: float, n: int, digits: int = 1) -> str:
 def paired_by_seed(head: pd.DataFrame, reference: pd.DataFrame, metric: str) -> PairedDifference:
     """``paired_difference`` of the records of one head (rows with ``comparison_id``, ``seed`` and ``metric``) to
     the reference records of the same comparison id and seed (the same data, schedule and initialisation); records
-    without a partner, or without the metric, are left out."""
+    without a partner, or without the metric, are left out, and so is a seed whose reference is ambiguous (two
+    reference runs of different run ids: which one is the partner is not for this function to guess)."""
+    reference = reference[reference[metric].notna()] if metric in reference else reference.iloc[0:0]
+    if "run_id" in reference:
+        runs = reference.groupby(["comparison_id", "seed"])["run_id"].transform("nunique")
+        reference = reference[runs == 1]
     ref = reference.drop_duplicates(["comparison_id", "seed"]).set_index(["comparison_id", "seed"])[metric]
     keys = zip(head["comparison_id"], head["seed"], strict=True)
     pairs = [

@@ -15,6 +15,7 @@ import pandas as pd
 
 from nasiam_bench.heads.ops import LINEAR_PREFIX, PARAMETER_FREE_OPS
 from nasiam_bench.io import atomic_path
+from nasiam_bench.results import spec_differences
 from nasiam_bench.stats import PairedDifference, format_difference, format_mean_std, paired_by_seed, paired_difference
 
 SEARCHED = "nasiam"
@@ -40,52 +41,104 @@ def compact(genotype: dict[str, list[str]]) -> str:
 
 
 def compare_strategies(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (profile, recipe, framework, strategy) of searched heads, for groups with two strategies or
-    more: seeds, search device-hours, genotypes per seed, parameter-free share, Δ kNN and linear vs the baseline,
-    Δ kNN vs the random strategy's head."""
+    """One row per searched experiment (a ``nasiam`` run id: a strategy and its search settings) of each comparison
+    (comparison id) that searched with two strategies or more: seeds, search device-hours, genotypes per seed,
+    parameter-free share, Δ kNN and linear vs the baseline, Δ kNN vs its random-search twin (the random strategy's
+    run of the same spec). Runs of two identities are never averaged into one row."""
     frame = pd.DataFrame(records)
     if frame.empty or "comparison_id" not in frame:
         return pd.DataFrame()
     frame = frame[frame["comparison_id"].notna()]
     # Records written before recipes existed: "(none)", as the main table labels them.
     frame = frame.assign(recipe=frame["recipe"].fillna("(none)") if "recipe" in frame else "(none)")
+    frame = frame.assign(_twin=[_twin_key(r) for r in frame.to_dict("records")])
     rows = []
-    for key, group in frame.groupby(GROUP, sort=True):
+    for _, group in frame.groupby("comparison_id", sort=False):
         searched = group[group["head"] == SEARCHED]
         if searched["strategy"].nunique() < 2:
             continue
         baseline = group[group["head"] == "baseline"]
-        control = searched[searched["strategy"] == CONTROL]
-        for strategy, runs in searched.groupby("strategy", sort=True):
-            runs = runs.sort_values("seed")
-            shares = [parameter_free_share(g) for g in runs["genotype"]]
-            per_seed = zip(runs["seed"], runs["genotype"], strict=True)
-            row = dict(zip(GROUP, key, strict=True))
-            row.update(
-                strategy=strategy,
-                seeds=int(runs["seed"].nunique()),
-                search_device_h=runs["search_device_hours"].mean(),
-                search_device_h_std=runs["search_device_hours"].std(ddof=1),
-                parameter_free=sum(shares) / len(shares),
-                genotypes=" / ".join(f"s{n}: {compact(g)}" for n, g in per_seed),
-                knn_mean=runs["knn_top1"].mean(),
-                knn_std=runs["knn_top1"].std(ddof=1),
-                knn_vs_baseline=paired_by_seed(runs, baseline, "knn_top1"),
-                linear_vs_baseline=paired_by_seed(runs, baseline, "linear_top1"),
-                knn_vs_random=(
-                    paired_by_seed(runs, control, "knn_top1") if strategy != CONTROL else paired_difference([], [])
-                ),
-            )
-            rows.append(row)
-    return pd.DataFrame(rows)
+        for _, runs in searched.groupby("run_id", sort=False):
+            rows.append(_strategy_row(runs.sort_values("seed"), baseline, searched))
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    table["search_differs"] = _search_differences(table, frame)
+    return table.sort_values([*GROUP, "strategy", "search_differs"]).reset_index(drop=True)
 
 
-def _verdict(d: PairedDifference) -> str:
-    return "–" if d.n == 0 else f"{format_difference(d)}, {d.verdict}"
+def _strategy_row(runs: pd.DataFrame, baseline: pd.DataFrame, searched: pd.DataFrame) -> dict[str, Any]:
+    strategy = runs["strategy"].iloc[0]
+    shares = [parameter_free_share(g) for g in runs["genotype"]]
+    per_seed = zip(runs["seed"], runs["genotype"], strict=True)
+    row = {key: runs[key].iloc[0] for key in GROUP}
+    row.update(
+        comparison_id=runs["comparison_id"].iloc[0],
+        run_id=runs["run_id"].iloc[0],
+        strategy=strategy,
+        seeds=int(runs["seed"].nunique()),
+        search_device_h=runs["search_device_hours"].mean(),
+        search_device_h_std=runs["search_device_hours"].std(ddof=1),
+        parameter_free=sum(shares) / len(shares),
+        genotypes=" / ".join(f"s{n}: {compact(g)}" for n, g in per_seed),
+        knn_mean=runs["knn_top1"].mean(),
+        knn_std=runs["knn_top1"].std(ddof=1),
+        knn_vs_baseline=paired_by_seed(runs, baseline, "knn_top1"),
+        linear_vs_baseline=paired_by_seed(runs, baseline, "linear_top1"),
+        knn_vs_random=(
+            paired_by_seed(runs, _control(runs, searched), "knn_top1")
+            if strategy != CONTROL
+            else paired_difference([], [])
+        ),
+    )
+    return row
+
+
+# What may differ between a searched run and its random-search twin besides the strategy: labels and places.
+TWIN_IGNORED = {"experiment.strategy", "experiment.bench_strategies", "experiment.name", "data.root", "data.workers"}
+
+
+def _twin_key(record: dict[str, Any]) -> str | None:
+    """The record's spec without the strategy (and what only labels or places it); None without a spec."""
+    spec = record.get("spec")
+    if not isinstance(spec, dict):
+        return None
+    flat = {f"{s}.{k}": v for s, t in spec.items() if s != "seeds" for k, v in t.items()}
+    return repr(sorted((k, repr(v)) for k, v in flat.items() if k not in TWIN_IGNORED))
+
+
+def _control(runs: pd.DataFrame, searched: pd.DataFrame) -> pd.DataFrame:
+    """The random-search runs a searched run is compared with: its twin (the same spec but the strategy); for
+    records without a spec, the comparison's random-search runs if they are of one run id (else none: no guess)."""
+    control = searched[searched["strategy"] == CONTROL]
+    key = runs["_twin"].iloc[0]
+    if key is not None:
+        return control[control["_twin"] == key]
+    return control if control["run_id"].nunique() == 1 else control.iloc[0:0]
+
+
+def _search_differences(table: pd.DataFrame, frame: pd.DataFrame) -> list[str]:
+    """For rows of one comparison and strategy (runs of different search settings), the keys their specs differ
+    in; empty for a row alone."""
+    specs = {r: s for r, s in zip(frame["run_id"], frame.get("spec", [None] * len(frame)), strict=True)}
+    out = [""] * len(table)
+    for _, rows in table.groupby(["comparison_id", "strategy"], sort=False):
+        if len(rows) > 1:
+            differences = spec_differences([specs.get(r) for r in rows["run_id"]])
+            for index, text, run in zip(rows.index, differences, rows["run_id"], strict=True):
+                out[index] = text or f"run id {run}"
+    return out
+
+
+def _verdict(d: PairedDifference, seeds: int) -> str:
+    """The interval and verdict; the number of pairs when it is not the row's seed count."""
+    if d.n == 0:
+        return "–"
+    return f"{format_difference(d)}, {d.verdict}" + ("" if d.n == seeds else f" (n={d.n})")
 
 
 def presentable(table: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
+    shown = pd.DataFrame(
         {
             "profile": table["profile"],
             "recipe": table["recipe"],
@@ -101,18 +154,26 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
                 format_mean_std(m, s, n)
                 for m, s, n in zip(table["knn_mean"], table["knn_std"], table["seeds"], strict=True)
             ],
-            "kNN Δ vs baseline [95% CI], verdict": table["knn_vs_baseline"].map(_verdict),
-            "linear Δ vs baseline [95% CI], verdict": table["linear_vs_baseline"].map(_verdict),
-            "kNN Δ vs random search [95% CI], verdict": table["knn_vs_random"].map(_verdict),
+            **{
+                name: [_verdict(d, n) for d, n in zip(table[column], table["seeds"], strict=True)]
+                for name, column in (
+                    ("kNN Δ vs baseline [95% CI], verdict", "knn_vs_baseline"),
+                    ("linear Δ vs baseline [95% CI], verdict", "linear_vs_baseline"),
+                    ("kNN Δ vs random search [95% CI], verdict", "knn_vs_random"),
+                )
+            },
             "genotypes (per seed)": table["genotypes"],
         }
     )
+    if table["search_differs"].any():  # rows of one strategy that would otherwise look alike
+        shown.insert(4, "search differs in", table["search_differs"].map(lambda v: v or "–"))
+    return shown
 
 
 def plot_strategies(table: pd.DataFrame, path: Path, dataset: str) -> Path:
     """Per framework: each strategy's kNN difference to the baseline (mean and 95% interval) against its search
     device-hours (mean ± std), the share of parameter-free ops written beside each point."""
-    groups = list(table.groupby(GROUP, sort=True))
+    groups = [(tuple(rows[GROUP].iloc[0]), rows) for _, rows in table.groupby("comparison_id", sort=False)]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), layout="constrained", squeeze=False)
     for ax, (key, rows) in zip(axes[0], groups, strict=True):
         for i, row in enumerate(rows.itertuples(index=False)):
@@ -127,7 +188,8 @@ def plot_strategies(table: pd.DataFrame, path: Path, dataset: str) -> Path:
                 capsize=3,
                 linestyle="none",
                 color=f"C{i}",
-                label=f"{row.strategy} ({row.parameter_free:.0%} parameter-free)",
+                label=f"{row.strategy}{f' ({row.search_differs})' if row.search_differs else ''} "
+                f"({row.parameter_free:.0%} parameter-free)",
             )
         ax.axhline(0.0, color="grey", linestyle="--", linewidth=1, label="baseline heads")
         ax.set_title(f"{dataset} {key[2]} ({key[0]} profile, {key[1]} recipe)", fontsize=9)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from nasiam_bench import strategy_table
 from nasiam_bench.io import atomic_path, atomic_write_text
-from nasiam_bench.results import DATASET_NOTES, load_records
+from nasiam_bench.results import DATASET_NOTES, load_records, spec_differences
 from nasiam_bench.stats import (
     CONFIDENCE,
     PairedDifference,
@@ -49,6 +49,16 @@ LABELS = ["profile", "recipe", "framework", "head", "strategy", "backbone", "wid
 LABEL_DEFAULTS = {"recipe": "(none)", "checkpoint_selection": "final"}
 
 
+HEAD_PARAMS_COLUMNS = ("head_params", "head_params_min", "head_params_max")
+
+
+def _params(mean: float, low: float, high: float) -> str:
+    """``16,768``, or ``20,992 (16,768–25,216)``: the mean and the range over seeds when they differ."""
+    if pd.isna(mean):
+        return "–"
+    return f"{int(low):,}" if low == high else f"{mean:,.0f} ({int(low):,}–{int(high):,})"
+
+
 def _column_mean_std(table: pd.DataFrame, prefix: str) -> list[str]:
     columns = (table[f"{prefix}_mean"], table[f"{prefix}_std"], table["seeds"])
     return [format_mean_std(m, s, n) for m, s, n in zip(*columns, strict=True)]
@@ -73,7 +83,10 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "knn_std": group["knn_top1"].std(ddof=1),
                 "linear_mean": group["linear_top1"].mean(),
                 "linear_std": group["linear_top1"].std(ddof=1),
-                "head_params": group["head_params"].iloc[0],
+                # searched and random heads differ from seed to seed: their mean and range
+                "head_params": group["head_params"].mean(),
+                "head_params_min": group["head_params"].min(),
+                "head_params_max": group["head_params"].max(),
                 "search_device_h": group["search_device_hours"].mean(),
                 "pretrain_device_h": group["pretrain_device_hours"].mean(),
                 "device": ", ".join(sorted(set(group["device"]))),
@@ -109,18 +122,6 @@ def _against_baseline(group: pd.DataFrame, frame: pd.DataFrame, metric: str) -> 
         return paired_difference([], [])
     baseline = frame[(frame["head"] == BASELINE) & frame["comparison_id"].notna()]
     return paired_by_seed(group, baseline, metric)
-
-
-def _flat(spec: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, table in (spec or {}).items() for key, value in table.items()}
-
-
-def spec_differences(specs: list[dict[str, dict[str, Any]] | None]) -> list[str]:
-    """For each spec, ``key=value`` of every key on which the specs disagree (``seeds`` aside)."""
-    flat = [_flat(s) for s in specs]
-    keys = sorted({k for f in flat for k in f if not k.startswith("seeds.")})
-    differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
-    return [", ".join(f"{k}={f.get(k, '–')}" for k in differing) for f in flat]
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -167,7 +168,9 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
             "linear top-1 %": _column_mean_std(table, "linear"),
             "linear Δ vs baseline [95% CI]": _column_difference(table, "linear"),
             "linear verdict": _column_verdict(table, "linear"),
-            "head params": table["head_params"].map(lambda v: "–" if pd.isna(v) else f"{int(v):,}"),
+            "head params": [
+                _params(m, lo, hi) for m, lo, hi in zip(*(table[c] for c in HEAD_PARAMS_COLUMNS), strict=True)
+            ],
         }
     )
     for column, name in (

@@ -1,17 +1,19 @@
 """One resume contract: a run killed in the middle of an epoch and started again ends exactly where an uninterrupted
-run ends (weights, optimiser states, alpha, queue, RNG streams), for every framework and every search strategy."""
+run ends (weights, optimiser states, alpha, queue, RNG streams, the best-on-test weights), for every framework with
+either loader (the torch one with a persistent worker) and the kNN monitor and best-on-test on, and for every search
+strategy on every framework."""
 
 import pytest
 import torch
 
-from nasiam_bench.checkpoints import load_checkpoint
+from nasiam_bench.checkpoints import BEST_CHECKPOINT, load_checkpoint
 from nasiam_bench.data.loaders import SSLLoader
 from nasiam_bench.io import load_torch_or_none
 from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
 from nasiam_bench.search.run import run_search
 from nasiam_bench.spec import load_spec
 from nasiam_bench.train import pretrain
-from tests.conftest import TEST_DATA_ROOT
+from tests.conftest import TEST_DATA_ROOT, assert_identical
 
 pytestmark = pytest.mark.usefixtures("cifar10_data")
 
@@ -36,27 +38,15 @@ def kill_after(monkeypatch, batches: float) -> dict[str, int]:
     return seen
 
 
-def assert_identical(a, b, where="state"):
-    """Nested dicts, lists and tensors equal to the last bit (RNG states and optimiser moments included)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_identical(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_identical(x, y, f"{where}[{i}]")
-    elif hasattr(a, "shape") and hasattr(a, "dtype"):  # NumPy's RNG state
-        assert (a == b).all(), where
-    else:
-        assert a == b, where
+LOADERS = ("ffcv", "torch")
 
 
+@pytest.mark.parametrize("loader", LOADERS)
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
-def test_pretraining_killed_mid_epoch_resumes_exactly(framework, tmp_path, monkeypatch):
-    spec = smoke(framework, "train.epochs=2", "data.train_subset=64")  # 2 steps an epoch
+def test_pretraining_killed_mid_epoch_resumes_exactly(framework, loader, tmp_path, monkeypatch):
+    monitored = ["eval.checkpoint=best-on-test", "eval.knn_every=1", "eval.monitor_subset=100"]
+    data = [f"data.loader={loader}", "data.workers=1"]  # the torch loader keeps its worker across epochs
+    spec = smoke(framework, "train.epochs=2", "data.train_subset=64", *monitored, *data)  # 2 steps an epoch
     whole = pretrain(spec, 0, tmp_path / "whole", progress=False)
     kill_after(monkeypatch, 3)  # in the second epoch: epoch 1's checkpoint is on disk, epoch 2 is lost
     with pytest.raises(KeyboardInterrupt):
@@ -67,9 +57,13 @@ def test_pretraining_killed_mid_epoch_resumes_exactly(framework, tmp_path, monke
     # A fresh model and optimiser, as a new process would build them, load the checkpoint and finish the run.
     resumed = pretrain(spec, 0, tmp_path / "split", progress=False)
     assert resumed.finished and [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+    assert [r["knn_top1"] for r in resumed.history] == [r["knn_top1"] for r in whole.history]
     a, b = load_checkpoint(whole.checkpoint), load_checkpoint(resumed.checkpoint)
     for part in ("model", "optimizer", "scheduler", "rng"):
         assert_identical(a[part], b[part], part)
+    best_a, best_b = (torch.load(p / BEST_CHECKPOINT, weights_only=False) for p in (whole.out_dir, resumed.out_dir))
+    assert best_a["epoch"] == best_b["epoch"]
+    assert_identical(best_a["model"], best_b["model"], "best.model")
     backbone = torch.load(resumed.backbone_path)
     assert all(not k.startswith(("module.", "backbone.")) for k in backbone) and "conv1.weight" in backbone
     again = pretrain(spec, 0, tmp_path / "whole", progress=False)  # finished: nothing more to do
@@ -77,9 +71,9 @@ def test_pretraining_killed_mid_epoch_resumes_exactly(framework, tmp_path, monke
 
 
 @pytest.mark.parametrize("strategy", SEARCH_STRATEGIES.list())
-def test_search_killed_mid_epoch_resumes_exactly(strategy, tmp_path, monkeypatch):
-    # SimSiam: two searched heads and a predictor with a fixed learning rate, the hardest case to restore.
-    spec = smoke("simsiam", f"strategy={strategy}", "search.epochs=2", "data.train_subset=256")
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_search_killed_mid_epoch_resumes_exactly(framework, strategy, tmp_path, monkeypatch):
+    spec = smoke(framework, f"strategy={strategy}", "search.epochs=2", "data.train_subset=128")
     counted = kill_after(monkeypatch, float("inf"))
     whole, _ = run_search(spec, 0, tmp_path / "whole", progress=False)
     monkeypatch.undo()

@@ -57,7 +57,8 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
 
 def test_checkpoint_of_another_framework_or_run_fails_clearly(tmp_path, capsys):
     moco = pretrain(smoke("moco", "data.train_subset=64"), 0, tmp_path, progress=False)
-    with pytest.raises(NasiamBenchError, match=r"holds the pretrain state of identity \w{12}, not \w{12} .*--no-resume"):
+    mismatch = r"holds the pretrain state of identity \w{12}, not \w{12} .*--no-resume"
+    with pytest.raises(NasiamBenchError, match=mismatch):
         pretrain(smoke("simsiam"), 0, tmp_path, progress=False)
     with pytest.raises(NasiamBenchError, match=r"holds the pretrain state of identity \w{12}, not \w{12}"):
         pretrain(smoke("moco", "data.train_subset=64"), 1, tmp_path, progress=False)

@@ -5,7 +5,7 @@ batch to the device without blocking, and augments both views there as batched t
 ``data.loader = "torch"`` is the reference: the same recipe with torchvision transforms over PIL images in a torch
 ``DataLoader``, read from the source tree; it is the comparison point for speed and the fallback where FFCV cannot
 be installed. Both yield ``(view1, view2, labels)`` or ``(images, labels)`` and are seeded: the same seed gives the
-same batches (the torch loader when it uses worker processes, which carry their own seeds).
+same batches, whatever ``data.workers`` is (the torch loader seeds each sample's draws by seed, epoch and sample).
 
 FFCV compiles each pipeline with numba on first use; a loader is meant to be built once and iterated every epoch.
 """
@@ -101,10 +101,8 @@ class SSLLoader:
         batches = self._batches
         if hasattr(batches, "next_epoch"):  # FFCV: its order is seeded by (seed, epoch)
             batches.next_epoch = epoch
-        else:  # torch: reseed the shuffle and the worker seeds per epoch, and per process (the workers' draws)
-            batches.generator.manual_seed(_mix(self.seed, epoch, self.rank))
-            if hasattr(batches.sampler, "set_epoch"):
-                batches.sampler.set_epoch(epoch)
+        else:  # torch: the order and every sample's draws are seeded by (seed, epoch, sample)
+            batches.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         self.set_epoch(self.epoch)
@@ -243,9 +241,12 @@ def _ffcv_loader(data: PreparedDataset, split: str, config: LoaderConfig, indice
 
 
 class _SourceDataset(torch.utils.data.Dataset):
-    """The split's images as torchvision reads them, in the order and with the skips of the .beton."""
+    """The split's images as torchvision reads them, in the order and with the skips of the .beton (restricted to
+    ``indices`` when given). An item asked for as ``(position, sample_seed)`` is augmented with torch's generator
+    seeded by ``sample_seed`` (and the caller's generator left as it was), so that its draws depend on the seed,
+    the epoch and the sample only: not on the worker that reads it, nor on how many workers there are."""
 
-    def __init__(self, data: PreparedDataset, split: str, transform) -> None:
+    def __init__(self, data: PreparedDataset, split: str, transform, indices: np.ndarray | None = None) -> None:
         tree = data.tree
         if tree is None or not tree.exists():
             raise DataError(
@@ -265,38 +266,64 @@ class _SourceDataset(torch.utils.data.Dataset):
                 f"{tree}: {split} holds {len(self.samples)} readable images now, "
                 f"{data.split(split).count} when prepared; prepare again"
             )
+        self.indices = np.arange(len(self.samples)) if indices is None else np.sort(np.asarray(indices))
         self.transform = transform
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
         from PIL import Image
 
-        item, label = self.samples[i]
-        return self.transform(Image.fromarray(self.images.read(item))), label
+        position, sample_seed = key if isinstance(key, tuple) else (key, None)
+        item, label = self.samples[self.indices[position]]
+        image = Image.fromarray(self.images.read(item))
+        if sample_seed is None:
+            return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            return self.transform(image), label
+
+
+class _SeededSampler(torch.utils.data.Sampler):
+    """The training order of the torch loader: a permutation seeded by (seed, epoch), this process's share of it
+    (every ``world_size``-th, the tail that does not split evenly left out), each position paired with its
+    sample's seed, ``_mix(seed, epoch, sample)``."""
+
+    def __init__(self, dataset: _SourceDataset, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.dataset, self.seed, self.rank, self.world_size = dataset, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.world_size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        mine = order[self.rank : len(self) * self.world_size : self.world_size]
+        samples = self.dataset.indices
+        return iter([(p, _mix(self.seed, self.epoch, int(samples[p]))) for p in mine])
 
 
 def _torch_loader(
     data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None, transform, train: bool
 ) -> torch.utils.data.DataLoader:
-    from torch.utils.data import DataLoader, DistributedSampler, Subset
+    from torch.utils.data import DataLoader
 
-    dataset: torch.utils.data.Dataset = _SourceDataset(data, split, transform)
-    if indices is not None:
-        dataset = Subset(dataset, np.sort(np.asarray(indices)).tolist())
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = (
-        DistributedSampler(dataset, shuffle=train, seed=config.seed, drop_last=train) if config.distributed else None
-    )
+    dataset = _SourceDataset(data, split, transform, indices)
+    sampler = _SeededSampler(dataset, config.seed, *_process(config)) if train else None
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
-        shuffle=train and sampler is None,
         sampler=sampler,
         num_workers=config.workers,
         drop_last=train,
-        generator=generator,
+        # its own generator: a DataLoader draws its workers' base seed from the global one otherwise, once per
+        # iterator, so a resumed run (a new iterator) would draw once more than an uninterrupted one
+        generator=torch.Generator().manual_seed(config.seed),
         pin_memory=config.device.startswith("cuda"),
         persistent_workers=config.workers > 0,
     )

@@ -160,7 +160,7 @@ def prepare(
         raise DataError(f"--holdout {holdout}: the held-out fraction must be in [0, 1), e.g. 0.1")
     folder = data_root(root) / info.name
     folder.mkdir(parents=True, exist_ok=True)
-    options = {"version": WRITER_VERSION, "max_resolution": max_resolution, "raw": info.store_raw, "holdout": holdout}
+    options = default_writer_options(info, max_resolution, holdout)
 
     if download:
         source = _download(info, folder)
@@ -220,6 +220,13 @@ def prepare(
     atomic_write_json(folder / "meta.json", meta)
     print(f"{info.name}: wrote {folder} ({_counts(meta)})")
     return PreparedDataset(info, folder, meta)
+
+
+def default_writer_options(
+    info: DatasetInfo, max_resolution: int = 256, holdout: float = HOLDOUT_FRACTION
+) -> dict[str, Any]:
+    """What ``meta.json`` records of how the files were written (part of the dataset's identity)."""
+    return {"version": WRITER_VERSION, "max_resolution": max_resolution, "raw": info.store_raw, "holdout": holdout}
 
 
 def _counts(meta: dict[str, Any]) -> str:

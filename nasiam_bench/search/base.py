@@ -22,7 +22,7 @@ from nasiam_bench import distributed
 from nasiam_bench.checkpoints import load_state, save_state
 from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.heads.supernet import SearchHead
-from nasiam_bench.loop import Callback, Epoch, TrainingDiverged, run_epochs
+from nasiam_bench.loop import Callback, Epoch, TrainingDiverged, run_epochs, search_diverged
 from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.rng import rng_state, set_rng_state
 from nasiam_bench.schedule import lr_schedule
@@ -244,8 +244,9 @@ class GradientStrategy(SearchStrategy):
             wants_alpha = self.held_out and (self.arch_every_batch or i == 0)
             return self.step(batch[:2], progress.next_val_batch() if wants_alpha else None)
 
-        desc = f"search {self.name} epoch"
-        run_epochs(ctx.train_loader, range(progress.epoch, epochs), step, [progress], desc=desc, progress=ctx.progress)
+        epochs_left, desc = range(progress.epoch, epochs), f"search {self.name} epoch"
+        words = search_diverged(self.name)
+        run_epochs(ctx.train_loader, epochs_left, step, [progress], desc=desc, progress=ctx.progress, diverged=words)
         history = progress.history
         alpha = {
             name: {"ops": ctx.ops, "final": history[-1][name], "history": [h[name] for h in history]}

@@ -14,7 +14,7 @@ import numpy as np
 from nasiam_bench import distributed
 from nasiam_bench.checkpoints import load_state, save_state
 from nasiam_bench.heads.genotype import sample_genotype
-from nasiam_bench.loop import run_epochs
+from nasiam_bench.loop import run_epochs, search_diverged
 from nasiam_bench.registry import SEARCH_STRATEGIES
 from nasiam_bench.rng import seed_everything
 from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy, weight_optimizer
@@ -60,5 +60,6 @@ class RandomSearch(SearchStrategy):
             done = epoch * per_epoch + i + 1
             return train_step(model, batch[0], batch[1], optimizer, scheduler, done / total, ctx.amp)
 
-        run_epochs(ctx.train_loader, range(ctx.search.epochs), step, desc=label, progress=ctx.progress)
+        words = search_diverged(RandomSearch.name)
+        run_epochs(ctx.train_loader, range(ctx.search.epochs), step, desc=label, progress=ctx.progress, diverged=words)
         return per_epoch * ctx.search.epochs
