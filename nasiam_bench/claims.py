@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nasiam_bench.registry import NasiamBenchError
+
 HEARTBEAT_S = 60.0
 STALE_AFTER_S = 10 * HEARTBEAT_S
 
@@ -97,6 +99,19 @@ def claim(path: str | Path) -> Iterator[Claim | None]:
         stop.set()
         beat.join()
         path.unlink(missing_ok=True)
+
+
+class RunClaimed(NasiamBenchError):
+    """Another live process is running this run or search."""
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, what: str) -> Iterator[None]:
+    """Run the block under this process's claim on ``path``; ``RunClaimed`` when another live process holds it."""
+    with claim(path) as other:
+        if other is not None:
+            raise RunClaimed(f"{what} is being run by {other}; wait for it, or stop that process")
+        yield
 
 
 def _heartbeat(path: Path, stop: threading.Event) -> None:

@@ -41,11 +41,3 @@ def save_torch(path: str | Path, obj: Any) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def load_torch_or_none(path: str | Path) -> Any:
-    """What ``save_torch`` wrote, or None when there is no such file."""
-    import torch
-
-    path = Path(path)
-    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nasiam_bench import distributed
-from nasiam_bench.claims import claim
+from nasiam_bench.claims import RunClaimed, claim
 from nasiam_bench.data.datasets import DataError
 from nasiam_bench.data.prepare import open_prepared, prepare
 from nasiam_bench.distributed import device_name
@@ -148,11 +148,15 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
             print(f"{label}: claimed by {other}; skipped", flush=True)
             return None
         print(f"{label}: {'kNN of the untrained backbone' if job.kind == FLOOR else 'pre-train'}", flush=True)
-        if job.kind == FLOOR:
-            record = _floor(run_spec, job.seed, ctx)
-        else:
-            search = searches.get((job.seed, job.strategy))
-            record = _run_head(run_spec, job.seed, genotype, runs, device, progress, search, ctx)
+        try:
+            if job.kind == FLOOR:
+                record = _floor(run_spec, job.seed, ctx)
+            else:
+                search = searches.get((job.seed, job.strategy))
+                record = _run_head(run_spec, job.seed, genotype, runs, device, progress, search, ctx)
+        except RunClaimed as exc:  # its run folder is another bench's (one with other results)
+            print(f"{label}: skipped: {exc}", flush=True)
+            return None
         record = {**_base(run_spec, job.seed), **record, "identity": state, "dataset_digest": dataset_digest(run_spec)}
         write_record(results, record)
         return record
@@ -161,12 +165,12 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
 def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progress: bool):
     """The search of a job, run under this process's claim; None when another live process has claimed it."""
     out = default_search_dir(spec, seed, runs)
-    with claim(out / "search.claim") as other:
-        if other is not None:
-            print(f"{label}: claimed by {other}; skipped", flush=True)
-            return None
-        print(f"{label}: {spec.experiment.strategy} search -> {out}", flush=True)
+    print(f"{label}: {spec.experiment.strategy} search -> {out}", flush=True)
+    try:
         result, genotype_file = run_search(spec, seed, out, device=device, progress=progress)
+    except RunClaimed as exc:
+        print(f"{label}: skipped: {exc}", flush=True)
+        return None
     if genotype_file is not None and (out / "alpha.png").is_file():
         plots = Path(results) / "plots"
         plots.mkdir(parents=True, exist_ok=True)

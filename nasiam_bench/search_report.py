@@ -20,6 +20,7 @@ from nasiam_bench.io import atomic_write_text
 from nasiam_bench.layout import default_search_dir
 from nasiam_bench.search.run import run_search
 from nasiam_bench.spec import Spec, SpecError, load_spec, parse_override
+from nasiam_bench.strategy_table import parameter_free_share
 from nasiam_bench.tables import markdown
 
 
@@ -65,11 +66,6 @@ def run_variants(
                 }
             )
     return rows
-
-
-def parameter_free_share(genotype: dict[str, list[str]]) -> float:
-    ops = [op for layers in genotype.values() for op in layers]
-    return sum(op in PARAMETER_FREE_OPS for op in ops) / len(ops)
 
 
 def _slug(label: str) -> str:

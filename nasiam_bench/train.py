@@ -7,6 +7,7 @@ and ends with exactly the weights an uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import resource
@@ -20,6 +21,7 @@ from torch import nn
 
 from nasiam_bench import distributed
 from nasiam_bench.checkpoints import BEST_CHECKPOINT, load_state, save_state
+from nasiam_bench.claims import exclusive
 from nasiam_bench.compile import compile_model
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
@@ -111,7 +113,13 @@ def pretrain(
         raise SpecError(f"train.batch_size = {t.batch_size} does not split over {ctx.world_size} processes")
     seed_everything(seed)
     genotype = genotype if genotype is not None else resolve_genotype(spec, seed, runs)
-    run = _Run(spec, seed, out_dir, genotype, ctx)
+    with exclusive(out_dir / "run.claim", f"the run in {out_dir}") if ctx.is_main else contextlib.nullcontext():
+        return _pretrain(_Run(spec, seed, out_dir, genotype, ctx), resume, stop_after, progress)
+
+
+def _pretrain(run: _Run, resume: bool, stop_after: int | None, progress: bool) -> PretrainResult:
+    """The run's epochs through the one training loop, resumed from its checkpoint when ``resume``."""
+    spec, ctx, t, out_dir = run.spec, run.ctx, run.spec.train, run.out_dir
     if resume:
         run.restore()
     use_amp = t.amp and ctx.device.type == "cuda"

@@ -364,3 +364,24 @@ def test_rekey_files_a_record_anew_when_its_identity_changes(tmp_path):
     target.write_text(json.dumps({**record, "run_id": "000000000000", "identity": "x"}))
     assert main(["rekey", "--results", str(tmp_path)]) == 0
     assert json.loads(target.read_text()) == record
+
+
+@pytest.mark.usefixtures("cifar10_data")
+@pytest.mark.parametrize("what", ["pretrain", "search"])
+def test_a_run_folder_another_live_process_holds_is_refused(what, tmp_path):
+    from nasiam_bench.claims import RunClaimed
+
+    name = "run.claim" if what == "pretrain" else "search.claim"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / name).write_text(json.dumps({"host": os.uname().nodename, "pid": sleeper.pid, "started": "now"}))
+        spec = smoke("moco", "data.train_subset=64")
+        with pytest.raises(RunClaimed, match=rf"is being run by .*:{sleeper.pid}"):
+            if what == "pretrain":
+                pretrain(spec, 0, tmp_path, progress=False)
+            else:
+                run_search(spec, 0, tmp_path, progress=False)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "search_state.pt").exists()

@@ -3,6 +3,7 @@ training images, and write the genotype (TOML, with alpha and its history) and a
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from nasiam_bench import distributed
 from nasiam_bench.backbones import build_backbone
 from nasiam_bench.checkpoints import StateMismatch
+from nasiam_bench.claims import exclusive
 from nasiam_bench.data.loaders import LoaderConfig, eval_loader, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
 from nasiam_bench.data.splits import search_halves, train_indices
@@ -66,9 +68,16 @@ def run_search(
     strategy = SEARCH_STRATEGIES.get(e.strategy)()
     ctx_dist = distributed.setup(device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(seed)
-    ctx = search_context(spec, seed, out_dir, ctx_dist, search_identity, progress)
-    result = strategy.run(ctx)
+    claimed = exclusive(out_dir / "search.claim", f"the search in {out_dir}")
+    with claimed if ctx_dist.is_main else contextlib.nullcontext():
+        seed_everything(seed)
+        result = strategy.run(search_context(spec, seed, out_dir, ctx_dist, search_identity, progress))
+        return _written(result, spec, seed, out_dir, search_identity, ctx_dist)
+
+
+def _written(result: SearchResult, spec: Spec, seed: int, out_dir: Path, search_identity: str, ctx_dist):
+    """Write a finished search's genotype, α heatmap and summary (the main process)."""
+    e = spec.experiment
     if not ctx_dist.is_main:
         return result, None
     written = None
