@@ -28,6 +28,7 @@ from nasiam_bench.spec import load_spec
 from nasiam_bench.tables import presentable, summarise
 from nasiam_bench.train import pretrain
 from tests.conftest import TEST_DATA_ROOT, assert_identical
+from tests.test_strategy_table import _record as strategy_record
 
 SEARCHING = [s for s in SEARCH_STRATEGIES.list() if s != "none"]
 GRADIENT = [s for s in SEARCHING if issubclass(SEARCH_STRATEGIES.get(s), GradientStrategy)]
@@ -47,25 +48,11 @@ def _genotype_file(path, framework, op):
 
 
 def _record(head, seed, knn, strategy="-", run="r", spec=None):
+    """A hand-made record (``tests.test_strategy_table``'s) of run ``head-strategy-run`` with its spec."""
     return {
-        "dataset": "cifar10",
-        "framework": "moco",
-        "backbone": "resnet18",
-        "width": 0.125,
-        "profile": "quick",
-        "recipe": "reference",
-        "seed": seed,
-        "epochs": 6,
-        "head": head,
-        "strategy": strategy,
+        **strategy_record(head, seed, knn, strategy),
         "run_id": f"{head}-{strategy}-{run}",
-        "comparison_id": "cmp",
-        "knn_top1": knn,
-        "linear_top1": knn,
         "head_params": 100,
-        "search_device_hours": 0.01,
-        "pretrain_device_hours": 0.03,
-        "device": "cpu",
         "genotype": {"projector": ["identity"] * 4} if head == "nasiam" else None,
         "spec": spec or {"experiment": {"strategy": strategy}, "search": {"epochs": 2}},
     }
