@@ -13,6 +13,7 @@ SEEDS ?= 1
 SOURCE ?= ../shared/datasets/$(DATASET).tar.gz
 DATA_ROOT ?=
 DEVICE ?= auto
+OVERRIDES ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps test test-gpu doctor benchmark lint data bench compare-search tables quirk clean
@@ -57,13 +58,13 @@ lint: ## ruff over the package and the tests
 data: ## prepare DATASET (default cifar10) from SOURCE (default ../shared/datasets/DATASET.tar.gz) under DATA_ROOT
 	$(BIN)/nasiam-bench data prepare $(DATASET) --source $(SOURCE) $(if $(DATA_ROOT),--root $(DATA_ROOT))
 
-bench: ## search, pre-train and compare the heads of FRAMEWORK (DATASET, PROFILE, RECIPE, STRATEGY, SEEDS)
-	$(BIN)/nasiam-bench bench $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) strategy=$(STRATEGY) --dataset $(DATASET) --seeds $(SEEDS)
+bench: ## search, pre-train and compare the heads of FRAMEWORK (DATASET, PROFILE, RECIPE, STRATEGY, SEEDS, OVERRIDES)
+	$(BIN)/nasiam-bench bench $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) strategy=$(STRATEGY) --dataset $(DATASET) --seeds $(SEEDS) $(OVERRIDES)
 
 COMPARED_STRATEGIES ?= ["darts","darts_single","beta_darts","random"]
 compare-search: ## the search strategies side by side on MoCo and SimSiam (PROFILE, RECIPE, 3 seeds; resumes), then the tables
 	for fw in moco simsiam; do \
-		$(BIN)/nasiam-bench bench $$fw profile=$(PROFILE) recipe=$(RECIPE) 'experiment.bench_strategies=$(COMPARED_STRATEGIES)' --dataset $(DATASET) --seeds 3 || exit $$?; \
+		$(BIN)/nasiam-bench bench $$fw profile=$(PROFILE) recipe=$(RECIPE) 'experiment.bench_strategies=$(COMPARED_STRATEGIES)' --dataset $(DATASET) --seeds 3 $(OVERRIDES) || exit $$?; \
 	done
 
 tables: ## regenerate results/<dataset>.md, .csv and plots from results/records

@@ -40,7 +40,10 @@ class Epoch:
 
 
 class Callback:
-    """Work around the steps; every method is optional."""
+    """Work around the steps; every method is optional. A callback that sets ``should_stop`` ends the run after
+    the epoch (a search's stopping rule)."""
+
+    should_stop = False
 
     def epoch_start(self, epoch: int) -> None:
         """Before the epoch's first step."""
@@ -82,6 +85,8 @@ def run_epochs(
         epoch.seconds = time.perf_counter() - began
         for callback in callbacks:
             callback.epoch_end(epoch)
+        if any(callback.should_stop for callback in callbacks):
+            return
 
 
 def _check_finite(out: dict[str, Any], epoch: int, step: int, diverged) -> None:

@@ -15,14 +15,14 @@ from nasiam_bench.io import atomic_path
 
 
 def plot_alpha(alpha: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """One heatmap per searched layer: softmax(alpha) per op (columns) after each epoch (rows)."""
+    """One heatmap per searched layer: softmax(alpha) per op (columns) after each epoch (rows), on the fixed scale
+    [0, 1] (so that 0.1426 against 0.1430 looks as undecided as it is), the argmax of each row marked with a dot,
+    and the final margin between the first and second op in the layer's title."""
     heads = list(alpha)
     columns = max(len(alpha[h]["final"]) for h in heads)
     fig, axes = plt.subplots(
         len(heads), columns, figsize=(2.0 * columns + 1, 2.8 * len(heads)), squeeze=False, layout="constrained"
     )
-    low = min(np.min(alpha[h]["history"]) for h in heads)
-    high = max(np.max(alpha[h]["history"]) for h in heads)  # a shared scale that shows small moves too
     for row, head in enumerate(heads):
         history = np.asarray(alpha[head]["history"])  # [epochs + 1, layers, ops]
         ops = alpha[head]["ops"]
@@ -31,15 +31,18 @@ def plot_alpha(alpha: dict[str, dict[str, Any]], path: str | Path, title: str = 
             if layer >= history.shape[1]:
                 ax.axis("off")
                 continue
-            image = ax.imshow(
-                history[:, layer, :], aspect="auto", cmap="viridis", vmin=low, vmax=high, interpolation="nearest"
-            )
-            ax.set_title(f"{head} layer {layer}", fontsize=8)
+            weights = history[:, layer, :]
+            image = ax.imshow(weights, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+            epochs = np.arange(weights.shape[0])
+            ax.scatter(weights.argmax(axis=1), epochs, s=10, c="white", edgecolors="black", linewidths=0.5)
+            first, second = np.sort(weights[-1])[::-1][:2]
+            ax.set_title(f"{head} layer {layer}: margin {first - second:.3f}", fontsize=7)
             ax.set_xticks(range(len(ops)), [o.replace("linear_", "") for o in ops], rotation=90, fontsize=6)
-            ax.set_yticks(range(history.shape[0]))
+            ax.set_yticks(epochs)
             ax.set_ylabel("epoch" if layer == 0 else "", fontsize=7)
             ax.tick_params(axis="y", labelsize=6)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="softmax(alpha) (0 = before the search)")
+    label = "softmax(alpha), fixed scale 0-1 (row 0: before the search; dot: the argmax)"
+    fig.colorbar(image, ax=axes, shrink=0.6, label=label)
     if title:
         fig.suptitle(title, fontsize=9)
     path = Path(path)

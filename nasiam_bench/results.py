@@ -14,7 +14,8 @@ from nasiam_bench.identity import record_identities
 from nasiam_bench.io import atomic_write_json
 from nasiam_bench.registry import NasiamBenchError
 
-RECORD_FORMAT = "nasiam-bench/record/1"
+RECORD_FORMAT = "nasiam-bench/record/2"
+OLD_RECORD_FORMATS = ("nasiam-bench/record/1",)  # read through ``upgrade``
 DATASET_NOTES = {
     "cifar10": "the JPEG copy of CIFAR-10 (quality 75) in shared/datasets when prepared from it",
 }
@@ -67,7 +68,7 @@ def find_record(path: str | Path, state_identity: str) -> dict[str, Any] | None:
     path = Path(path)
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
+    record = upgrade(json.loads(path.read_text()))
     if record.get("identity") != state_identity:
         print(f"{path}: records state {record.get('identity')}, not {state_identity}: run again", flush=True)
         return None
@@ -79,9 +80,29 @@ def load_records(results: str | Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted((Path(results) / "records").rglob("*.json")):
         data = json.loads(path.read_text())
-        if data.get("format") == RECORD_FORMAT:
-            records.append(data)
+        if data.get("format") in (RECORD_FORMAT, *OLD_RECORD_FORMATS):
+            records.append(upgrade(data))
     return records
+
+
+def upgrade(record: dict[str, Any]) -> dict[str, Any]:
+    """A record of an older format read as this one says what it did: before ``search.random_rank`` existed the
+    random strategy ranked its candidates by kNN (labels), so a record without it says so."""
+    if record.get("format") in OLD_RECORD_FORMATS:
+        spec = record.get("spec")
+        if isinstance(spec, dict):
+            spec.setdefault("search", {}).setdefault("random_rank", "knn")
+        record["format"] = RECORD_FORMAT
+    return record
+
+
+def strategy_label(record: dict[str, Any]) -> str:
+    """The strategy as the tables name it: random search that ranked by kNN says that it used labels."""
+    strategy = record.get("strategy", "-")
+    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
+    if strategy == "random" and spec.get("search", {}).get("random_rank") == "knn":
+        return "random (kNN: uses labels)"
+    return strategy
 
 
 def device_hours(seconds: float, devices: int) -> float:
@@ -95,9 +116,10 @@ def rekey(results: str | Path, digests: dict[str, str] | None = None) -> list[tu
     dataset in ``digests``). Returns (old path, new path) of each record that moved or changed; the rest stay."""
     changed = []
     for path in sorted((Path(results) / "records").rglob("*.json")):
-        record = json.loads(path.read_text())
-        if record.get("format") != RECORD_FORMAT:
+        stored = json.loads(path.read_text())
+        if stored.get("format") not in (RECORD_FORMAT, *OLD_RECORD_FORMATS):
             continue
+        record = upgrade(json.loads(path.read_text()))
         if "dataset_digest" not in record:
             if record["dataset"] not in (digests or {}):
                 raise NasiamBenchError(
@@ -106,7 +128,7 @@ def rekey(results: str | Path, digests: dict[str, str] | None = None) -> list[tu
                 )
             record["dataset_digest"] = digests[record["dataset"]]
         updated = {**record, **record_identities(record)}
-        if updated == record:
+        if updated == stored:
             continue
         target = record_path(results, updated)
         atomic_write_json(target, updated)

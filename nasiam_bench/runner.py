@@ -22,6 +22,7 @@ from nasiam_bench.identity import comparison_id, dataset_digest, identity, run_i
 from nasiam_bench.layout import default_run_dir, default_search_dir
 from nasiam_bench.models import build_model
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
+from nasiam_bench.search.decision import PERTURBATION, agreement
 from nasiam_bench.search.run import run_search
 from nasiam_bench.spec import Spec, load_spec
 from nasiam_bench.tables import FLOOR, write_tables
@@ -171,6 +172,8 @@ def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progr
     except RunClaimed as exc:
         print(f"{label}: skipped: {exc}", flush=True)
         return None
+    if spec.experiment.perturbation_check and result.decision is not None:
+        result.perturbation_agreement = _perturbation_check(spec, seed, result, label, runs, device, progress)
     if genotype_file is not None and (out / "alpha.png").is_file():
         plots = Path(results) / "plots"
         plots.mkdir(parents=True, exist_ok=True)
@@ -179,6 +182,20 @@ def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progr
             out / "alpha.png", plots / f"alpha_{e.framework}_{e.dataset}_{e.strategy}_{e.profile}_seed{seed}.png"
         )
     return result
+
+
+def _perturbation_check(spec: Spec, seed: int, result, label: str, runs, device: str, progress: bool) -> float | None:
+    """The share of layers whose op the same search keeps with alpha perturbed by ``PERTURBATION`` at its start;
+    None when another live process runs the twin."""
+    twin = spec.replace(**{"search.alpha_perturbation": PERTURBATION})
+    out = default_search_dir(twin, seed, runs)
+    print(f"{label}: the same search with alpha perturbed by {PERTURBATION:g} -> {out}", flush=True)
+    try:
+        perturbed, _ = run_search(twin, seed, out, device=device, progress=progress)
+    except RunClaimed as exc:
+        print(f"{label}: perturbation check skipped: {exc}", flush=True)
+        return None
+    return agreement(result.genotype, perturbed.genotype)
 
 
 def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
@@ -211,7 +228,8 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
     metrics = evaluate_checkpoint(str(trained.checkpoint), device=device)
     eval_seconds = time.perf_counter() - began
     model = build_model(spec, genotype)
-    search_seconds = search.seconds if (search is not None and spec.experiment.head == "nasiam") else 0.0
+    searched = search is not None and spec.experiment.head == "nasiam"
+    search_seconds = search.seconds if searched else 0.0
     return {
         "head": spec.experiment.head,
         "run_id": run_id(spec),
@@ -222,6 +240,7 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
         **metrics,
         "head_params": sum(p.numel() for p in model.heads.parameters()),
         "knn_curve": [[row["epoch"], row["knn_top1"]] for row in trained.history if "knn_top1" in row],
+        **(_search_facts(search) if searched else {}),
         "search_seconds": search_seconds,
         "pretrain_seconds": trained.train_seconds,
         "eval_seconds": eval_seconds,
@@ -235,3 +254,12 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
         "checkpoint": str(trained.checkpoint),
         "spec": spec.to_dict(),
     }
+
+
+def _search_facts(search) -> dict[str, Any]:
+    """What a searched head's record says of its search: what ended it, how decided it was, and how much of its
+    genotype a rounding-level perturbation kept (when checked)."""
+    facts: dict[str, Any] = {"search_ended": search.ended, "search_decision": search.decision}
+    if search.perturbation_agreement is not None:
+        facts["perturbation_agreement"] = search.perturbation_agreement
+    return facts

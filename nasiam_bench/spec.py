@@ -46,10 +46,13 @@ def _opt(
     prefixes: tuple = (),
     registry: str | None = None,
     hashed: bool = True,
+    only: tuple[str, ...] = (),
     doc: str = "",
 ) -> Any:
-    """A dataclass field carrying its validation rules in metadata."""
+    """A dataclass field carrying its validation rules in metadata; ``only``: the search strategies whose numbers
+    it changes (it is part of no other strategy's identity)."""
     meta = {
+        "only": only,
         "lo": lo,
         "hi": hi,
         "choices": choices,
@@ -87,6 +90,12 @@ class ExperimentSection:
         registry="search_strategies",
         hashed=False,
         doc="the strategies whose searched head `bench` compares, each a row; empty: experiment.strategy alone",
+    )
+    perturbation_check: bool = _opt(
+        False,
+        hashed=False,
+        doc="bench: run each gradient search again with alpha perturbed by 1e-6 and record the share of layers "
+        "that keep their op",
     )
     head: str = _opt(
         "baseline",
@@ -126,12 +135,34 @@ class SearchSection:
     paper_bn_eps_quirk: bool = _opt(
         False, doc="MoCo's search space as NASiam's code builds it: BatchNorm1d(in, out) sets eps = out (a defect)"
     )
-    random_samples: int = _opt(4, lo=1, doc="genotypes sampled by the random strategy")
-    beta_decay: float | None = _opt(
-        None, lo=0.0, doc="beta_darts: the beta-decay loss's weight at the search's end (linear from 0); unset: 25"
+    random_samples: int = _opt(4, lo=1, only=("random",), doc="genotypes sampled by the random strategy")
+    random_rank: str = _opt(
+        "ssl_loss",
+        choices=("ssl_loss", "knn"),
+        only=("random",),
+        doc="how random search ranks its candidates: the framework's loss on the held-out half (label-free, the "
+        "signal the alpha step uses), or kNN top-1 of the held-out half against the training half (uses labels)",
     )
-    tau_max: float = _opt(10.0, lo=1e-3, doc="GDAS: Gumbel-softmax temperature at the start")
-    tau_min: float = _opt(0.1, lo=1e-3, doc="GDAS: ... and at the end (annealed linearly)")
+    beta_decay: float | None = _opt(
+        None,
+        lo=0.0,
+        only=("beta_darts",),
+        doc="beta_darts: the beta-decay loss's weight at the search's end (linear from 0); unset: 25",
+    )
+    tau_max: float = _opt(10.0, lo=1e-3, only=("gdas",), doc="GDAS: Gumbel-softmax temperature at the start")
+    tau_min: float = _opt(0.1, lo=1e-3, only=("gdas",), doc="GDAS: ... and at the end (annealed linearly)")
+    stop_when_stable: int | None = _opt(
+        None,
+        lo=1,
+        doc="gradient searches: stop once the genotype has not changed for this many epochs (DARTS+); "
+        "search.epochs stays the cap; unset: run every epoch",
+    )
+    alpha_perturbation: float | None = _opt(
+        None,
+        lo=0.0,
+        doc="add this x N(0, 1) (a generator of its own) to alpha before the search: the perturbation "
+        "check's twin (experiment.perturbation_check); unset: none",
+    )
     projector_layers: int = _opt(0, lo=0, hi=32, doc="searched projector layers; 0: the paper's for the framework")
     predictor_layers: int = _opt(0, lo=0, hi=32, doc="searched predictor layers; 0: the paper's")
 
@@ -220,12 +251,14 @@ class Spec:
 
     def hashed_values(self, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
         """The resolved values that can change a result (fields marked ``hashed``), but the ``skip``ped sections
-        and ``section.key``s; ``nasiam_bench.identity`` hashes them."""
+        and ``section.key``s and the fields of other search strategies (``only``); ``nasiam_bench.identity`` hashes
+        them."""
         return {
             sec.name: {
                 f.name: _plain(getattr(getattr(self, sec.name), f.name))
                 for f in dataclasses.fields(sec.type_cls)
                 if f.metadata.get("hashed", True)
+                and (not f.metadata.get("only") or self.experiment.strategy in f.metadata["only"])
                 and f"{sec.name}.{f.name}" not in skip
                 and sec.name not in skip
                 and getattr(getattr(self, sec.name), f.name) is not None

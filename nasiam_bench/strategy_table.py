@@ -4,6 +4,7 @@ against the baseline and against the heads of random search, paired by seed."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import pandas as pd
 
 from nasiam_bench.heads.ops import LINEAR_PREFIX, PARAMETER_FREE_OPS
 from nasiam_bench.io import atomic_path
-from nasiam_bench.results import spec_differences
+from nasiam_bench.results import spec_differences, strategy_label
+from nasiam_bench.search.decision import mean_pairwise_agreement
 from nasiam_bench.stats import PairedDifference, format_difference, format_mean_std, paired_by_seed, paired_difference
 
 SEARCHED = "nasiam"
@@ -76,11 +78,15 @@ def _strategy_row(runs: pd.DataFrame, baseline: pd.DataFrame, searched: pd.DataF
         comparison_id=runs["comparison_id"].iloc[0],
         run_id=runs["run_id"].iloc[0],
         strategy=strategy,
+        strategy_shown=strategy_label(runs.iloc[0].to_dict()),
         seeds=int(runs["seed"].nunique()),
         search_device_h=runs["search_device_hours"].mean(),
         search_device_h_std=runs["search_device_hours"].std(ddof=1),
         parameter_free=sum(shares) / len(shares),
         genotypes=" / ".join(f"s{n}: {compact(g)}" for n, g in per_seed),
+        decided=_mean_of(runs, "search_decision", lambda d: d["decided_share"]),
+        seed_agreement=mean_pairwise_agreement(list(runs["genotype"])),
+        perturbation_kept=_mean_of(runs, "perturbation_agreement", float),
         knn_mean=runs["knn_top1"].mean(),
         knn_std=runs["knn_top1"].std(ddof=1),
         knn_vs_baseline=paired_by_seed(runs, baseline, "knn_top1"),
@@ -92,6 +98,14 @@ def _strategy_row(runs: pd.DataFrame, baseline: pd.DataFrame, searched: pd.DataF
         ),
     )
     return row
+
+
+def _mean_of(runs: pd.DataFrame, column: str, value) -> float:
+    """The mean over the runs that hold ``column`` of ``value(cell)``; NaN when none does (older records)."""
+    if column not in runs:
+        return math.nan
+    cells = [value(c) for c in runs[column] if isinstance(c, dict) or (c is not None and pd.notna(c))]
+    return float(sum(cells) / len(cells)) if cells else math.nan
 
 
 # What may differ between a searched run and its random-search twin besides the strategy: labels and places.
@@ -130,6 +144,10 @@ def _search_differences(table: pd.DataFrame, frame: pd.DataFrame) -> list[str]:
     return out
 
 
+def _share(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.0%}"
+
+
 def _verdict(d: PairedDifference, seeds: int) -> str:
     """The interval and verdict; the number of pairs when it is not the row's seed count."""
     if d.n == 0:
@@ -143,13 +161,16 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
             "profile": table["profile"],
             "recipe": table["recipe"],
             "framework": table["framework"],
-            "strategy": table["strategy"],
+            "strategy": table["strategy_shown"],
             "seeds": table["seeds"],
             "search device-h": [
                 format_mean_std(m, s, n, digits=4)
                 for m, s, n in zip(table["search_device_h"], table["search_device_h_std"], table["seeds"], strict=True)
             ],
             "parameter-free ops": table["parameter_free"].map("{:.0%}".format),
+            "decided layers": table["decided"].map(_share),
+            "seeds agree": table["seed_agreement"].map(_share),
+            "perturbation keeps": table["perturbation_kept"].map(_share),
             "kNN top-1 %": [
                 format_mean_std(m, s, n)
                 for m, s, n in zip(table["knn_mean"], table["knn_std"], table["seeds"], strict=True)
@@ -188,7 +209,7 @@ def plot_strategies(table: pd.DataFrame, path: Path, dataset: str) -> Path:
                 capsize=3,
                 linestyle="none",
                 color=f"C{i}",
-                label=f"{row.strategy}{f' ({row.search_differs})' if row.search_differs else ''} "
+                label=f"{row.strategy_shown}{f' ({row.search_differs})' if row.search_differs else ''} "
                 f"({row.parameter_free:.0%} parameter-free)",
             )
         ax.axhline(0.0, color="grey", linestyle="--", linewidth=1, label="baseline heads")

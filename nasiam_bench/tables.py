@@ -13,7 +13,8 @@ import pandas as pd
 
 from nasiam_bench import strategy_table
 from nasiam_bench.io import atomic_path, atomic_write_text
-from nasiam_bench.results import DATASET_NOTES, load_records, spec_differences
+from nasiam_bench.results import DATASET_NOTES, load_records, spec_differences, strategy_label
+from nasiam_bench.search.decision import DECIDED_EPOCHS, DECIDED_MARGIN, PERTURBATION
 from nasiam_bench.stats import (
     CONFIDENCE,
     PairedDifference,
@@ -73,6 +74,7 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
     for label, default in LABEL_DEFAULTS.items():
         frame[label] = frame[label].fillna(default) if label in frame else default
     rows = []
+    frame["strategy"] = [strategy_label(r) for r in frame.to_dict("records")]
     for (_, run_id), group in frame.groupby(["head", "run_id"], sort=False):
         row = {label: group[label].iloc[0] for label in LABELS}
         row.update(
@@ -223,7 +225,13 @@ def _strategy_section(records: list[dict[str, Any]], results: Path, dataset: str
             "",
             "The searched (`nasiam`) head of each strategy, on the same seeds, data and schedule as the baseline. "
             "`search device-h`: the search alone (the pre-training of the searched head is in the table above). "
-            "`parameter-free ops`: the share of searched layers whose op is identity or a pooling. `Δ vs random "
+            "`parameter-free ops`: the share of searched layers whose op is identity or a pooling. "
+            f"`decided layers`: the share of searched layers whose softmax(alpha) leads the second op by "
+            f"{DECIDED_MARGIN:g} or more and whose argmax held over the last {DECIDED_EPOCHS} epochs (mean over "
+            "seeds; `–`: searches recorded before it was measured). `seeds agree`: the share of layers on which two "
+            "seeds' genotypes agree (mean over pairs; 1 in the number of ops by chance). `perturbation keeps`: the "
+            f"share of layers the same search keeps with alpha perturbed by {PERTURBATION:g} at its start "
+            "(`experiment.perturbation_check`). `Δ vs random "
             "search`: paired with the head the `random` strategy picked for the same seed; a search that does not "
             "beat it shows no benefit of searching. Intervals and verdicts as above. Regenerate with "
             "`make compare-search` (runs what is missing, then the tables).",

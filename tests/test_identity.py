@@ -372,3 +372,33 @@ def test_a_run_folder_another_live_process_holds_is_refused(what, tmp_path):
         sleeper.kill()
         sleeper.wait()
     assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "search_state.pt").exists()
+
+
+# ------------------------------------------------- a strategy's own settings are part of its identity only
+
+STRATEGY_FIELDS = {"search.random_samples": 3, "search.random_rank": "knn", "search.beta_decay": 5.0,
+                   "search.tau_max": 3.0, "search.tau_min": 0.5}  # fmt: skip
+
+
+@pytest.mark.parametrize("strategy", SEARCH_STRATEGIES.list())
+@pytest.mark.parametrize("key", sorted(STRATEGY_FIELDS))
+def test_a_strategy_specific_setting_changes_only_that_strategys_identity(strategy, key):
+    from nasiam_bench.spec import SearchSection
+
+    only = SearchSection.__dataclass_fields__[key.removeprefix("search.")].metadata["only"]
+    spec = smoke("moco", f"strategy={strategy}", "head=nasiam")
+    changed = spec.replace(**{key: STRATEGY_FIELDS[key]})
+    assert (search_id(changed) != search_id(spec)) == (strategy in only)
+    assert (run_id(changed) != run_id(spec)) == (strategy in only)
+
+
+def test_an_older_record_says_its_random_search_ranked_by_knn(tmp_path):
+    from nasiam_bench.results import OLD_RECORD_FORMATS, strategy_label
+
+    record = {**_record("nasiam", 0, 30.0, "random"), "format": OLD_RECORD_FORMATS[0]}
+    path = tmp_path / "records" / "cifar10" / "moco" / "nasiam-x-seed0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    (loaded,) = load_records(tmp_path)
+    assert loaded["spec"]["search"]["random_rank"] == "knn" and strategy_label(loaded) == "random (kNN: uses labels)"
+    assert strategy_label({**loaded, "spec": {"search": {"random_rank": "ssl_loss"}}}) == "random"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,6 +55,7 @@ class SearchContext:
     progress: bool = True
     amp: bool = False  # bf16 autocast of the forward passes, as pre-training (train.amp, on CUDA only)
     identity: str = ""  # the search's identity (seed included): the only state it resumes from
+    held_out_loss: Callable[[nn.Module], float] | None = None  # the framework's mean loss on the held-out half
 
 
 @dataclass
@@ -64,6 +66,9 @@ class SearchResult:
     scores: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
+    ended: str = ""  # what ended a gradient search: its epoch cap, or its stopping rule
+    decision: dict[str, Any] | None = None  # search.decision.decision_summary of its alpha (None: no alpha)
+    perturbation_agreement: float | None = None  # the share of layers its perturbed twin chose alike
 
 
 class SearchStrategy:
@@ -237,6 +242,7 @@ class GradientStrategy(SearchStrategy):
         model = ctx.build_supernet()
         epochs = ctx.search.epochs
         self.attach(model, ctx.search, len(ctx.train_loader) * epochs, ctx.search.batch_size, ctx.amp)
+        self.perturb(ctx.search.alpha_perturbation, ctx.seed)
         progress = _SearchProgress(self, ctx)
         progress.restore()
 
@@ -244,7 +250,8 @@ class GradientStrategy(SearchStrategy):
             wants_alpha = self.held_out and (self.arch_every_batch or i == 0)
             return self.step(batch[:2], progress.next_val_batch() if wants_alpha else None)
 
-        epochs_left, desc = range(progress.epoch, epochs), f"search {self.name} epoch"
+        epochs_left = range(progress.epoch, progress.epoch if progress.should_stop else epochs)
+        desc = f"search {self.name} epoch"
         words = search_diverged(self.name)
         run_epochs(ctx.train_loader, epochs_left, step, [progress], desc=desc, progress=ctx.progress, diverged=words)
         history = progress.history
@@ -252,7 +259,19 @@ class GradientStrategy(SearchStrategy):
             name: {"ops": ctx.ops, "final": history[-1][name], "history": [h[name] for h in history]}
             for name in self.heads
         }
-        return SearchResult(self.name, self.genotype(), alpha, seconds=progress.seconds, steps=self.steps)
+        result = SearchResult(self.name, self.genotype(), alpha, seconds=progress.seconds, steps=self.steps)
+        result.ended = progress.ended()
+        return result
+
+    def perturb(self, scale: float | None, seed: int) -> None:
+        """Add ``scale`` x N(0, 1) to alpha, from a generator of its own (the search's other draws stay as they
+        are): the perturbation check's twin search."""
+        if not scale:
+            return
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for head in self.heads.values():
+                head.alpha.add_(scale * torch.randn(head.alpha.shape, generator=generator))
 
 
 class _SearchProgress(Callback):
@@ -271,6 +290,22 @@ class _SearchProgress(Callback):
         if state is not None:
             self.strategy.load_state_dict(state["strategy"])
             self.epoch, self.history, self.seconds = state["epoch"], state["history"], state["seconds"]
+            self.should_stop = self._stable()
+
+    def _stable(self) -> bool:
+        """The stopping rule (``search.stop_when_stable`` = K): the argmax of every layer the same at the ends of
+        the last K + 1 epochs (unchanged for K epochs)."""
+        k = self.ctx.search.stop_when_stable
+        if not k or len(self.history) < k + 2:  # history[0] is before the search
+            return False
+        choices = [[np.argmax(layer) for head in sorted(h) for layer in h[head]] for h in self.history[-(k + 1) :]]
+        return all(c == choices[-1] for c in choices)
+
+    def ended(self) -> str:
+        if self.should_stop:
+            k, cap = self.ctx.search.stop_when_stable, self.ctx.search.epochs
+            return f"stopping rule: genotype unchanged for {k} epochs, at epoch {self.epoch} of {cap}"
+        return f"epoch cap: {self.epoch} epochs"
 
     def epoch_start(self, epoch: int) -> None:
         self.strategy.on_epoch(epoch, self.ctx.search.epochs)
@@ -298,6 +333,7 @@ class _SearchProgress(Callback):
         self.seconds += epoch.seconds
         self.epoch = epoch.index + 1
         self.history.append(self.strategy.alpha_weights())
+        self.should_stop = self._stable()
         if distributed.is_main_process():
             state = {"strategy": self.strategy.state_dict(), "epoch": self.epoch, "history": self.history}
             save_state(self.path, "search", self.ctx.identity, {**state, "seconds": self.seconds})

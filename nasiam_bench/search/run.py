@@ -27,7 +27,8 @@ from nasiam_bench.models import build_model
 from nasiam_bench.plots import plot_alpha
 from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
 from nasiam_bench.rng import seed_everything
-from nasiam_bench.search.base import SearchContext, SearchResult
+from nasiam_bench.search.base import SearchContext, SearchResult, framework_loss
+from nasiam_bench.search.decision import decision_summary
 from nasiam_bench.spec import Spec, SpecError
 
 
@@ -80,7 +81,7 @@ def _written(result: SearchResult, spec: Spec, seed: int, out_dir: Path, search_
     e = spec.experiment
     if not ctx_dist.is_main:
         return result, None
-    written = None
+    written, result.decision = None, decision_summary(result.alpha)
     if result.genotype is not None:
         source = f"searched by nasiam-bench: {e.strategy}, seed {seed}, search {search_identity} ({e.profile} profile)"
         Genotype(e.framework, result.genotype, e.dataset, e.backbone, source, result.alpha).save(out_dir / GENOTYPE)
@@ -95,6 +96,8 @@ def _written(result: SearchResult, spec: Spec, seed: int, out_dir: Path, search_
         "scores": result.scores,
         "seconds": result.seconds,
         "steps": result.steps,
+        "ended": result.ended,
+        "decision": result.decision,
         "device": distributed.device_name(ctx_dist.device),
         "world_size": ctx_dist.world_size,
     }
@@ -119,7 +122,7 @@ def _finished(out_dir: Path, search_identity: str) -> tuple[SearchResult, Path |
         )
     result = SearchResult(
         summary["strategy"], summary["genotype"], scores=summary["scores"], seconds=summary["seconds"],
-        steps=summary["steps"],
+        steps=summary["steps"], ended=summary["ended"], decision=summary["decision"],
     )  # fmt: skip
     return result, out_dir / GENOTYPE if summary["genotype"] is not None else None
 
@@ -146,14 +149,29 @@ def search_context(spec: Spec, seed: int, out_dir: Path, ctx_dist, search_identi
         build_supernet=supernet_builder(model_spec, ctx_dist.device, ctx_dist.distributed),
         build_model=lambda genotype: _placed(build_model(model_spec, genotype), ctx_dist.device, ctx_dist.distributed),
         train_loader=ssl_loader(data, data.train_split, config, weights_half),
-        val_loader=ssl_loader(data, data.train_split, config, arch_half),
+        val_loader=(val_loader := ssl_loader(data, data.train_split, config, arch_half)),
         knn_score=_knn_scorer(spec, seed, data, weights_half, arch_half, ctx_dist.device),
+        held_out_loss=_held_out_loss(val_loader, spec.train.amp and ctx_dist.device.type == "cuda"),
         heads={h: c.layers for h, c in FRAMEWORKS.get(e.framework).search_cells(8, s.layers()).items()},
         out_dir=out_dir,
         progress=progress and ctx_dist.is_main,
         amp=spec.train.amp and ctx_dist.device.type == "cuda",
         identity=search_identity,
     )
+
+
+def _held_out_loss(val_loader, amp: bool):
+    """The framework's mean loss over one pass of the held-out half (epoch 0's views, so every candidate is scored
+    on the same batches), without gradients: the label-free score of random search."""
+
+    @torch.no_grad()
+    def held_out_loss(model) -> float:
+        val_loader.set_epoch(0)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            losses = [framework_loss(model, v1, v2).float() for v1, v2, _ in val_loader]
+        return distributed.all_reduce_mean(torch.stack(losses).mean()).item()
+
+    return held_out_loss
 
 
 def _knn_scorer(spec: Spec, seed: int, data, weights_half, arch_half, device):
