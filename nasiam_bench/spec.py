@@ -316,7 +316,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), pro
 
     profile = profile or chosen("profile")
     recipe = chosen("recipe")
-    merged = _merge({}, load_profile(profile), where=str(_profile_path(profile)))
+    merged = _merge({}, load_profile(profile, chosen("framework")), where=str(_profile_path(profile)))
     merged = _merge(merged, load_recipe(recipe, chosen("framework")), where=str(_recipe_path(recipe)))
     merged = _merge(merged, raw, where=str(path))
     merged = _merge(merged, {"experiment": {"profile": profile, "recipe": recipe}}, where="profile")
@@ -385,14 +385,19 @@ def _profile_path(name: str) -> Path:
     return PROFILES_DIR / f"{name}.toml"
 
 
-def load_profile(name: str) -> dict[str, Any]:
-    """A profile overlay as raw sections; an unknown profile lists the valid ones."""
+def load_profile(name: str, framework: str | None = None) -> dict[str, Any]:
+    """A profile overlay as raw sections, with its ``[<framework>.<section>]`` tables for ``framework`` laid over
+    them (a schedule sized per framework); an unknown profile lists the valid ones."""
     if not isinstance(name, str) or not _profile_path(name).is_file():
         raise SpecError(f"experiment.profile: unknown profile {name!r}; valid: {', '.join(available_profiles())}")
-    overlay = _read_toml(_profile_path(name))
+    path = _profile_path(name)
+    overlay = _read_toml(path)
+    frameworks = registry("frameworks")
+    per_framework = {key: overlay.pop(key) for key in list(overlay) if key in frameworks}
     if "profile" in overlay.get("experiment", {}):
-        raise SpecError(f"{_profile_path(name)}: a profile may not set experiment.profile")
-    return overlay
+        raise SpecError(f"{path}: a profile may not set experiment.profile")
+    own = per_framework.get(framework, {})
+    return _merge(_merge({}, overlay, where=str(path)), own, where=f"{path} [{framework}]") if own else overlay
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

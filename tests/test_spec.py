@@ -5,6 +5,7 @@ import tomllib
 import pytest
 
 from nasiam_bench.identity import run_id
+from nasiam_bench.registry import FRAMEWORKS
 from nasiam_bench.spec import PROFILES_DIR, Spec, SpecError, load_spec, parse_override, spec_to_toml
 
 
@@ -163,3 +164,20 @@ def test_invalid_toml_and_missing_file(tmp_path):
         load_spec(write(tmp_path, "[train\n"))
     with pytest.raises(SpecError, match=r"spec file 'nope.toml' not found"):
         load_spec("nope.toml")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_a_profile_sizes_the_schedule_per_framework(framework, tmp_path, monkeypatch):
+    import nasiam_bench.spec as spec_module
+
+    (tmp_path / "sized.toml").write_text(
+        f"[train]\nepochs = 6\n\n[{framework}.train]\nepochs = 12\n\n[{framework}.eval]\nknn_every = 3\n"
+    )
+    monkeypatch.setattr(spec_module, "PROFILES_DIR", tmp_path)
+    for other in FRAMEWORKS.list():
+        spec = load_spec(f"{other}_cifar10", ["profile=sized"])
+        assert spec.train.epochs == (12 if other == framework else 6), other
+        assert spec.eval.knn_every == (3 if other == framework else Spec().eval.knn_every), other
+    (tmp_path / "bad.toml").write_text(f"[{framework}.train]\nepoch = 12\n")
+    with pytest.raises(SpecError, match=rf"bad.toml \[{framework}\]: unknown key train.epoch"):
+        load_spec(f"{framework}_cifar10", ["profile=bad"])
