@@ -18,6 +18,7 @@ from nasiam_bench.heads.genotype import load_genotype
 from nasiam_bench.heads.ops import PARAMETER_FREE_OPS
 from nasiam_bench.io import atomic_write_text
 from nasiam_bench.layout import default_search_dir
+from nasiam_bench.search.decision import DECIDED_EPOCHS, DECIDED_MARGIN, by_epoch
 from nasiam_bench.search.run import run_search
 from nasiam_bench.spec import Spec, SpecError, load_spec, parse_override
 from nasiam_bench.strategy_table import parameter_free_share
@@ -104,6 +105,36 @@ def _alpha_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _decision_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Per variant and seed, after each epoch (of a schedule set for the whole search): the share of decided layers
+    (``search.decision``), and the share of layers whose op agrees with the first variant's for the same seed."""
+    first = rows[0]["variant"]
+    reference = {r["seed"]: r["alpha"] for r in rows if r["variant"] == first}
+    table = []
+    for r in rows:
+        if not r["alpha"]:
+            continue
+        other = reference.get(r["seed"]) if r["variant"] != first else None
+        for row in by_epoch(r["alpha"], other):
+            table.append({"variant": r["variant"], "seed": r["seed"], **row})
+    if not table:
+        return []
+    frame = pd.DataFrame(table)
+    shown = frame.groupby(["variant", "epoch"], sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
+    for column in [c for c in ("decided", "agreement") if c in shown]:
+        shown[column] = shown[column].map(lambda v: "–" if pd.isna(v) else f"{v:.0%}")
+    if "agreement" in shown:
+        shown = shown.rename(columns={"agreement": f"agrees with {first}"})
+    threshold = f"margin >= {DECIDED_MARGIN:g} and the argmax held over the last {DECIDED_EPOCHS} epochs"
+    return [
+        "## Decided layers and agreement by epoch (mean over seeds)",
+        "",
+        f"Decided: {threshold}. Each epoch's row reads the search's α after that epoch of its own schedule.",
+        "",
+        markdown(shown),
+    ]
+
+
 def write_report(rows: list[dict[str, Any]], path: str | Path, title: str, command: str) -> Path:
     """The Markdown report, with each search's alpha heatmap copied beside it (``plots/``)."""
     path = Path(path)
@@ -120,6 +151,7 @@ def write_report(rows: list[dict[str, Any]], path: str | Path, title: str, comma
         lines.append(
             f"- {variant}: mean {s['mean']:.2f} (min {s['min']:.2f}, max {s['max']:.2f}) over {int(s['count'])} seeds"
         )
+    lines += ["", *_decision_section(rows)]
     lines += [
         "",
         "## Final softmax(α) per layer, mean over seeds",

@@ -122,3 +122,16 @@ def test_random_search_ranks_by_the_held_out_ssl_loss_unless_told_to_use_labels(
     labelled, _ = run_search(spec, 0, tmp_path / "knn", progress=False)
     assert labelled.genotype == max(labelled.scores, key=lambda s: s["knn_top1"])["genotype"]
     assert [s["genotype"] for s in labelled.scores] == [s["genotype"] for s in free.scores]  # the same candidates
+
+
+def test_the_decision_by_epoch_reads_alpha_as_it_stood_after_each_epoch():
+    from nasiam_bench.search.decision import by_epoch
+
+    uniform, lead, other = [1 / 3] * 3, [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]
+    search = _alpha(uniform, other, lead, lead)
+    twin = _alpha(uniform, other, other, lead)
+    rows = by_epoch(search, twin)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["decided"] for r in rows] == [1.0, 0.0, 1.0]  # epoch 2: its argmax had just moved
+    assert [r["agreement"] for r in rows] == [1.0, 0.0, 1.0]
+    assert "agreement" not in by_epoch(search)[0]

@@ -82,3 +82,31 @@ def mean_pairwise_agreement(genotypes: list[dict[str, list[str]]]) -> float:
     """The mean over pairs of genotypes (of seeds, say) of their agreement; NaN with fewer than two."""
     pairs = list(itertools.combinations(genotypes, 2))
     return float(np.mean([agreement(a, b) for a, b in pairs])) if pairs else math.nan
+
+
+def prefix(alpha: dict[str, dict[str, Any]], epochs: int) -> dict[str, dict[str, Any]]:
+    """alpha as it stood after ``epochs`` epochs of the search (its history cut there)."""
+    out = {}
+    for head, a in alpha.items():
+        history = a["history"][: epochs + 1]
+        out[head] = {**a, "history": history, "final": history[-1]}
+    return out
+
+
+def genotype_of(alpha: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """The argmax op of every layer of alpha's final softmax."""
+    return {head: [a["ops"][int(np.argmax(layer))] for layer in a["final"]] for head, a in alpha.items()}
+
+
+def by_epoch(alpha: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]] | None = None) -> list[dict]:
+    """After each epoch of a search (its schedule set for all of them): the share of decided layers, and with
+    ``other`` (the same search perturbed, say) the share of layers whose argmax the two agree on."""
+    epochs = len(next(iter(alpha.values()))["history"]) - 1
+    rows = []
+    for epoch in range(1, epochs + 1):
+        now = prefix(alpha, epoch)
+        row = {"epoch": epoch, "decided": decision_summary(now)["decided_share"]}
+        if other is not None:
+            row["agreement"] = agreement(genotype_of(now), genotype_of(prefix(other, epoch)))
+        rows.append(row)
+    return rows
