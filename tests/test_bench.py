@@ -6,7 +6,7 @@ import pytest
 
 from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint
 from nasiam_bench.evaluate import eval_data_for, knn_encoder, spec_knn
-from nasiam_bench.results import load_records, write_record
+from nasiam_bench.results import RECORD_FORMAT, load_records, write_record
 from nasiam_bench.runner import bench
 from nasiam_bench.tables import summarise, write_tables
 from tests.conftest import TEST_DATA_ROOT
@@ -167,7 +167,7 @@ def test_tables_from_hand_made_records(tmp_path):
     assert "| solo-learn |" not in measured and "| lightly |" not in measured  # never mixed with measured rows
     assert "| solo-learn | cifar10 | moco | resnet18 | linear, 1000 epochs (MoCo v2+) | 92.94 |" in published
     assert "| SimSiam paper | cifar10 | simsiam | resnet18 | linear, 800 epochs | 91.8 |" in published
-    assert json.loads(next(tmp_path.rglob("*.json")).read_text())["format"] == "nasiam-bench/record/1"
+    assert json.loads(next(tmp_path.rglob("*.json")).read_text())["format"] == RECORD_FORMAT
     assert "spec differs in" not in text  # no two rows look alike
 
 
