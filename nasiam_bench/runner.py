@@ -164,14 +164,12 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
 
 
 def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progress: bool):
-    """The search of a job, run under this process's claim; None when another live process has claimed it."""
+    """The search of a job; None when another live process is running it."""
     out = default_search_dir(spec, seed, runs)
-    print(f"{label}: {spec.experiment.strategy} search -> {out}", flush=True)
-    try:
-        result, genotype_file = run_search(spec, seed, out, device=device, progress=progress)
-    except RunClaimed as exc:
-        print(f"{label}: skipped: {exc}", flush=True)
+    found = _searched(spec, seed, out, f"{label}: {spec.experiment.strategy} search", device, progress)
+    if found is None:
         return None
+    result, genotype_file = found
     if spec.experiment.perturbation_check and result.decision is not None:
         result.perturbation_agreement = _perturbation_check(spec, seed, result, label, runs, device, progress)
     if genotype_file is not None and (out / "alpha.png").is_file():
@@ -184,18 +182,23 @@ def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progr
     return result
 
 
+def _searched(spec: Spec, seed: int, out: Path, what: str, device: str, progress: bool):
+    """``run_search`` into ``out``, saying so; None (and why) when another live process holds the folder."""
+    print(f"{what} -> {out}", flush=True)
+    try:
+        return run_search(spec, seed, out, device=device, progress=progress)
+    except RunClaimed as exc:
+        print(f"{what}: skipped: {exc}", flush=True)
+        return None
+
+
 def _perturbation_check(spec: Spec, seed: int, result, label: str, runs, device: str, progress: bool) -> float | None:
     """The share of layers whose op the same search keeps with alpha perturbed by ``PERTURBATION`` at its start;
     None when another live process runs the twin."""
     twin = spec.replace(**{"search.alpha_perturbation": PERTURBATION})
-    out = default_search_dir(twin, seed, runs)
-    print(f"{label}: the same search with alpha perturbed by {PERTURBATION:g} -> {out}", flush=True)
-    try:
-        perturbed, _ = run_search(twin, seed, out, device=device, progress=progress)
-    except RunClaimed as exc:
-        print(f"{label}: perturbation check skipped: {exc}", flush=True)
-        return None
-    return agreement(result.genotype, perturbed.genotype)
+    what = f"{label}: the same search with alpha perturbed by {PERTURBATION:g}"
+    found = _searched(twin, seed, default_search_dir(twin, seed, runs), what, device, progress)
+    return None if found is None else agreement(result.genotype, found[0].genotype)
 
 
 def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
