@@ -3,6 +3,7 @@ and a re-run finds what is already done."""
 
 from __future__ import annotations
 
+import copy
 import datetime
 import functools
 import json
@@ -119,7 +120,7 @@ def rekey(results: str | Path, digests: dict[str, str] | None = None) -> list[tu
         stored = json.loads(path.read_text())
         if stored.get("format") not in (RECORD_FORMAT, *OLD_RECORD_FORMATS):
             continue
-        record = upgrade(json.loads(path.read_text()))
+        record = upgrade(copy.deepcopy(stored))
         if "dataset_digest" not in record:
             if record["dataset"] not in (digests or {}):
                 raise NasiamBenchError(
@@ -138,13 +139,14 @@ def rekey(results: str | Path, digests: dict[str, str] | None = None) -> list[tu
     return changed
 
 
-def _flat(spec: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+def flat_spec(spec: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """A record's spec as ``section.key`` -> value."""
     return {f"{section}.{key}": value for section, table in (spec or {}).items() for key, value in table.items()}
 
 
 def spec_differences(specs: list[dict[str, dict[str, Any]] | None]) -> list[str]:
     """For each spec, ``key=value`` of every key on which the specs disagree (``seeds`` aside)."""
-    flat = [_flat(s) for s in specs]
+    flat = [flat_spec(s) for s in specs]
     keys = sorted({k for f in flat for k in f if not k.startswith("seeds.")})
     differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
     return [", ".join(f"{k}={f.get(k, '–')}" for k in differing) for f in flat]

@@ -18,7 +18,7 @@ from nasiam_bench.distributed import device_name
 from nasiam_bench.evaluate import eval_data_for, evaluate_checkpoint, untrained_knn
 from nasiam_bench.heads.genotype import paper_genotype_path
 from nasiam_bench.heads.resolve import resolve_genotype
-from nasiam_bench.identity import comparison_id, dataset_digest, identity, run_id, search_id
+from nasiam_bench.identity import dataset_digest, identity, record_identities, run_id
 from nasiam_bench.layout import default_run_dir, default_search_dir
 from nasiam_bench.models import build_model
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
@@ -158,7 +158,8 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
         except RunClaimed as exc:  # its run folder is another bench's (one with other results)
             print(f"{label}: skipped: {exc}", flush=True)
             return None
-        record = {**_base(run_spec, job.seed), **record, "identity": state, "dataset_digest": dataset_digest(run_spec)}
+        record = {**_base(run_spec, job.seed), **record, "dataset_digest": dataset_digest(run_spec)}
+        record.update(record_identities(record))  # the ids rekey would give it: one way to say what it is
         write_record(results, record)
         return record
 
@@ -207,8 +208,6 @@ def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
     seconds = time.perf_counter() - began
     return {
         "head": FLOOR,
-        "run_id": run_id(spec),
-        "comparison_id": comparison_id(spec),
         "strategy": "-",
         "knn_top1": knn,
         "head_params": None,
@@ -235,9 +234,6 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
     search_seconds = search.seconds if searched else 0.0
     return {
         "head": spec.experiment.head,
-        "run_id": run_id(spec),
-        "comparison_id": comparison_id(spec),
-        "search_id": search_id(spec),
         "strategy": spec.experiment.strategy if spec.experiment.head == "nasiam" else "-",
         "genotype": genotype,
         **metrics,

@@ -16,7 +16,7 @@ import pandas as pd
 
 from nasiam_bench.heads.ops import LINEAR_PREFIX, PARAMETER_FREE_OPS
 from nasiam_bench.io import atomic_path
-from nasiam_bench.results import spec_differences, strategy_label
+from nasiam_bench.results import flat_spec, spec_differences, strategy_label
 from nasiam_bench.search.decision import mean_pairwise_agreement
 from nasiam_bench.stats import PairedDifference, format_difference, format_mean_std, paired_by_seed, paired_difference
 
@@ -117,8 +117,8 @@ def _twin_key(record: dict[str, Any]) -> str | None:
     spec = record.get("spec")
     if not isinstance(spec, dict):
         return None
-    flat = {f"{s}.{k}": v for s, t in spec.items() if s != "seeds" for k, v in t.items()}
-    return repr(sorted((k, repr(v)) for k, v in flat.items() if k not in TWIN_IGNORED))
+    flat = flat_spec(spec)
+    return repr(sorted((k, repr(v)) for k, v in flat.items() if k not in TWIN_IGNORED and not k.startswith("seeds.")))
 
 
 def _control(runs: pd.DataFrame, searched: pd.DataFrame) -> pd.DataFrame:

@@ -235,6 +235,9 @@ class _EpochRow(Callback):
     def __init__(self, run: _Run) -> None:
         self.run = run
 
+    def epoch_start(self, epoch: int) -> None:
+        self.run.model.train()
+
     def after_step(self, epoch: int, step: int, out: dict[str, Any]) -> None:
         if self.run.writer is not None:
             self.run.writer.add_scalar("train/loss_step", out["loss"].item(), epoch * self.run.steps_per_epoch + step)

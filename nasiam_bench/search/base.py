@@ -259,9 +259,9 @@ class GradientStrategy(SearchStrategy):
             name: {"ops": ctx.ops, "final": history[-1][name], "history": [h[name] for h in history]}
             for name in self.heads
         }
-        result = SearchResult(self.name, self.genotype(), alpha, seconds=progress.seconds, steps=self.steps)
-        result.ended = progress.ended()
-        return result
+        return SearchResult(
+            self.name, self.genotype(), alpha, seconds=progress.seconds, steps=self.steps, ended=progress.ended()
+        )
 
     def perturb(self, scale: float | None, seed: int) -> None:
         """Add ``scale`` x N(0, 1) to alpha, from a generator of its own (the search's other draws stay as they

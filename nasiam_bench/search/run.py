@@ -142,6 +142,7 @@ def search_context(spec: Spec, seed: int, out_dir: Path, ctx_dist, search_identi
         raise SpecError(f"search.batch_size = {s.batch_size} exceeds the {len(weights_half)} images of a search half")
     # The key/target encoder may follow the online one at another momentum during the search (NASiam's MoCo code).
     model_spec = spec if s.encoder_momentum is None else spec.replace(**{"framework.momentum": s.encoder_momentum})
+    amp = spec.train.amp and ctx_dist.device.type == "cuda"  # bf16 autocast, as pre-training
     return SearchContext(
         search=s,
         seed=seed,
@@ -151,11 +152,11 @@ def search_context(spec: Spec, seed: int, out_dir: Path, ctx_dist, search_identi
         train_loader=ssl_loader(data, data.train_split, config, weights_half),
         val_loader=(val_loader := ssl_loader(data, data.train_split, config, arch_half)),
         knn_score=_knn_scorer(spec, seed, data, weights_half, arch_half, ctx_dist.device),
-        held_out_loss=_held_out_loss(val_loader, spec.train.amp and ctx_dist.device.type == "cuda"),
+        held_out_loss=_held_out_loss(val_loader, amp),
         heads={h: c.layers for h, c in FRAMEWORKS.get(e.framework).search_cells(8, s.layers()).items()},
         out_dir=out_dir,
         progress=progress and ctx_dist.is_main,
-        amp=spec.train.amp and ctx_dist.device.type == "cuda",
+        amp=amp,
         identity=search_identity,
     )
 
