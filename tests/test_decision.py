@@ -17,6 +17,7 @@ from nasiam_bench.search.decision import (
     decision_summary,
     layer_decisions,
     mean_pairwise_agreement,
+    unchanged_for,
 )
 from nasiam_bench.search.run import run_search
 from nasiam_bench.spec import load_spec
@@ -45,6 +46,13 @@ def test_a_layer_is_decided_by_a_margin_held_over_the_last_epochs():
     assert narrow["stable_since"] == 1 and not narrow["decided"]  # stable, but by less than the margin
     summary = decision_summary({**_alpha(uniform, lead, lead), "predictor": _alpha(uniform, close, close)["projector"]})
     assert summary["decided_share"] == 0.5 and decision_summary({}) is None
+
+
+def test_the_genotype_is_unchanged_for_k_epochs_when_every_argmax_held():
+    uniform, a, b = [1 / 3] * 3, [0.4, 0.3, 0.3], [0.3, 0.4, 0.3]
+    assert unchanged_for(_alpha(uniform, a, a, a), 2) and not unchanged_for(_alpha(uniform, a, a, a), 3)
+    assert not unchanged_for(_alpha(uniform, b, a, a), 2) and unchanged_for(_alpha(uniform, b, a, a), 1)
+    assert not unchanged_for(_alpha(uniform, a), 1)  # one epoch cannot show a change or its absence
 
 
 def test_agreement_is_the_share_of_layers_alike():

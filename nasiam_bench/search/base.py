@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +26,7 @@ from nasiam_bench.loop import Callback, Epoch, TrainingDiverged, run_epochs, sea
 from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.rng import rng_state, set_rng_state
 from nasiam_bench.schedule import lr_schedule
+from nasiam_bench.search.decision import unchanged_for
 from nasiam_bench.spec import SearchSection
 
 LossFn = Callable[..., torch.Tensor]
@@ -254,13 +254,13 @@ class GradientStrategy(SearchStrategy):
         desc = f"search {self.name} epoch"
         words = search_diverged(self.name)
         run_epochs(ctx.train_loader, epochs_left, step, [progress], desc=desc, progress=ctx.progress, diverged=words)
-        history = progress.history
-        alpha = {
-            name: {"ops": ctx.ops, "final": history[-1][name], "history": [h[name] for h in history]}
-            for name in self.heads
-        }
         return SearchResult(
-            self.name, self.genotype(), alpha, seconds=progress.seconds, steps=self.steps, ended=progress.ended()
+            self.name,
+            self.genotype(),
+            progress.alpha(),
+            seconds=progress.seconds,
+            steps=self.steps,
+            ended=progress.ended(),
         )
 
     def perturb(self, scale: float | None, seed: int) -> None:
@@ -292,14 +292,18 @@ class _SearchProgress(Callback):
             self.epoch, self.history, self.seconds = state["epoch"], state["history"], state["seconds"]
             self.should_stop = self._stable()
 
+    def alpha(self) -> dict[str, dict[str, Any]]:
+        """alpha's final softmax and its history per head, as a search result carries it."""
+        ops = self.ctx.ops
+        return {
+            name: {"ops": ops, "final": self.history[-1][name], "history": [h[name] for h in self.history]}
+            for name in self.strategy.heads
+        }
+
     def _stable(self) -> bool:
-        """The stopping rule (``search.stop_when_stable`` = K): the argmax of every layer the same at the ends of
-        the last K + 1 epochs (unchanged for K epochs)."""
+        """The stopping rule (``search.stop_when_stable`` = K): the genotype unchanged for K epochs."""
         k = self.ctx.search.stop_when_stable
-        if not k or len(self.history) < k + 2:  # history[0] is before the search
-            return False
-        choices = [[np.argmax(layer) for head in sorted(h) for layer in h[head]] for h in self.history[-(k + 1) :]]
-        return all(c == choices[-1] for c in choices)
+        return bool(k) and unchanged_for(self.alpha(), k)
 
     def ended(self) -> str:
         if self.should_stop:

@@ -59,6 +59,13 @@ def _stable_since(choices: np.ndarray) -> int:
     return since
 
 
+def unchanged_for(alpha: dict[str, dict[str, Any]], epochs: int) -> bool:
+    """Whether every layer's argmax has been the same at the ends of the last ``epochs`` + 1 epochs (the genotype
+    unchanged for ``epochs`` epochs: DARTS+'s stopping rule)."""
+    done = len(next(iter(alpha.values()))["history"]) - 1
+    return done > epochs and all(layer["stable_since"] <= done - epochs for layer in layer_decisions(alpha))
+
+
 def decision_summary(alpha: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The layers' measures and the share of decided layers; None for a search without alpha (random search)."""
     if not alpha:
