@@ -16,7 +16,7 @@ DEVICE ?= auto
 OVERRIDES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test test-gpu doctor benchmark lint data bench compare-search tables quirk clean
+.PHONY: help install system-deps test test-gpu doctor benchmark lint data bench compare-search search-budget tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,6 +75,17 @@ quirk: ## does the paper's MoCo BatchNorm defect explain its pooling genotypes? 
 		--variant "without the quirk:" --variant "with the quirk:search.paper_bn_eps_quirk=true" \
 		--report results/moco_bn_quirk.md --command-line "make quirk" \
 		--title "MoCo darts searches with NASiam's code's recipe (but MoCo v2's 20-100% crops), with and without its BatchNorm quirk"
+
+SEARCH_BUDGETS ?= 3e-3:8 1e-2:8 3e-2:10 1e-2:10
+search-budget: ## does FRAMEWORK's darts search decide? per ARCH_LR:EPOCHS of SEARCH_BUDGETS, 2 seeds, plain and perturbed
+	for budget in $(SEARCH_BUDGETS); do \
+		lr=$${budget%%:*}; epochs=$${budget##*:}; \
+		$(BIN)/nasiam-bench searches $(FRAMEWORK)_$(DATASET) profile=$(PROFILE) recipe=$(RECIPE) search.arch_lr=$$lr search.epochs=$$epochs --seeds 2 \
+			--variant "plain:" --variant "perturbed:search.alpha_perturbation=1e-6" \
+			--report results/search_budget/$(FRAMEWORK)_$(PROFILE)_arch_lr_$${lr}_epochs_$$epochs.md \
+			--command-line "make search-budget FRAMEWORK=$(FRAMEWORK) SEARCH_BUDGETS=$$budget" \
+			--title "$(FRAMEWORK) darts searches ($(PROFILE) profile, $(RECIPE) recipe) at alpha lr $$lr for $$epochs epochs, plain and perturbed by 1e-6" || exit $$?; \
+	done
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks
