@@ -76,7 +76,7 @@ quirk: ## does the paper's MoCo BatchNorm defect explain its pooling genotypes? 
 		--report results/moco_bn_quirk.md --command-line "make quirk" \
 		--title "MoCo darts searches with NASiam's code's recipe (but MoCo v2's 20-100% crops), with and without its BatchNorm quirk"
 
-SEARCH_BUDGETS ?= 3e-3:8 1e-2:8 3e-2:10 1e-2:10
+SEARCH_BUDGETS ?= 3e-4:12 3e-3:8 1e-2:8 3e-2:10 1e-2:10
 search-budget: ## does FRAMEWORK's darts search decide? per ARCH_LR:EPOCHS of SEARCH_BUDGETS, 2 seeds, plain and perturbed
 	for budget in $(SEARCH_BUDGETS); do \
 		lr=$${budget%%:*}; epochs=$${budget##*:}; \
