@@ -42,7 +42,7 @@ from nasiam_bench.loop import (
 from nasiam_bench.models import build_model
 from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.rng import rng_state, seed_everything, set_rng_state
-from nasiam_bench.schedule import lr_schedule
+from nasiam_bench.schedule import lr_at, lr_schedule
 from nasiam_bench.spec import Spec, SpecError
 
 COLLAPSE_STD_RATIO = 0.1  # std of normalised embeddings below 0.1/sqrt(d): the representation is collapsing
@@ -129,9 +129,10 @@ def _pretrain(run: _Run, resume: bool, stop_after: int | None, progress: bool) -
         return train_step(run.model, batch[0], batch[1], run.optimizer, run.scheduler, progress_after, use_amp)
 
     def diverged(epoch: int, i: int, value: str) -> str:
+        lr = lr_at(run.scheduler, epoch * run.steps_per_epoch + i)
         return (
             f"the {spec.experiment.framework} {value.replace('loss ', 'loss is ')} at epoch {epoch + 1}, step "
-            f"{i + 1} (lr {run.scheduler.get_last_lr()[0]:.4g}); the checkpoint of epoch {epoch} in {out_dir} is "
+            f"{i + 1} (lr {lr:.4g}); the checkpoint of epoch {epoch} in {out_dir} is "
             "intact: lower train.lr" + (" or set train.amp=false" if use_amp else "")
         )
 
@@ -230,7 +231,7 @@ def _placed_model(model: Framework, spec: Spec, ctx) -> Framework:
 
 class _EpochRow(Callback):
     """The epoch's log row (loss, learning rate, time, collapse metrics) and the collapse warning; the per-step
-    loss to TensorBoard."""
+    loss to TensorBoard (at the loop's read points: reading it at every step would make the host wait)."""
 
     def __init__(self, run: _Run) -> None:
         self.run = run
@@ -238,9 +239,10 @@ class _EpochRow(Callback):
     def epoch_start(self, epoch: int) -> None:
         self.run.model.train()
 
-    def after_step(self, epoch: int, step: int, out: dict[str, Any]) -> None:
+    def after_read(self, epoch: int, values: list[tuple[int, dict[str, float]]]) -> None:
         if self.run.writer is not None:
-            self.run.writer.add_scalar("train/loss_step", out["loss"].item(), epoch * self.run.steps_per_epoch + step)
+            for step, losses in values:
+                self.run.writer.add_scalar("train/loss_step", losses["loss"], epoch * self.run.steps_per_epoch + step)
 
     def epoch_end(self, epoch: Epoch) -> None:
         run, images = self.run, self.run.steps_per_epoch * self.run.spec.train.batch_size
