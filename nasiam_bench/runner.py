@@ -20,11 +20,12 @@ from nasiam_bench.heads.genotype import paper_genotype_path
 from nasiam_bench.heads.resolve import resolve_genotype
 from nasiam_bench.identity import dataset_digest, identity, record_identities, run_id
 from nasiam_bench.layout import default_run_dir, default_search_dir
+from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.models import build_model
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
 from nasiam_bench.search.decision import PERTURBATION, agreement
 from nasiam_bench.search.run import run_search
-from nasiam_bench.spec import Spec, load_spec
+from nasiam_bench.spec import Spec, SpecError, load_spec
 from nasiam_bench.tables import FLOOR, write_tables
 from nasiam_bench.train import pretrain
 
@@ -59,7 +60,9 @@ def bench_strategies(spec: Spec) -> list[str]:
     return [s for s in (e.bench_strategies or (e.strategy,)) if s != "none"]
 
 
-def plan(spec: Spec) -> list[Job]:
+def plan(spec: Spec, lockstep: bool = False) -> list[Job]:
+    """The bench's jobs, seed by seed: the floor, then each head (a searched head after its search); with
+    ``lockstep``, every search of a seed before its heads (which then train together)."""
     e = spec.experiment
     strategies = bench_strategies(spec)
     heads = [h for h in e.bench_heads if not (h == "nasiam" and not strategies)]
@@ -74,6 +77,8 @@ def plan(spec: Spec) -> list[Job]:
                 jobs += [j for s in strategies for j in (Job("search", seed, s), Job("nasiam", seed, s))]
             else:
                 jobs.append(Job(head, seed))
+    if lockstep:  # a stable sort: per seed, the floor and the searches first
+        jobs.sort(key=lambda j: (spec.seeds.values.index(j.seed), j.kind not in (FLOOR, "search")))
     return jobs
 
 
@@ -103,16 +108,22 @@ def bench(
     source: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    lockstep: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or finish) the comparison of ``framework``'s heads; returns the records of this bench."""
+    """Run (or finish) the comparison of ``framework``'s heads; returns the records of this bench. ``lockstep``:
+    the heads of a seed still to train are pre-trained together, then evaluated and recorded one by one."""
     spec = load_spec(f"{framework}_{dataset}", overrides)
     git_commit()  # the code this bench runs, read now, before anyone edits the checkout
     ensure_data(spec, source)
-    jobs = plan(spec)
+    jobs = plan(spec, lockstep)
     ctx = distributed.setup(device)
-    records, searches = [], {}
+    records, searches, together = [], {}, set()
     for number, job in enumerate(jobs, 1):
-        job_spec = spec.replace(strategy=job.strategy) if job.strategy else spec
+        if lockstep and job.kind not in (FLOOR, "search") and job.seed not in together:
+            together.add(job.seed)
+            heads = [j for j in jobs if j.seed == job.seed and j.kind not in (FLOOR, "search")]
+            _lockstep(heads, spec, runs, results, device, progress, searches)
+        job_spec = _job_spec(spec, job)
         label = f"[{number}/{len(jobs)}] {spec.experiment.framework} {job.kind} seed {job.seed}"
         label += f" ({job.strategy})" if job.strategy else ""
         if job.kind == "search":
@@ -131,15 +142,42 @@ def bench(
     return records
 
 
-def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, progress: bool, searches, ctx):
-    """The record of a floor or head job: found (of this identity), or made under this process's claim; None when
-    another live process has claimed the run."""
+def _target(job: Job, spec: Spec, runs, results) -> tuple[Spec, Any, str, Path]:
+    """What a floor or head job makes: its run spec, genotype, state identity and record path."""
     run_spec = spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
     genotype = None if job.kind == FLOOR else resolve_genotype(run_spec, job.seed, runs)
     state = identity("state", run_spec, job.seed, genotype)
     e = spec.experiment
     where = {"dataset": e.dataset, "framework": e.framework, "head": job.kind, "run_id": run_id(run_spec)}
-    path = record_path(results, {**where, "seed": job.seed})
+    return run_spec, genotype, state, record_path(results, {**where, "seed": job.seed})
+
+
+def _job_spec(spec: Spec, job: Job) -> Spec:
+    return spec.replace(strategy=job.strategy) if job.strategy else spec
+
+
+def _lockstep(heads: list[Job], spec: Spec, runs, results, device: str, progress: bool, searches) -> None:
+    """Pre-train together the heads of one seed that have no record yet (their records follow, one by one)."""
+    members = []
+    for job in heads:
+        if job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None:
+            continue
+        run_spec, genotype, state, path = _target(job, _job_spec(spec, job), runs, results)
+        if find_record(path, state) is None:
+            members.append(Member(run_spec, default_run_dir(run_spec, job.seed, runs), genotype))
+    if len(members) < 2:
+        return
+    print(f"lockstep seed {heads[0].seed}: {', '.join(m.spec.experiment.head for m in members)}", flush=True)
+    try:
+        pretrain_lockstep(members, heads[0].seed, device=device, progress=progress)
+    except (RunClaimed, SpecError) as exc:  # a head run elsewhere, or checkpoints at different epochs
+        print(f"lockstep seed {heads[0].seed}: not together ({exc}); the heads train one by one", flush=True)
+
+
+def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, progress: bool, searches, ctx):
+    """The record of a floor or head job: found (of this identity), or made under this process's claim; None when
+    another live process has claimed the run."""
+    run_spec, genotype, state, path = _target(job, spec, runs, results)
     done = find_record(path, state)
     if done is not None:
         print(f"{label}: done before, skipped", flush=True)
@@ -248,6 +286,7 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
         "eval_device_hours": device_hours(eval_seconds, trained.world_size),
         "device": trained.device,
         "devices": trained.world_size,
+        "lockstep_heads": trained.lockstep,
         "peak_memory_mb": trained.peak_memory_mb,
         "images_per_s": trained.images_per_second,
         "checkpoint": str(trained.checkpoint),
