@@ -139,6 +139,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         source=args.source,
         device=args.device,
         lockstep=args.lockstep,
+        jobs=args.jobs,
     )
     return 0
 
@@ -262,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lockstep",
         action="store_true",
         help="pre-train the heads of a seed together on the same batches (one decode and augmentation a step)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes that take the runs concurrently (one per GPU when several are visible; default 1)",
     )
     p.set_defaults(run=_cmd_bench)
 

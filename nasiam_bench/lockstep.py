@@ -70,7 +70,8 @@ def pretrain_lockstep(
         end = first.spec.train.epochs if stop_after is None else first.epochs_done + stop_after
         epochs = range(first.epochs_done, min(end, first.spec.train.epochs))
         desc = f"lockstep {len(lanes)} heads, epoch"
-        run_epochs(first.loader, epochs, step, lanes, desc=desc, progress=progress and ctx.is_main, diverged=diverged)
+        show = progress and ctx.is_main
+        run_epochs(first.loader, epochs, step, lanes, desc=desc, progress=show, diverged=diverged, device=ctx.device)
         return [lane.run.finish() for lane in lanes]
 
 
@@ -151,6 +152,7 @@ class _Lane(Callback):
 
     def epoch_end(self, epoch: Epoch) -> None:
         self.epoch.seconds = epoch.seconds / self.heads  # its share of the steps' wall time
+        self.epoch.shared_by = epoch.shared_by
         with self.own_streams():
             for c in self.callbacks:
                 c.epoch_end(self.epoch)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from nasiam_bench.occupancy import occupying
 from nasiam_bench.registry import NasiamBenchError
 
 READ_EVERY = 50  # steps between host reads of the losses: one sync per 50 steps, and a diverged run found soon
@@ -44,6 +45,12 @@ class Epoch:
     last: dict[str, Any] = field(default_factory=dict)  # the last step's outputs (its embedding, say)
     seconds: float = 0.0
     row: dict[str, Any] = field(default_factory=dict)  # what callbacks add for the epoch's log row
+    shared_by: float = 1.0  # the mean number of runs on its device during the epoch (occupancy.py)
+
+    @property
+    def device_seconds(self) -> float:
+        """Its share of the device's time: wall seconds over the runs that shared the device."""
+        return self.seconds / self.shared_by
 
 
 class Callback:
@@ -76,16 +83,24 @@ def run_epochs(
     progress: bool = True,
     diverged: Callable[[int, int, str], str] | None = None,
     read_every: int | None = None,
+    device: torch.device | str | None = None,
 ) -> None:
     """Run ``step`` over every batch of ``loader`` for each epoch of ``epochs``. ``diverged(epoch, step, value)``
     words the error when a step's loss is not finite (the checkpoint of the epoch before is intact).
-    ``read_every``: steps between read points (default ``READ_EVERY``)."""
+    ``read_every``: steps between read points (default ``READ_EVERY``). ``device``: the device the steps run on,
+    whose other runs are counted (each epoch's ``shared_by``)."""
     read_every = read_every or READ_EVERY
+    with occupying(device) as occupancy:
+        _epochs(loader, epochs, step, callbacks, desc, total, progress, diverged, read_every, occupancy)
+
+
+def _epochs(loader, epochs, step, callbacks, desc, total, progress, diverged, read_every, occupancy) -> None:
     for index in epochs:
         for callback in callbacks:
             callback.epoch_start(index)
         loader.set_epoch(index)
         epoch, began, unread = Epoch(index), time.perf_counter(), _Unread(index, callbacks, diverged)
+        sharing = occupancy.count()
         label = f"{desc} {index + 1}/{total or epochs.stop}"
         bar = tqdm(loader, desc=label, unit="step", leave=False, disable=not progress)
         for i, batch in enumerate(bar):
@@ -99,6 +114,7 @@ def run_epochs(
                 unread.read()
         unread.read()
         epoch.seconds = time.perf_counter() - began
+        epoch.shared_by = (sharing + occupancy.count()) / 2
         for callback in callbacks:
             callback.epoch_end(epoch)
         if any(callback.should_stop for callback in callbacks):

@@ -4,11 +4,15 @@ resumes from its checkpoint."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from nasiam_bench import distributed
 from nasiam_bench.claims import RunClaimed, claim
@@ -22,6 +26,7 @@ from nasiam_bench.identity import dataset_digest, identity, record_identities, r
 from nasiam_bench.layout import default_run_dir, default_search_dir
 from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.models import build_model
+from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
 from nasiam_bench.search.decision import PERTURBATION, agreement
 from nasiam_bench.search.run import run_search
@@ -109,15 +114,32 @@ def bench(
     device: str = "auto",
     progress: bool = True,
     lockstep: bool = False,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Run (or finish) the comparison of ``framework``'s heads; returns the records of this bench. ``lockstep``:
-    the heads of a seed still to train are pre-trained together, then evaluated and recorded one by one."""
+    the heads of a seed still to train are pre-trained together, then evaluated and recorded one by one. ``jobs``:
+    that many processes take the runs concurrently (one per GPU when several are visible), then this one finishes
+    what they left and writes the tables."""
+    if jobs < 1:
+        raise SpecError(f"--jobs {jobs}: give 1 or more")
     spec = load_spec(f"{framework}_{dataset}", overrides)
     git_commit()  # the code this bench runs, read now, before anyone edits the checkout
     ensure_data(spec, source)
+    if jobs > 1:
+        _concurrently(jobs, framework, overrides, dataset, runs, results, device, lockstep)
+    records, _, _ = _pass(spec, runs, results, device, progress, lockstep)
+    if distributed.setup(device).is_main:
+        for path in write_tables(results):
+            if path.suffix == ".md" and path.stem == spec.experiment.dataset:
+                print(path.read_text())
+    return records
+
+
+def _pass(spec: Spec, runs, results, device: str, progress: bool, lockstep: bool) -> tuple[list, int, int]:
+    """One walk through the plan: the records (found or made), how many it made, how many it left to others."""
     jobs = plan(spec, lockstep)
     ctx = distributed.setup(device)
-    records, searches, together = [], {}, set()
+    records, searches, together, made, left = [], {}, set(), 0, 0
     for number, job in enumerate(jobs, 1):
         if lockstep and job.kind not in (FLOOR, "search") and job.seed not in together:
             together.add(job.seed)
@@ -127,19 +149,52 @@ def bench(
         label = f"[{number}/{len(jobs)}] {spec.experiment.framework} {job.kind} seed {job.seed}"
         label += f" ({job.strategy})" if job.strategy else ""
         if job.kind == "search":
-            searches[(job.seed, job.strategy)] = _search(job_spec, job.seed, label, runs, results, device, progress)
+            searches[(job.seed, job.strategy)] = found = _search(
+                job_spec, job.seed, label, runs, results, device, progress
+            )
+            left += found is None
             continue
         if job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None:
             print(f"{label}: its search is running elsewhere; skipped (bench again once it is done)", flush=True)
+            left += 1
             continue
-        record = _job_record(job, job_spec, label, runs, results, device, progress, searches, ctx)
-        if record is not None:
+        record, new = _job_record(job, job_spec, label, runs, results, device, progress, searches, ctx)
+        if record is None:
+            left += 1
+        else:
             records.append(record)
-    if ctx.is_main:
-        for path in write_tables(results):
-            if path.suffix == ".md" and path.stem == spec.experiment.dataset:
-                print(path.read_text())
-    return records
+            made += new
+    return records, made, left
+
+
+def _concurrently(jobs: int, framework, overrides, dataset, runs, results, device: str, lockstep: bool) -> None:
+    """``jobs`` worker processes, each walking the plan and taking what no other holds (the claims), until a walk
+    leaves nothing or makes nothing; one GPU each, round robin, when several are visible."""
+    gpus = torch.cuda.device_count() if device != "cpu" else 0
+    context = mp.get_context("spawn")
+    workers = []
+    for k in range(jobs):
+        visible = str(k % gpus) if gpus > 1 else None
+        args = (framework, list(overrides), dataset, str(runs), str(results), device, lockstep, visible)
+        workers.append(context.Process(target=_worker, args=args, name=f"bench-worker-{k}"))
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    failed = [f"{w.name} (exit {w.exitcode})" for w in workers if w.exitcode != 0]
+    if failed:
+        raise NasiamBenchError(f"bench --jobs {jobs}: {', '.join(failed)} failed; its output above says why")
+
+
+def _worker(framework, overrides, dataset, runs, results, device, lockstep, visible) -> None:
+    if visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible  # before this process touches CUDA
+    spec = load_spec(f"{framework}_{dataset}", overrides)
+    while True:
+        _, made, left = _pass(spec, runs, results, device, False, lockstep)
+        if not left or not made:  # all done, or what is left is another process's to finish
+            return
+        time.sleep(1.0)
 
 
 def _target(job: Job, spec: Spec, runs, results) -> tuple[Spec, Any, str, Path]:
@@ -175,17 +230,17 @@ def _lockstep(heads: list[Job], spec: Spec, runs, results, device: str, progress
 
 
 def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, progress: bool, searches, ctx):
-    """The record of a floor or head job: found (of this identity), or made under this process's claim; None when
-    another live process has claimed the run."""
+    """The record of a floor or head job, and whether this call made it: found (of this identity), or made under
+    this process's claim; None when another live process has claimed the run."""
     run_spec, genotype, state, path = _target(job, spec, runs, results)
     done = find_record(path, state)
     if done is not None:
         print(f"{label}: done before, skipped", flush=True)
-        return done
+        return done, False
     with claim(path.with_suffix(".claim")) as other:
         if other is not None:
             print(f"{label}: claimed by {other}; skipped", flush=True)
-            return None
+            return None, False
         print(f"{label}: {'kNN of the untrained backbone' if job.kind == FLOOR else 'pre-train'}", flush=True)
         try:
             if job.kind == FLOOR:
@@ -195,11 +250,11 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
                 record = _run_head(run_spec, job.seed, genotype, runs, device, progress, search, ctx)
         except RunClaimed as exc:  # its run folder is another bench's (one with other results)
             print(f"{label}: skipped: {exc}", flush=True)
-            return None
+            return None, False
         record = {**_base(run_spec, job.seed), **record, "dataset_digest": dataset_digest(run_spec)}
         record.update(record_identities(record))  # the ids rekey would give it: one way to say what it is
         write_record(results, record)
-        return record
+        return record, True
 
 
 def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progress: bool):
@@ -287,6 +342,7 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
         "device": trained.device,
         "devices": trained.world_size,
         "lockstep_heads": trained.lockstep,
+        "device_shared_by": round(trained.device_shared_by, 2),
         "peak_memory_mb": trained.peak_memory_mb,
         "images_per_s": trained.images_per_second,
         "checkpoint": str(trained.checkpoint),

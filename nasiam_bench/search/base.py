@@ -56,6 +56,7 @@ class SearchContext:
     amp: bool = False  # bf16 autocast of the forward passes, as pre-training (train.amp, on CUDA only)
     identity: str = ""  # the search's identity (seed included): the only state it resumes from
     held_out_loss: Callable[[nn.Module], float] | None = None  # the framework's mean loss on the held-out half
+    device: Any = None  # where its steps run (whose other runs occupancy.py counts)
 
 
 @dataclass
@@ -256,7 +257,16 @@ class GradientStrategy(SearchStrategy):
         epochs_left = range(progress.epoch, progress.epoch if progress.should_stop else epochs)
         desc = f"search {self.name} epoch"
         words = search_diverged(self.name)
-        run_epochs(ctx.train_loader, epochs_left, step, [progress], desc=desc, progress=ctx.progress, diverged=words)
+        run_epochs(
+            ctx.train_loader,
+            epochs_left,
+            step,
+            [progress],
+            desc=desc,
+            progress=ctx.progress,
+            diverged=words,
+            device=ctx.device,
+        )
         return SearchResult(
             self.name,
             self.genotype(),
@@ -337,7 +347,7 @@ class _SearchProgress(Callback):
                 f"search {self.strategy.name}: alpha of {', '.join(broken)} is not finite after epoch "
                 f"{epoch.index + 1}; no genotype is written (lower search.arch_lr or search.lr, or set train.amp=false)"
             )
-        self.seconds += epoch.seconds
+        self.seconds += epoch.device_seconds
         self.epoch = epoch.index + 1
         self.history.append(self.strategy.alpha_weights())
         self.should_stop = self._stable()
