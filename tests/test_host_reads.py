@@ -1,8 +1,11 @@
 """The step loop makes the host wait for the device only at its read points (issue 21): a step's losses stay on the
 device, the loop reads them every ``READ_EVERY`` steps and at the epoch's end, and a non-finite loss is still named
-by the step it happened at. On the CPU no read waits for anything, so these tests count the reads instead."""
+by the step it happened at. On the CPU no read waits for anything, so these tests count the suite's own reads of
+tensor values instead; on CUDA (``make test-gpu``) any synchronisation inside a step is an error."""
 
 import contextlib
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +22,7 @@ from tests.conftest import TEST_DATA_ROOT
 pytestmark = pytest.mark.usefixtures("cifar10_data")
 
 # What makes the host wait for a CUDA tensor's value.
+SUITE = str(Path(loop.__file__).parent)  # reads made by code in nasiam_bench/
 READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 SEARCHING = [s for s in SEARCH_STRATEGIES.list() if s != "none"]
 
@@ -40,7 +44,8 @@ class _Reads:
 
     def _counted(self, real):
         def read(tensor, *args, **kwargs):
-            if self.inside:
+            # the suite's own reads: torch's CPU-side counters (Adam's step) and FFCV's host buffers are no sync
+            if self.inside and SUITE in sys._getframe(1).f_code.co_filename:
                 self.count += 1
             return real(tensor, *args, **kwargs)
 
