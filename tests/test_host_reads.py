@@ -12,8 +12,6 @@ import torch
 
 from nasiam_bench import loop
 from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
-from nasiam_bench.search import base as search_base
-from nasiam_bench.search import random as random_search
 from nasiam_bench.search.run import run_search
 from nasiam_bench.spec import load_spec
 from nasiam_bench.train import TrainingDiverged, pretrain
@@ -36,11 +34,9 @@ class _Reads:
             real = getattr(torch.Tensor, name)
             monkeypatch.setattr(torch.Tensor, name, self._counted(real))
         real_loop = loop.run_epochs
-        for module in (loop, search_base, random_search):  # every module that imports run_epochs by name
-            monkeypatch.setattr(module, "run_epochs", self._watched(real_loop))
-        import nasiam_bench.train as train
-
-        monkeypatch.setattr(train, "run_epochs", self._watched(real_loop))
+        for name, module in list(sys.modules.items()):  # every module of the suite that imports run_epochs
+            if name.startswith("nasiam_bench") and getattr(module, "run_epochs", None) is real_loop:
+                monkeypatch.setattr(module, "run_epochs", self._watched(real_loop))
 
     def _counted(self, real):
         def read(tensor, *args, **kwargs):

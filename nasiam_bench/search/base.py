@@ -84,6 +84,13 @@ class SearchStrategy:
         raise NotImplementedError
 
 
+def search_epochs(ctx: SearchContext, epochs: range, step, callbacks: list[Callback], desc: str, strategy: str) -> None:
+    """A search's epochs over its weights' half, through the one training loop."""
+    words = search_diverged(strategy)
+    kwargs = {"desc": desc, "progress": ctx.progress, "diverged": words, "device": ctx.device}
+    run_epochs(ctx.train_loader, epochs, step, callbacks, **kwargs)
+
+
 def search_heads(model: nn.Module) -> dict[str, SearchHead]:
     """The online searched heads of a model (not the momentum copies)."""
     return {name: head for name, head in model.heads.items() if isinstance(head, SearchHead)}
@@ -255,18 +262,7 @@ class GradientStrategy(SearchStrategy):
             return self.step(batch[:2], progress.next_val_batch() if wants_alpha else None)
 
         epochs_left = range(progress.epoch, progress.epoch if progress.should_stop else epochs)
-        desc = f"search {self.name} epoch"
-        words = search_diverged(self.name)
-        run_epochs(
-            ctx.train_loader,
-            epochs_left,
-            step,
-            [progress],
-            desc=desc,
-            progress=ctx.progress,
-            diverged=words,
-            device=ctx.device,
-        )
+        search_epochs(ctx, epochs_left, step, [progress], f"search {self.name} epoch", self.name)
         return SearchResult(
             self.name,
             self.genotype(),

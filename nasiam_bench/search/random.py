@@ -17,10 +17,10 @@ import numpy as np
 from nasiam_bench import distributed
 from nasiam_bench.checkpoints import load_state, save_state
 from nasiam_bench.heads.genotype import sample_genotype
-from nasiam_bench.loop import Callback, Epoch, run_epochs, search_diverged
+from nasiam_bench.loop import Callback, Epoch
 from nasiam_bench.registry import SEARCH_STRATEGIES
 from nasiam_bench.rng import seed_everything
-from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy, weight_optimizer
+from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy, search_epochs, weight_optimizer
 from nasiam_bench.train import train_step
 
 # search.random_rank: the score each candidate gets, and +1 where higher is better, -1 where lower is
@@ -77,18 +77,7 @@ class RandomSearch(SearchStrategy):
             done = epoch * per_epoch + i + 1
             return train_step(model, batch[0], batch[1], optimizer, scheduler, done / total, ctx.amp)
 
-        words = search_diverged(RandomSearch.name)
-        epochs = range(ctx.search.epochs)
-        run_epochs(
-            ctx.train_loader,
-            epochs,
-            step,
-            [timer],
-            desc=label,
-            progress=ctx.progress,
-            diverged=words,
-            device=ctx.device,
-        )
+        search_epochs(ctx, range(ctx.search.epochs), step, [timer], label, RandomSearch.name)
         return per_epoch * ctx.search.epochs
 
 
