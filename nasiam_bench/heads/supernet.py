@@ -160,7 +160,7 @@ class SearchHead(nn.Module):
 
     def op_weights(self) -> OpWeights:
         if self._leader:
-            chosen = self.op_weights()
+            chosen = self._leader[0].op_weights()
             return OpWeights(chosen.weights.detach(), chosen.chosen)
         return self.sampler(self.alpha)
 
