@@ -16,7 +16,7 @@ DEVICE ?= auto
 OVERRIDES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test test-gpu doctor benchmark lint data bench compare-search search-budget tables quirk clean
+.PHONY: help install system-deps test test-gpu doctor benchmark lint data wheelhouse install-offline bench compare-search search-budget tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,17 @@ install: system-deps ## create .venv and install the package (editable) with its
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ffcv]'
 	$(BIN)/nasiam-bench list
+
+PYTHON_VERSION ?= 3.12
+WHEELHOUSE ?= wheelhouse
+wheelhouse: ## every wheel the suite needs beyond torch for PYTHON_VERSION (FFCV with OpenCV bundled), into WHEELHOUSE
+	bash scripts/wheelhouse.sh $(PYTHON_VERSION) $(WHEELHOUSE)
+
+install-offline: ## install the suite from WHEELHOUSE into PYTHON's environment (it has torch, torchvision), no index
+	@$(PYTHON) -c 'import torch, torchvision' 2>/dev/null || { echo "install-offline: $(PYTHON) has no torch and torchvision; install them first (or PYTHON=...)" >&2; exit 2; }
+	@test -d $(WHEELHOUSE) || { echo "install-offline: no wheelhouse at $(WHEELHOUSE) (make wheelhouse, or WHEELHOUSE=DIR)" >&2; exit 2; }
+	$(PYTHON) -m pip install --no-index --find-links $(WHEELHOUSE) 'nasiam-bench[ffcv,dev]'
+	$(PYTHON) -m nasiam_bench list
 
 test: ## all tests; the benchmarks under tests/benchmarks run once each, unmeasured
 	$(BIN)/python -m pytest tests --benchmark-disable

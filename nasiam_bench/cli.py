@@ -138,6 +138,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         results=args.results,
         source=args.source,
         device=args.device,
+        lockstep=args.lockstep,
+        jobs=args.jobs,
     )
     return 0
 
@@ -257,6 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="records, tables and plots (default ./results)")
     p.add_argument("--source", help="dataset source when it is not prepared yet")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="pre-train the heads of a seed together on the same batches (one decode and augmentation a step)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes that take the runs concurrently (one per GPU when several are visible; default 1)",
+    )
     p.set_defaults(run=_cmd_bench)
 
     p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")

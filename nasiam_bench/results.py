@@ -14,6 +14,7 @@ from typing import Any
 from nasiam_bench.identity import record_identities
 from nasiam_bench.io import atomic_write_json
 from nasiam_bench.registry import NasiamBenchError
+from nasiam_bench.spec import changes_results
 
 RECORD_FORMAT = "nasiam-bench/record/2"
 OLD_RECORD_FORMATS = ("nasiam-bench/record/1",)  # read through ``upgrade``
@@ -145,8 +146,17 @@ def flat_spec(spec: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
 
 
 def spec_differences(specs: list[dict[str, dict[str, Any]] | None]) -> list[str]:
-    """For each spec, ``key=value`` of every key on which the specs disagree (``seeds`` aside)."""
+    """For each spec, ``key=value`` of every key on which the specs disagree (``seeds`` aside) and that can change
+    a result of its strategy (not a bench option, nor another strategy's setting)."""
     flat = [flat_spec(s) for s in specs]
-    keys = sorted({k for f in flat for k in f if not k.startswith("seeds.")})
+    strategies = {f.get("experiment.strategy", "") for f in flat}
+    keys = sorted(
+        {
+            k
+            for f in flat
+            for k in f
+            if not k.startswith("seeds.") and any(changes_results(k, strategy) for strategy in strategies)
+        }
+    )
     differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
     return [", ".join(f"{k}={f.get(k, '–')}" for k in differing) for f in flat]

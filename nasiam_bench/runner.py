@@ -4,11 +4,15 @@ resumes from its checkpoint."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from nasiam_bench import distributed
 from nasiam_bench.claims import RunClaimed, claim
@@ -20,11 +24,13 @@ from nasiam_bench.heads.genotype import paper_genotype_path
 from nasiam_bench.heads.resolve import resolve_genotype
 from nasiam_bench.identity import dataset_digest, identity, record_identities, run_id
 from nasiam_bench.layout import default_run_dir, default_search_dir
+from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.models import build_model
+from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
 from nasiam_bench.search.decision import PERTURBATION, agreement
 from nasiam_bench.search.run import run_search
-from nasiam_bench.spec import Spec, load_spec
+from nasiam_bench.spec import Spec, SpecError, load_spec
 from nasiam_bench.tables import FLOOR, write_tables
 from nasiam_bench.train import pretrain
 
@@ -59,7 +65,9 @@ def bench_strategies(spec: Spec) -> list[str]:
     return [s for s in (e.bench_strategies or (e.strategy,)) if s != "none"]
 
 
-def plan(spec: Spec) -> list[Job]:
+def plan(spec: Spec, lockstep: bool = False) -> list[Job]:
+    """The bench's jobs, seed by seed: the floor, then each head (a searched head after its search); with
+    ``lockstep``, every search of a seed before its heads (which then train together)."""
     e = spec.experiment
     strategies = bench_strategies(spec)
     heads = [h for h in e.bench_heads if not (h == "nasiam" and not strategies)]
@@ -74,6 +82,8 @@ def plan(spec: Spec) -> list[Job]:
                 jobs += [j for s in strategies for j in (Job("search", seed, s), Job("nasiam", seed, s))]
             else:
                 jobs.append(Job(head, seed))
+    if lockstep:  # a stable sort: per seed, the floor and the searches first
+        jobs.sort(key=lambda j: (spec.seeds.values.index(j.seed), j.kind not in (FLOOR, "search")))
     return jobs
 
 
@@ -103,51 +113,134 @@ def bench(
     source: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    lockstep: bool = False,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run (or finish) the comparison of ``framework``'s heads; returns the records of this bench."""
+    """Run (or finish) the comparison of ``framework``'s heads; returns the records of this bench. ``lockstep``:
+    the heads of a seed still to train are pre-trained together, then evaluated and recorded one by one. ``jobs``:
+    that many processes take the runs concurrently (one per GPU when several are visible), then this one finishes
+    what they left and writes the tables."""
+    if jobs < 1:
+        raise SpecError(f"--jobs {jobs}: give 1 or more")
     spec = load_spec(f"{framework}_{dataset}", overrides)
     git_commit()  # the code this bench runs, read now, before anyone edits the checkout
     ensure_data(spec, source)
-    jobs = plan(spec)
-    ctx = distributed.setup(device)
-    records, searches = [], {}
-    for number, job in enumerate(jobs, 1):
-        job_spec = spec.replace(strategy=job.strategy) if job.strategy else spec
-        label = f"[{number}/{len(jobs)}] {spec.experiment.framework} {job.kind} seed {job.seed}"
-        label += f" ({job.strategy})" if job.strategy else ""
-        if job.kind == "search":
-            searches[(job.seed, job.strategy)] = _search(job_spec, job.seed, label, runs, results, device, progress)
-            continue
-        if job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None:
-            print(f"{label}: its search is running elsewhere; skipped (bench again once it is done)", flush=True)
-            continue
-        record = _job_record(job, job_spec, label, runs, results, device, progress, searches, ctx)
-        if record is not None:
-            records.append(record)
-    if ctx.is_main:
+    if jobs > 1:
+        _concurrently(jobs, framework, overrides, dataset, runs, results, device, lockstep)
+    records, _, _ = _pass(spec, runs, results, device, progress, lockstep)
+    if distributed.setup(device).is_main:
         for path in write_tables(results):
             if path.suffix == ".md" and path.stem == spec.experiment.dataset:
                 print(path.read_text())
     return records
 
 
-def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, progress: bool, searches, ctx):
-    """The record of a floor or head job: found (of this identity), or made under this process's claim; None when
-    another live process has claimed the run."""
+def _pass(spec: Spec, runs, results, device: str, progress: bool, lockstep: bool) -> tuple[list, int, int]:
+    """One walk through the plan: the records (found or made), how many it made, how many it left to others."""
+    jobs = plan(spec, lockstep)
+    ctx = distributed.setup(device)
+    records, searches, together, made, left = [], {}, set(), 0, 0
+    for number, job in enumerate(jobs, 1):
+        if lockstep and job.kind not in (FLOOR, "search") and job.seed not in together:
+            together.add(job.seed)
+            heads = [j for j in jobs if j.seed == job.seed and j.kind not in (FLOOR, "search")]
+            _lockstep(heads, spec, runs, results, device, progress, searches)
+        job_spec = _job_spec(spec, job)
+        label = f"[{number}/{len(jobs)}] {spec.experiment.framework} {job.kind} seed {job.seed}"
+        label += f" ({job.strategy})" if job.strategy else ""
+        if job.kind == "search":
+            searches[(job.seed, job.strategy)] = found = _search(
+                job_spec, job.seed, label, runs, results, device, progress
+            )
+            left += found is None
+            continue
+        if job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None:
+            print(f"{label}: its search is running elsewhere; skipped (bench again once it is done)", flush=True)
+            left += 1
+            continue
+        record, new = _job_record(job, job_spec, label, runs, results, device, progress, searches, ctx)
+        if record is None:
+            left += 1
+        else:
+            records.append(record)
+            made += new
+    return records, made, left
+
+
+def _concurrently(jobs: int, framework, overrides, dataset, runs, results, device: str, lockstep: bool) -> None:
+    """``jobs`` worker processes, each walking the plan and taking what no other holds (the claims), until a walk
+    leaves nothing or makes nothing; one GPU each, round robin, when several are visible."""
+    gpus = torch.cuda.device_count() if device != "cpu" else 0
+    context = mp.get_context("spawn")
+    workers = []
+    for k in range(jobs):
+        visible = str(k % gpus) if gpus > 1 else None
+        args = (framework, list(overrides), dataset, str(runs), str(results), device, lockstep, visible)
+        workers.append(context.Process(target=_worker, args=args, name=f"bench-worker-{k}"))
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    failed = [f"{w.name} (exit {w.exitcode})" for w in workers if w.exitcode != 0]
+    if failed:
+        raise NasiamBenchError(f"bench --jobs {jobs}: {', '.join(failed)} failed; its output above says why")
+
+
+def _worker(framework, overrides, dataset, runs, results, device, lockstep, visible) -> None:
+    if visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible  # before this process touches CUDA
+    spec = load_spec(f"{framework}_{dataset}", overrides)
+    while True:
+        _, made, left = _pass(spec, runs, results, device, False, lockstep)
+        if not left or not made:  # all done, or what is left is another process's to finish
+            return
+        time.sleep(1.0)
+
+
+def _target(job: Job, spec: Spec, runs, results) -> tuple[Spec, Any, str, Path]:
+    """What a floor or head job makes: its run spec, genotype, state identity and record path."""
     run_spec = spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
     genotype = None if job.kind == FLOOR else resolve_genotype(run_spec, job.seed, runs)
     state = identity("state", run_spec, job.seed, genotype)
     e = spec.experiment
     where = {"dataset": e.dataset, "framework": e.framework, "head": job.kind, "run_id": run_id(run_spec)}
-    path = record_path(results, {**where, "seed": job.seed})
+    return run_spec, genotype, state, record_path(results, {**where, "seed": job.seed})
+
+
+def _job_spec(spec: Spec, job: Job) -> Spec:
+    return spec.replace(strategy=job.strategy) if job.strategy else spec
+
+
+def _lockstep(heads: list[Job], spec: Spec, runs, results, device: str, progress: bool, searches) -> None:
+    """Pre-train together the heads of one seed that have no record yet (their records follow, one by one)."""
+    members = []
+    for job in heads:
+        if job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None:
+            continue
+        run_spec, genotype, state, path = _target(job, _job_spec(spec, job), runs, results)
+        if find_record(path, state) is None:
+            members.append(Member(run_spec, default_run_dir(run_spec, job.seed, runs), genotype))
+    if len(members) < 2:
+        return
+    print(f"lockstep seed {heads[0].seed}: {', '.join(m.spec.experiment.head for m in members)}", flush=True)
+    try:
+        pretrain_lockstep(members, heads[0].seed, device=device, progress=progress)
+    except (RunClaimed, SpecError) as exc:  # a head run elsewhere, or checkpoints at different epochs
+        print(f"lockstep seed {heads[0].seed}: not together ({exc}); the heads train one by one", flush=True)
+
+
+def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, progress: bool, searches, ctx):
+    """The record of a floor or head job, and whether this call made it: found (of this identity), or made under
+    this process's claim; None when another live process has claimed the run."""
+    run_spec, genotype, state, path = _target(job, spec, runs, results)
     done = find_record(path, state)
     if done is not None:
         print(f"{label}: done before, skipped", flush=True)
-        return done
+        return done, False
     with claim(path.with_suffix(".claim")) as other:
         if other is not None:
             print(f"{label}: claimed by {other}; skipped", flush=True)
-            return None
+            return None, False
         print(f"{label}: {'kNN of the untrained backbone' if job.kind == FLOOR else 'pre-train'}", flush=True)
         try:
             if job.kind == FLOOR:
@@ -157,11 +250,11 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
                 record = _run_head(run_spec, job.seed, genotype, runs, device, progress, search, ctx)
         except RunClaimed as exc:  # its run folder is another bench's (one with other results)
             print(f"{label}: skipped: {exc}", flush=True)
-            return None
+            return None, False
         record = {**_base(run_spec, job.seed), **record, "dataset_digest": dataset_digest(run_spec)}
         record.update(record_identities(record))  # the ids rekey would give it: one way to say what it is
         write_record(results, record)
-        return record
+        return record, True
 
 
 def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progress: bool):
@@ -248,6 +341,8 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
         "eval_device_hours": device_hours(eval_seconds, trained.world_size),
         "device": trained.device,
         "devices": trained.world_size,
+        "lockstep_heads": trained.lockstep,
+        "device_shared_by": round(trained.device_shared_by, 2),
         "peak_memory_mb": trained.peak_memory_mb,
         "images_per_s": trained.images_per_second,
         "checkpoint": str(trained.checkpoint),

@@ -36,3 +36,8 @@ def lr_schedule(
         for g in optimizer.param_groups
     ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
+
+def lr_at(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> float:
+    """The first group's learning rate of the 0-based ``step`` (what it was, after the schedule has moved on)."""
+    return scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step)

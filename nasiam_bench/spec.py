@@ -292,6 +292,18 @@ def _section_fields(section: str) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+def changes_results(key: str, strategy: str) -> bool:
+    """Whether ``section.key`` is one of the values a result of ``strategy`` depends on (a field marked hashed,
+    of every strategy or of this one); a key this version does not know counts (a record of another version)."""
+    section, _, name = key.partition(".")
+    try:
+        field = _section_fields(section)[name]
+    except KeyError:
+        return True
+    only = field.metadata.get("only")
+    return field.metadata.get("hashed", True) and (not only or strategy in only)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]

@@ -42,7 +42,7 @@ from nasiam_bench.loop import (
 from nasiam_bench.models import build_model
 from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.rng import rng_state, seed_everything, set_rng_state
-from nasiam_bench.schedule import lr_schedule
+from nasiam_bench.schedule import lr_at, lr_schedule
 from nasiam_bench.spec import Spec, SpecError
 
 COLLAPSE_STD_RATIO = 0.1  # std of normalised embeddings below 0.1/sqrt(d): the representation is collapsing
@@ -63,6 +63,8 @@ class PretrainResult:
     peak_memory_mb: float = 0.0
     device: str = "cpu"
     world_size: int = 1
+    lockstep: int = 1  # heads that shared its steps (train_seconds is its share)
+    device_shared_by: float = 1.0  # runs on its device at once, on average over its epochs (occupancy.py)
 
     @property
     def checkpoint(self) -> Path:
@@ -114,51 +116,43 @@ def pretrain(
     seed_everything(seed)
     genotype = genotype if genotype is not None else resolve_genotype(spec, seed, runs)
     with exclusive(out_dir / "run.claim", f"the run in {out_dir}") if ctx.is_main else contextlib.nullcontext():
-        return _pretrain(_Run(spec, seed, out_dir, genotype, ctx), resume, stop_after, progress)
+        return _pretrain(PretrainRun(spec, seed, out_dir, genotype, ctx), resume, stop_after, progress)
 
 
-def _pretrain(run: _Run, resume: bool, stop_after: int | None, progress: bool) -> PretrainResult:
+def _pretrain(run: PretrainRun, resume: bool, stop_after: int | None, progress: bool) -> PretrainResult:
     """The run's epochs through the one training loop, resumed from its checkpoint when ``resume``."""
-    spec, ctx, t, out_dir = run.spec, run.ctx, run.spec.train, run.out_dir
+    spec, ctx, t = run.spec, run.ctx, run.spec.train
     if resume:
         run.restore()
-    use_amp = t.amp and ctx.device.type == "cuda"
-
-    def step(epoch: int, i: int, batch) -> dict[str, Any]:
-        progress_after = (epoch * run.steps_per_epoch + i + 1) / run.total_steps
-        return train_step(run.model, batch[0], batch[1], run.optimizer, run.scheduler, progress_after, use_amp)
-
-    def diverged(epoch: int, i: int, value: str) -> str:
-        return (
-            f"the {spec.experiment.framework} {value.replace('loss ', 'loss is ')} at epoch {epoch + 1}, step "
-            f"{i + 1} (lr {run.scheduler.get_last_lr()[0]:.4g}); the checkpoint of epoch {epoch} in {out_dir} is "
-            "intact: lower train.lr" + (" or set train.amp=false" if use_amp else "")
-        )
-
     end = t.epochs if stop_after is None else min(t.epochs, run.epochs_done + stop_after)
-    callbacks = [_EpochRow(run), _Monitor(run), _Saver(run)] if ctx.is_main else [_EpochRow(run), _Saver(run)]
     desc = f"{spec.experiment.framework} epoch"
     show = progress and ctx.is_main
     epochs = range(run.epochs_done, end)
-    run_epochs(run.loader, epochs, step, callbacks, desc=desc, total=t.epochs, progress=show, diverged=diverged)
+    run_epochs(
+        run.loader,
+        epochs,
+        run.step,
+        run.callbacks(),
+        desc=desc,
+        total=t.epochs,
+        progress=show,
+        diverged=run.diverged,
+        device=ctx.device,
+    )
     return run.finish()
 
 
-class _Run:
+class PretrainRun:
     """A pre-training run's parts: the model, its loader and optimiser, and the progress a checkpoint keeps."""
 
-    def __init__(self, spec: Spec, seed: int, out_dir: Path, genotype, ctx) -> None:
+    def __init__(self, spec: Spec, seed: int, out_dir: Path, genotype, ctx, loader=None) -> None:
+        """``loader``: another run's training loader to share (lockstep heads: the same data, seed and batch)."""
         t = spec.train
         self.spec, self.seed, self.out_dir, self.genotype, self.ctx = spec, seed, out_dir, genotype, ctx
         self.identity = identity("state", spec, seed, genotype)
         self.model = _placed_model(build_model(spec, genotype).to(ctx.device), spec, ctx)
-        data = open_prepared(spec.experiment.dataset, spec.data.root or None)
-        indices = train_indices(data, spec.data.train_subset, seed)
-        config = LoaderConfig.from_spec(spec, seed, t.batch_size // ctx.world_size, ctx.device, ctx.distributed)
-        self.loader = ssl_loader(data, data.train_split, config, indices)
+        self.loader = loader if loader is not None else _training_loader(spec, seed, ctx)
         self.steps_per_epoch = len(self.loader)
-        if self.steps_per_epoch == 0:
-            raise SpecError(f"train.batch_size = {t.batch_size} exceeds the {len(indices)} training images")
         self.total_steps = self.steps_per_epoch * t.epochs
         lr = scaled_lr(t.lr, t.lr_scaling, t.batch_size)
         self.optimizer = build_optimizer(t.optimizer, self.model.param_groups(), lr, t.weight_decay, t.momentum)
@@ -166,7 +160,28 @@ class _Run:
         self.scheduler = lr_schedule(self.optimizer, self.total_steps, warmup, t.schedule)
         self.history: list[dict[str, Any]] = []
         self.epochs_done, self.train_seconds, self.images_seen = 0, 0.0, 0
+        self.lockstep = 1  # how many heads shared its steps' device time (pretrain_lockstep)
+        self.wall_seconds = 0.0  # train_seconds is the device's time: wall time over the runs sharing it
         self.writer = _tensorboard(out_dir) if ctx.is_main else None
+        self.use_amp = t.amp and ctx.device.type == "cuda"
+
+    def step(self, epoch: int, i: int, batch) -> dict[str, Any]:
+        """One optimisation step on the batch ``i`` of ``epoch``."""
+        progress = (epoch * self.steps_per_epoch + i + 1) / self.total_steps
+        return train_step(self.model, batch[0], batch[1], self.optimizer, self.scheduler, progress, self.use_amp)
+
+    def callbacks(self) -> list[Callback]:
+        """The work around its steps: the log row, the kNN monitor (main process), the checkpoint."""
+        return [_EpochRow(self), _Monitor(self), _Saver(self)] if self.ctx.is_main else [_EpochRow(self), _Saver(self)]
+
+    def diverged(self, epoch: int, i: int, value: str) -> str:
+        """The words of a non-finite loss at step ``i`` of ``epoch`` (``run_epochs``' ``diverged``)."""
+        lr = lr_at(self.scheduler, epoch * self.steps_per_epoch + i)
+        return (
+            f"the {self.spec.experiment.framework} {value.replace('loss ', 'loss is ')} at epoch {epoch + 1}, step "
+            f"{i + 1} (lr {lr:.4g}); the checkpoint of epoch {epoch} in {self.out_dir} is intact: lower train.lr"
+            + (" or set train.amp=false" if self.use_amp else "")
+        )
 
     @property
     def checkpoint(self) -> Path:
@@ -183,6 +198,8 @@ class _Run:
         set_rng_state(state["rng"])
         self.epochs_done, self.history = state["epoch"], state["history"]
         self.train_seconds, self.images_seen = state["train_seconds"], state["images_seen"]
+        self.lockstep = state.get("lockstep", 1)
+        self.wall_seconds = state.get("wall_seconds", self.train_seconds)
 
     def save(self) -> None:
         state = {
@@ -198,6 +215,8 @@ class _Run:
             "history": self.history,
             "train_seconds": self.train_seconds,
             "images_seen": self.images_seen,
+            "lockstep": self.lockstep,
+            "wall_seconds": self.wall_seconds,
         }
         save_state(self.checkpoint, "pretrain", self.identity, state)
 
@@ -217,7 +236,19 @@ class _Run:
             _peak_memory_mb(self.ctx.device),
             device_name(self.ctx.device),
             self.ctx.world_size,
+            self.lockstep,
+            self.wall_seconds / self.train_seconds if self.train_seconds else 1.0,
         )
+
+
+def _training_loader(spec: Spec, seed: int, ctx):
+    data = open_prepared(spec.experiment.dataset, spec.data.root or None)
+    indices = train_indices(data, spec.data.train_subset, seed)
+    config = LoaderConfig.from_spec(spec, seed, spec.train.batch_size // ctx.world_size, ctx.device, ctx.distributed)
+    loader = ssl_loader(data, data.train_split, config, indices)
+    if len(loader) == 0:
+        raise SpecError(f"train.batch_size = {spec.train.batch_size} exceeds the {len(indices)} training images")
+    return loader
 
 
 def _placed_model(model: Framework, spec: Spec, ctx) -> Framework:
@@ -230,21 +261,23 @@ def _placed_model(model: Framework, spec: Spec, ctx) -> Framework:
 
 class _EpochRow(Callback):
     """The epoch's log row (loss, learning rate, time, collapse metrics) and the collapse warning; the per-step
-    loss to TensorBoard."""
+    loss to TensorBoard (at the loop's read points: reading it at every step would make the host wait)."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: PretrainRun) -> None:
         self.run = run
 
     def epoch_start(self, epoch: int) -> None:
         self.run.model.train()
 
-    def after_step(self, epoch: int, step: int, out: dict[str, Any]) -> None:
+    def after_read(self, epoch: int, values: list[tuple[int, dict[str, float]]]) -> None:
         if self.run.writer is not None:
-            self.run.writer.add_scalar("train/loss_step", out["loss"].item(), epoch * self.run.steps_per_epoch + step)
+            for step, losses in values:
+                self.run.writer.add_scalar("train/loss_step", losses["loss"], epoch * self.run.steps_per_epoch + step)
 
     def epoch_end(self, epoch: Epoch) -> None:
         run, images = self.run, self.run.steps_per_epoch * self.run.spec.train.batch_size
-        run.train_seconds += epoch.seconds
+        run.train_seconds += epoch.device_seconds  # its share of the device, when it shared one
+        run.wall_seconds += epoch.seconds
         run.images_seen += images
         epoch.row.update(
             {
@@ -253,6 +286,7 @@ class _EpochRow(Callback):
                 "lr": run.scheduler.get_last_lr()[0],
                 "seconds": round(epoch.seconds, 3),
                 "images_per_s": round(images / epoch.seconds, 2),
+                "device_shared_by": round(epoch.shared_by, 2),
                 **collapse_metrics(epoch.last["embedding"]),
             }
         )
@@ -268,7 +302,7 @@ class _EpochRow(Callback):
 class _Monitor(Callback):
     """The per-epoch kNN monitor (``eval.knn_every``), and best-on-test's weights (it looks at every epoch)."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: PretrainRun) -> None:
         self.run, spec = run, run.spec
         self.select_best = spec.eval.checkpoint == "best-on-test"
         self.every = 1 if self.select_best else spec.eval.knn_every
@@ -288,7 +322,7 @@ class _Monitor(Callback):
 class _Saver(Callback):
     """The epoch into the history, the checkpoint, ``log.csv`` and TensorBoard (main process), then a barrier."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: PretrainRun) -> None:
         self.run = run
 
     def epoch_end(self, epoch: Epoch) -> None:

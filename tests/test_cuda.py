@@ -48,6 +48,20 @@ def test_the_device_loader_draws_the_augmentations_the_cpu_loader_draws(cifar10_
         assert (cpu - cuda).abs().max() < 1e-3
 
 
+def test_the_side_stream_prefetch_gives_the_batches_the_training_stream_would(cifar10_data, cifar10_subset):
+    config = LoaderConfig(batch_size=64, image_size=32, seed=3, workers=2, device="cuda")
+    epochs = {}
+    for prefetch in (False, True):
+        loader = ssl_loader(cifar10_data, "train", config, cifar10_subset)
+        loader._prefetch = prefetch
+        loader.set_epoch(1)
+        epochs[prefetch] = [tuple(t.cpu() for t in batch) for batch in loader]
+        assert loader.prefetch == prefetch
+    assert len(epochs[True]) == len(epochs[False]) > 1
+    for plain, ahead in zip(epochs[False], epochs[True], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(plain, ahead, strict=True))
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_a_compiled_model_computes_the_loss_of_the_uncompiled_one(framework):
     spec = smoke(framework)

@@ -64,7 +64,10 @@ def test_strategy_table_keeps_two_search_settings_apart_and_pairs_each_with_its_
     from nasiam_bench.strategy_table import presentable as shown_strategies
 
     def spec(strat, epochs):
-        return {"experiment": {"strategy": strat}, "search": {"epochs": epochs}}
+        # also a bench option and another strategy's setting that differ: neither changes this strategy's result
+        rank = "knn" if epochs == 2 else "ssl_loss"
+        experiment = {"strategy": strat, "perturbation_check": epochs == 8}
+        return {"experiment": experiment, "search": {"epochs": epochs, "random_rank": rank}}
 
     records = [_record("baseline", s, 30.0) for s in range(3)]
     for epochs, shift, control_shift in ((2, 1.0, 0.0), (8, 3.0, 5.0)):

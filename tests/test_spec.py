@@ -6,7 +6,7 @@ import pytest
 
 from nasiam_bench.identity import run_id
 from nasiam_bench.registry import FRAMEWORKS
-from nasiam_bench.spec import PROFILES_DIR, Spec, SpecError, load_spec, parse_override, spec_to_toml
+from nasiam_bench.spec import PROFILES_DIR, Spec, SpecError, available_profiles, load_spec, parse_override, spec_to_toml
 
 
 def write(tmp_path, text, name="exp.toml"):
@@ -140,8 +140,15 @@ def test_empty_list(tmp_path):
         load_spec(write(tmp_path, "[seeds]\nvalues = []\n"))
 
 
+@pytest.mark.parametrize("profile", available_profiles())
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
+def test_every_profile_loads_for_every_framework(profile, framework):
+    spec = load_spec(f"{framework}_cifar10", [f"profile={profile}"])
+    assert spec.experiment.profile == profile and spec.train.epochs >= 1 and spec.search.epochs >= 1
+
+
 def test_unknown_profile(tmp_path):
-    with pytest.raises(SpecError, match=r"unknown profile 'fast'; valid: gpu, paper, quick, smoke"):
+    with pytest.raises(SpecError, match=r"unknown profile 'fast'; valid: gpu, gpu-short, paper, quick, smoke"):
         load_spec(write(tmp_path, GOOD), ["profile=fast"])
 
 

@@ -106,6 +106,18 @@ class SSLLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         self.set_epoch(self.epoch)
+        views = self._views()
+        yield from (_prefetched(views, self.device) if self.prefetch else views)
+        self.epoch += 1
+
+    @property
+    def prefetch(self) -> bool:
+        """On CUDA the next batch is made on a side stream while the current one trains (the draws are the same)."""
+        return self.device.type == "cuda" and self._prefetch
+
+    _prefetch = True  # a test turns it off to compare
+
+    def _views(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for step, (images, labels) in enumerate(_iterate(self._batches)):
             images = images.to(self.device, non_blocking=True)
             labels = _own(labels.to(self.device, non_blocking=True).view(-1))
@@ -116,7 +128,33 @@ class SSLLoader:
             else:  # torch reference: already two augmented views
                 view1, view2 = images.unbind(1)
             yield view1, view2, labels
-        self.epoch += 1
+
+
+def _prefetched(
+    batches: Iterator[tuple[torch.Tensor, ...]], device: torch.device
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """``batches`` one ahead: each is moved and augmented on a side CUDA stream, queued before the current batch
+    is handed over, so that its kernels run beside the training step's; the training stream waits on an event for
+    it only when it is used."""
+    side, used = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+
+    def make():
+        with torch.cuda.stream(side):
+            batch = next(batches, None)
+        if batch is None:
+            return None
+        ready = torch.cuda.Event()
+        ready.record(side)
+        return batch, ready
+
+    ahead = make()
+    while ahead is not None:
+        batch, ready = ahead
+        used.wait_event(ready)
+        for tensor in batch:
+            tensor.record_stream(used)  # its memory is not reused while the training stream may still read it
+        ahead = make()
+        yield batch
 
 
 class EvalLoader:

@@ -55,12 +55,12 @@ class MixedLayer(nn.Module):
         )
         self.computed: list[int] = []  # op indices of the last forward (for tests and accounting)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, hard: bool = False) -> torch.Tensor:
-        """The weighted sum of the ops; ``hard``: only the op with the largest weight (GDAS's sample)."""
-        chosen = [int(weights.detach().argmax())] if hard else list(range(len(self.op_names)))
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, only: int | None = None) -> torch.Tensor:
+        """The weighted sum of the ops; ``only``: that op alone (GDAS's sample, its index known on the host)."""
+        chosen = [only] if only is not None else list(range(len(self.op_names)))
         self.computed = chosen
         out = 0
-        summed = [] if hard else self.plain_linears
+        summed = [] if only is not None else self.plain_linears
         if summed:
             out = out + self._summed_linear(x, weights)
         rest = [i for i in chosen if i not in summed]
@@ -121,11 +121,11 @@ def _bn_slice(bn: nn.BatchNorm1d, y: torch.Tensor, sl: slice) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class OpWeights:
-    """How a head's layers weight their ops in one forward pass: a row per layer; ``hard``: a one-hot sample, so
-    each layer computes its chosen op only."""
+    """How a head's layers weight their ops in one forward pass: a row per layer; ``chosen``: a one-hot sample's
+    op per layer, on the host (read once per step), so each layer computes that op only."""
 
     weights: torch.Tensor
-    hard: bool = False
+    chosen: tuple[int, ...] | None = None
 
 
 def softmax_weights(alpha: torch.Tensor) -> OpWeights:
@@ -161,13 +161,14 @@ class SearchHead(nn.Module):
     def op_weights(self) -> OpWeights:
         if self._leader:
             chosen = self._leader[0].op_weights()
-            return OpWeights(chosen.weights.detach(), chosen.hard)
+            return OpWeights(chosen.weights.detach(), chosen.chosen)
         return self.sampler(self.alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        chosen = self.op_weights()
-        for layer, w in zip(self.layers, chosen.weights, strict=True):
-            x = layer(x, w, chosen.hard)
+        w = self.op_weights()
+        only = w.chosen or (None,) * len(self.layers)
+        for layer, weights, op in zip(self.layers, w.weights, only, strict=True):
+            x = layer(x, weights, op)
         return self.tail(x)
 
     def derive(self) -> list[str]:

@@ -56,6 +56,7 @@ class SearchContext:
     amp: bool = False  # bf16 autocast of the forward passes, as pre-training (train.amp, on CUDA only)
     identity: str = ""  # the search's identity (seed included): the only state it resumes from
     held_out_loss: Callable[[nn.Module], float] | None = None  # the framework's mean loss on the held-out half
+    device: Any = None  # where its steps run (whose other runs occupancy.py counts)
 
 
 @dataclass
@@ -76,9 +77,18 @@ class SearchStrategy:
     # The values outside [search], [data], [framework] and [experiment] the strategy's numbers depend on: they are
     # part of its search identity (nasiam_bench.identity), and no other value of [train] or [eval] is.
     reads: tuple[str, ...] = ("train.amp",)
+    # Host reads of device values a step makes by design (the loop itself makes none between its read points).
+    reads_per_step = 0
 
     def run(self, ctx: SearchContext) -> SearchResult:
         raise NotImplementedError
+
+
+def search_epochs(ctx: SearchContext, epochs: range, step, callbacks: list[Callback], desc: str, strategy: str) -> None:
+    """A search's epochs over its weights' half, through the one training loop."""
+    words = search_diverged(strategy)
+    kwargs = {"desc": desc, "progress": ctx.progress, "diverged": words, "device": ctx.device}
+    run_epochs(ctx.train_loader, epochs, step, callbacks, **kwargs)
 
 
 def search_heads(model: nn.Module) -> dict[str, SearchHead]:
@@ -147,9 +157,10 @@ class GradientStrategy(SearchStrategy):
         train_batch: tuple[torch.Tensor, torch.Tensor],
         val_batch: tuple[torch.Tensor, torch.Tensor] | None,
         loss_fn: LossFn = framework_loss,
-    ) -> dict[str, float]:
-        """One search step: the architecture of the step (``begin_step``), then alpha (unless ``val_batch`` is
-        None: ``search.arch_steps = "epoch"`` steps alpha on the epoch's first batch only), then the weights."""
+    ) -> dict[str, torch.Tensor | None]:
+        """One search step, its losses left on the device (the loop reads them at its read points): the
+        architecture of the step (``begin_step``), then alpha (unless ``val_batch`` is None:
+        ``search.arch_steps = "epoch"`` steps alpha on the epoch's first batch only), then the weights."""
         self.begin_step()
         arch_loss = self.arch_step(val_batch, loss_fn) if val_batch is not None else None
         loss = self.weight_step(train_batch, loss_fn)
@@ -158,7 +169,7 @@ class GradientStrategy(SearchStrategy):
     def begin_step(self) -> None:
         """Decide the architecture every forward pass of this step uses (GDAS draws its sample here)."""
 
-    def arch_step(self, val_batch: tuple[torch.Tensor, torch.Tensor], loss_fn: LossFn = framework_loss) -> float:
+    def arch_step(self, val_batch: tuple[torch.Tensor, torch.Tensor], loss_fn: LossFn = framework_loss) -> torch.Tensor:
         """Update alpha on a held-out batch; the model's weights and buffers are left as they were."""
         model = self.model
         v1, v2 = val_batch
@@ -174,7 +185,7 @@ class GradientStrategy(SearchStrategy):
             alpha.grad = distributed.all_reduce_mean(grad)
         self.arch_optimizer.step()
         self.arch_optimizer.zero_grad(set_to_none=True)
-        return arch_loss.item()
+        return arch_loss.detach()
 
     def autocast(self) -> torch.autocast:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
@@ -185,7 +196,7 @@ class GradientStrategy(SearchStrategy):
 
     def weight_step(
         self, train_batch: tuple[torch.Tensor, torch.Tensor], loss_fn: LossFn = framework_loss, alpha_too: bool = False
-    ) -> float:
+    ) -> torch.Tensor:
         """Update the weights on a training batch, then the framework's per-step work. ``alpha_too``: alpha learns
         from the same backward pass (single-level search); otherwise it is fixed."""
         model = self.model
@@ -208,7 +219,7 @@ class GradientStrategy(SearchStrategy):
         self.scheduler.step()
         self.steps += 1
         model.after_step(self.steps / self.total_steps)
-        return loss.item()
+        return loss.detach()
 
     def genotype(self) -> dict[str, list[str]]:
         return {name: head.derive() for name, head in self.heads.items()}
@@ -251,9 +262,7 @@ class GradientStrategy(SearchStrategy):
             return self.step(batch[:2], progress.next_val_batch() if wants_alpha else None)
 
         epochs_left = range(progress.epoch, progress.epoch if progress.should_stop else epochs)
-        desc = f"search {self.name} epoch"
-        words = search_diverged(self.name)
-        run_epochs(ctx.train_loader, epochs_left, step, [progress], desc=desc, progress=ctx.progress, diverged=words)
+        search_epochs(ctx, epochs_left, step, [progress], f"search {self.name} epoch", self.name)
         return SearchResult(
             self.name,
             self.genotype(),
@@ -334,7 +343,7 @@ class _SearchProgress(Callback):
                 f"search {self.strategy.name}: alpha of {', '.join(broken)} is not finite after epoch "
                 f"{epoch.index + 1}; no genotype is written (lower search.arch_lr or search.lr, or set train.amp=false)"
             )
-        self.seconds += epoch.seconds
+        self.seconds += epoch.device_seconds
         self.epoch = epoch.index + 1
         self.history.append(self.strategy.alpha_weights())
         self.should_stop = self._stable()

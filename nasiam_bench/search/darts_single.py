@@ -26,7 +26,7 @@ class SingleLevelDARTS(GradientStrategy):
         train_batch: tuple[torch.Tensor, torch.Tensor],
         val_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
         loss_fn: LossFn = framework_loss,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         """One joint update of alpha and the weights; ``val_batch`` is ignored (there is no held-out half)."""
         self.begin_step()
         loss = self.weight_step(train_batch, loss_fn, alpha_too=True)

@@ -18,11 +18,14 @@ from nasiam_bench.registry import SEARCH_STRATEGIES
 from nasiam_bench.search.base import GradientStrategy
 
 
-def straight_through(alpha: torch.Tensor, gumbel: torch.Tensor, index: torch.Tensor, tau: float) -> OpWeights:
-    """The one-hot ``index`` in the forward pass; the gradient of softmax((alpha + gumbel) / tau) backwards."""
+def straight_through(
+    alpha: torch.Tensor, gumbel: torch.Tensor, index: torch.Tensor, chosen: tuple[int, ...], tau: float
+) -> OpWeights:
+    """The one-hot ``index`` (``chosen`` on the host) in the forward pass; the gradient of
+    softmax((alpha + gumbel) / tau) backwards."""
     soft = torch.softmax((alpha + gumbel) / tau, dim=-1)
     hard = F.one_hot(index, alpha.shape[-1]).to(soft.dtype)
-    return OpWeights(hard - soft.detach() + soft, hard=True)
+    return OpWeights(hard - soft.detach() + soft, chosen)
 
 
 @SEARCH_STRATEGIES.register("gdas")
@@ -38,13 +41,21 @@ class GDAS(GradientStrategy):
         super().attach(model, search, total_steps, batch_size, amp)
         self.tau_range = (search.tau_max, search.tau_min)
 
+    reads_per_step = 1  # the sampled ops, read once a step: computing only those is GDAS's saving
+
     def begin_step(self) -> None:
-        for head in self.heads.values():
+        samples = {}
+        for name, head in self.heads.items():
             alpha = head.alpha.detach()
             # Gumbel(0, 1) noise from torch's global generator, whose state the search checkpoints.
             gumbel = -torch.empty_like(alpha).exponential_().log()
-            index = ((alpha + gumbel) / self.tau).argmax(dim=-1)
-            head.sampler = functools.partial(straight_through, gumbel=gumbel, index=index, tau=self.tau)
+            samples[name] = (gumbel, ((alpha + gumbel) / self.tau).argmax(dim=-1))
+        chosen = torch.cat([index for _, index in samples.values()]).tolist()  # one host read for every head
+        for name, (gumbel, index) in samples.items():
+            mine, chosen = tuple(chosen[: len(index)]), chosen[len(index) :]
+            self.heads[name].sampler = functools.partial(
+                straight_through, gumbel=gumbel, index=index, chosen=mine, tau=self.tau
+            )
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
         high, low = self.tau_range

@@ -17,10 +17,10 @@ import numpy as np
 from nasiam_bench import distributed
 from nasiam_bench.checkpoints import load_state, save_state
 from nasiam_bench.heads.genotype import sample_genotype
-from nasiam_bench.loop import run_epochs, search_diverged
+from nasiam_bench.loop import Callback, Epoch
 from nasiam_bench.registry import SEARCH_STRATEGIES
 from nasiam_bench.rng import seed_everything
-from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy, weight_optimizer
+from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy, search_epochs, weight_optimizer
 from nasiam_bench.train import train_step
 
 # search.random_rank: the score each candidate gets, and +1 where higher is better, -1 where lower is
@@ -43,9 +43,12 @@ class RandomSearch(SearchStrategy):
             began = time.perf_counter()
             seed_everything(ctx.seed)
             model = ctx.build_model(genotype)
-            steps = self._train(model, ctx, f"random {k + 1}/{len(candidates)}, epoch")
+            timer = _DeviceTime()
+            steps = self._train(model, ctx, f"random {k + 1}/{len(candidates)}, epoch", timer)
             state["scores"].append({"genotype": genotype, **self._score(model, ctx)})
-            state["seconds"] += time.perf_counter() - began
+            # the loop's epochs at their share of the device, the rest (building, scoring) at the last share
+            rest = time.perf_counter() - began - timer.wall
+            state["seconds"] += timer.device + rest / timer.shared_by
             state["steps"] += steps
             if distributed.is_main_process():
                 save_state(state_path, "search", ctx.identity, state)
@@ -63,7 +66,7 @@ class RandomSearch(SearchStrategy):
         return {"held_out_loss": ctx.held_out_loss(model)}
 
     @staticmethod
-    def _train(model, ctx: SearchContext, label: str) -> int:
+    def _train(model, ctx: SearchContext, label: str, timer: Callback) -> int:
         """A candidate's brief training, through the one training loop."""
         per_epoch = len(ctx.train_loader)
         total = max(1, per_epoch * ctx.search.epochs)
@@ -74,6 +77,17 @@ class RandomSearch(SearchStrategy):
             done = epoch * per_epoch + i + 1
             return train_step(model, batch[0], batch[1], optimizer, scheduler, done / total, ctx.amp)
 
-        words = search_diverged(RandomSearch.name)
-        run_epochs(ctx.train_loader, range(ctx.search.epochs), step, desc=label, progress=ctx.progress, diverged=words)
+        search_epochs(ctx, range(ctx.search.epochs), step, [timer], label, RandomSearch.name)
         return per_epoch * ctx.search.epochs
+
+
+class _DeviceTime(Callback):
+    """A candidate's epochs: their wall time, their share of the device's, and the last epoch's sharing."""
+
+    def __init__(self) -> None:
+        self.wall, self.device, self.shared_by = 0.0, 0.0, 1.0
+
+    def epoch_end(self, epoch: Epoch) -> None:
+        self.wall += epoch.seconds
+        self.device += epoch.device_seconds
+        self.shared_by = epoch.shared_by

@@ -158,6 +158,7 @@ def search_context(spec: Spec, seed: int, out_dir: Path, ctx_dist, search_identi
         progress=progress and ctx_dist.is_main,
         amp=amp,
         identity=search_identity,
+        device=ctx_dist.device,
     )
 
 
