@@ -378,8 +378,9 @@ def test_random_search_keeps_the_fixed_learning_rates_too(framework, monkeypatch
     monkeypatch.setattr(random_search, "train_step", step)
     spec = load_spec(f"{framework}_cifar10", ["profile=smoke"])
     loader = Loader((v1, v2, None) for v1, v2 in _batches(n=3))
-    ctx = types.SimpleNamespace(search=spec.search, train_loader=loader, progress=False, amp=False)
-    random_search.RandomSearch._train(FRAMEWORKS.get(framework)(build_backbone("resnet18", width=0.125)), ctx, "x")
+    ctx = types.SimpleNamespace(search=spec.search, train_loader=loader, progress=False, amp=False, device=None)
+    model = FRAMEWORKS.get(framework)(build_backbone("resnet18", width=0.125))
+    random_search.RandomSearch._train(model, ctx, "x", random_search._DeviceTime())
     for (fixed, first), (_, last) in zip(seen[0], seen[-1], strict=True):
         assert last == first if fixed else last < first
     assert any(fixed for fixed, _ in seen[0]) == bool(FRAMEWORKS.get(framework).FIXED_LR_HEADS)
