@@ -274,6 +274,7 @@ def test_alpha_steps_per_batch_or_per_epoch(arch_steps, monkeypatch, tmp_path):
         amp=False,
         identity="",
         seed=0,
+        device=None,
     )
     SEARCH_STRATEGIES.get("darts")().run(ctx)
     assert len(calls) == (6 if arch_steps == "batch" else 2)  # 3 batches x 2 epochs, or one an epoch
