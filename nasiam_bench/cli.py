@@ -130,6 +130,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.seeds < 1:
             raise NasiamBenchError(f"--seeds {args.seeds}: give 1 or more")
         overrides.append(f"seeds.values={list(range(args.seeds))}")
+    if args.plan or args.status or args.executor != "local":
+        return _bench_plan(args, overrides)
     bench(
         args.framework,
         overrides,
@@ -141,6 +143,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         lockstep=args.lockstep,
         jobs=args.jobs,
     )
+    return 0
+
+
+def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
+    """``bench --plan``, ``--status``, and the submitit executors."""
+    from nasiam_bench import executors, sweep
+    from nasiam_bench.runner import ensure_data
+
+    b = executors.Bench(args.framework, overrides, args.dataset, args.runs, args.results, args.device)
+    spec = b.spec()
+    if args.plan or args.status:
+        if args.plan:
+            print(sweep.describe_plan(sweep.plan_table(spec, b.runs, b.results, costs_from=["results"])))
+        if args.status:
+            print(sweep.status_table(spec, b.runs, b.results).to_string(index=False))
+        return 0
+    given = {name: getattr(args, name) for name in executors.LAUNCHER_OPTIONS}
+    launcher = executors.Launcher.load(args.launcher, **given)
+    ensure_data(spec, args.source)
+    if args.executor == "submitit-local":
+        for path in executors.run_local(b, launcher, at_once=args.jobs):
+            print(path)
+    else:
+        ids = executors.submit_slurm(b, launcher)
+        submitted = ", ".join(ids) or "(none: nothing left to do)"
+        print(f"submitted SLURM jobs {submitted}; follow them with `nasiam-bench bench ... --status`")
     return 0
 
 
@@ -268,8 +296,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=1,
-        help="processes that take the runs concurrently (one per GPU when several are visible; default 1)",
+        help="processes that take the runs concurrently (one per GPU when several are visible; default 1); "
+        "with --executor submitit-local, the jobs that run at once",
     )
+    p.add_argument("--plan", action="store_true", help="print the jobs, their states and expected device-hours")
+    p.add_argument("--status", action="store_true", help="print where each job ran, how long, and why it failed")
+    p.add_argument(
+        "--executor",
+        choices=["local", "submitit-local", "slurm"],
+        default="local",
+        help="local: in this process (default); submitit-local: the plan as cluster jobs on this machine; "
+        "slurm: submit the plan to SLURM",
+    )
+    p.add_argument("--launcher", metavar="FILE", help="a TOML file whose [launcher] table sets the job resources")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--qos")
+    p.add_argument("--gpus", type=int, help="GPUs per job (default 1)")
+    p.add_argument("--cpus", type=int, help="CPUs per job (default 8)")
+    p.add_argument("--mem-gb", type=float, dest="mem_gb", help="memory per job in GB")
+    p.add_argument("--time-min", type=int, dest="time_min", help="time limit per job in minutes (default 240)")
+    p.add_argument("--array-parallelism", type=int, dest="array_parallelism", help="array tasks at once (64)")
+    p.add_argument("--signal", help="what SLURM signals before a time-out or preemption: USR1, USR2 (default), TERM")
     p.set_defaults(run=_cmd_bench)
 
     p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")
