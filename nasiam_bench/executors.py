@@ -68,6 +68,8 @@ class Launcher:
         return launcher
 
     def check(self) -> None:
+        if self.mem_gb is not None and not (isinstance(self.mem_gb, int | float) and self.mem_gb > 0):
+            raise NasiamBenchError(f"[launcher] mem_gb = {self.mem_gb!r}: give a number of GB above 0")
         if self.signal not in SIGNALS:
             raise NasiamBenchError(f"[launcher] signal = {self.signal!r}: give one of {', '.join(SIGNALS)}")
         for name in ("gpus", "cpus", "time_min", "array_parallelism", "signal_delay_s"):
@@ -76,17 +78,18 @@ class Launcher:
                 raise NasiamBenchError(f"[launcher] {name} = {value!r}: give a whole number of 1 or more")
 
     def slurm_parameters(self) -> dict[str, Any]:
-        given = {"slurm_partition": self.partition, "slurm_account": self.account, "slurm_qos": self.qos}
+        """The settings as submitit's ``SlurmExecutor`` takes them (sbatch's flags; memory in GB)."""
+        mem = None if self.mem_gb is None else f"{round(self.mem_gb * 1024)}M"  # sbatch reads a bare number as MB
+        given = {"partition": self.partition, "account": self.account, "qos": self.qos, "mem": mem}
         return {
             **{k: v for k, v in given.items() if v is not None},
             "gpus_per_node": self.gpus,
             "cpus_per_task": self.cpus,
-            "timeout_min": self.time_min,
-            **({"mem_gb": self.mem_gb} if self.mem_gb is not None else {}),
-            "slurm_array_parallelism": self.array_parallelism,
-            "slurm_signal_delay_s": self.signal_delay_s,
-            "slurm_setup": [f"export SUBMITIT_PREEMPT_SIGNAL={self.signal}", *self.setup],
-            "slurm_additional_parameters": {"signal": f"{self.signal}@{self.signal_delay_s}"},
+            "time": self.time_min,
+            "array_parallelism": self.array_parallelism,
+            "signal_delay_s": self.signal_delay_s,
+            "setup": [f"export SUBMITIT_PREEMPT_SIGNAL={self.signal}", *self.setup],
+            "additional_parameters": {"signal": f"{self.signal}@{self.signal_delay_s}"},
         }
 
 
@@ -248,7 +251,7 @@ def submit_slurm(bench: Bench, launcher: Launcher, executor_for: Callable[[Path]
 
 def _slurm_executor(make: Callable[[Path], Any], logs: Path, launcher: Launcher):
     executor = make(logs / "%j")
-    executor.update_parameters(name="nasiam-bench", **launcher.slurm_parameters())
+    executor.update_parameters(job_name="nasiam-bench", **launcher.slurm_parameters())
     return executor
 
 
