@@ -51,8 +51,8 @@ install-offline: ## install the suite from WHEELHOUSE into PYTHON's environment 
 	$(PYTHON) -m pip install --no-index --find-links $(WHEELHOUSE) 'nasiam-bench[ffcv,dev]'
 	$(PYTHON) -m nasiam_bench list
 
-test: ## all tests; the benchmarks under tests/benchmarks run once each, unmeasured
-	$(BIN)/python -m pytest tests --benchmark-disable
+test: ## all tests; the benchmarks under tests/benchmarks run once each at smoke size, unmeasured
+	$(BIN)/python -m pytest tests --benchmark-disable --durations=25
 
 test-gpu: ## the tests marked cuda (they skip without a GPU), on a CUDA machine
 	$(BIN)/python -m pytest tests -m cuda --ignore=tests/benchmarks
