@@ -42,7 +42,7 @@ from nasiam_bench.data.datasets import (
 )
 from nasiam_bench.data.ffcv_support import ffcv_missing
 from nasiam_bench.data.splits import stratified_subset
-from nasiam_bench.io import atomic_path, atomic_write_json
+from nasiam_bench.io import atomic_path, atomic_write_json, usual_mode
 
 WRITER_VERSION = 1  # bump when the stored format changes, so that existing files are rewritten
 JPEG_QUALITY = 90
@@ -274,6 +274,7 @@ def _open_source(info: DatasetInfo, source: Path, folder: Path) -> tuple[ImageSo
     if is_archive(source):
         extracted = folder / "source"
         tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
+        tmp.chmod(usual_mode(directory=True))  # mkdtemp makes 0700
         try:
             extract_archive(source, tmp)
             FolderSource(tree_root(tmp), origin=str(source))  # check the layout before replacing the old copy
