@@ -149,10 +149,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
     """``bench --plan``, ``--status``, and the submitit executors."""
     from nasiam_bench import executors, sweep
+    from nasiam_bench.layout import default_results
     from nasiam_bench.runner import ensure_data
+    from nasiam_bench.spec import load_spec
 
-    b = executors.Bench(args.framework, overrides, args.dataset, args.runs, args.results, args.device)
-    spec = b.spec()
+    spec = load_spec(f"{args.framework}_{args.dataset}", overrides)
+    results = str(args.results or default_results(spec, args.runs))
+    b = executors.Bench(args.framework, overrides, args.dataset, args.runs, results, args.device)
     if args.plan or args.status:
         if args.plan:
             print(sweep.describe_plan(sweep.plan_table(spec, b.runs, b.results, costs_from=["results"])))
@@ -284,7 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the spec's seeds.values)")
     p.add_argument("--runs", default="runs", help="checkpoints and searches (default ./runs)")
-    p.add_argument("--results", default="results", help="records, tables and plots (default ./results)")
+    p.add_argument(
+        "--results",
+        help="records, tables and plots (default: ./results for the quick profile, whose tables the repo keeps; "
+        "RUNS/results-PROFILE for any other)",
+    )
     p.add_argument("--source", help="dataset source when it is not prepared yet")
     p.add_argument("--device", default="auto")
     p.add_argument(

@@ -23,7 +23,7 @@ from nasiam_bench.evaluate import eval_data_for, evaluate_checkpoint, untrained_
 from nasiam_bench.heads.genotype import paper_genotype_path
 from nasiam_bench.heads.resolve import resolve_genotype
 from nasiam_bench.identity import dataset_digest, identity, record_identities, run_id
-from nasiam_bench.layout import default_run_dir, default_search_dir
+from nasiam_bench.layout import default_results, default_run_dir, default_search_dir
 from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.models import build_model
 from nasiam_bench.registry import NasiamBenchError
@@ -109,7 +109,7 @@ def bench(
     *,
     dataset: str = "cifar10",
     runs: str | Path = "runs",
-    results: str | Path = "results",
+    results: str | Path | None = None,
     source: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -119,10 +119,13 @@ def bench(
     """Run (or finish) the comparison of ``framework``'s heads; returns the records of this bench. ``lockstep``:
     the heads of a seed still to train are pre-trained together, then evaluated and recorded one by one. ``jobs``:
     that many processes take the runs concurrently (one per GPU when several are visible), then this one finishes
-    what they left and writes the tables."""
+    what they left and writes the tables. ``results``: by default ``layout.default_results``."""
     if jobs < 1:
         raise SpecError(f"--jobs {jobs}: give 1 or more")
     spec = load_spec(f"{framework}_{dataset}", overrides)
+    if results is None:
+        results = default_results(spec, runs)
+        print(f"records, tables and plots -> {results} (the {spec.experiment.profile} profile; --results to choose)")
     git_commit()  # the code this bench runs, read now, before anyone edits the checkout
     ensure_data(spec, source)
     if jobs > 1:
