@@ -26,6 +26,7 @@ from nasiam_bench.identity import dataset_digest, identity, record_identities, r
 from nasiam_bench.layout import default_results, default_run_dir, default_search_dir
 from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.models import build_model
+from nasiam_bench.preflight import check_data, check_machine
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
 from nasiam_bench.search.decision import PERTURBATION, agreement
@@ -126,8 +127,10 @@ def bench(
     if results is None:
         results = default_results(spec, runs)
         print(f"records, tables and plots -> {results} (the {spec.experiment.profile} profile; --results to choose)")
+    check_machine(spec, device, {"--runs": runs, "--results": results})
     git_commit()  # the code this bench runs, read now, before anyone edits the checkout
     ensure_data(spec, source)
+    check_data(spec)
     if jobs > 1:
         _concurrently(jobs, framework, overrides, dataset, runs, results, device, lockstep)
     records, _, _ = _pass(spec, runs, results, device, progress, lockstep)

@@ -11,6 +11,7 @@ checked at load; an error names the file, the key, the bad value and what is val
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -117,7 +118,7 @@ class DataSection:
 
 @dataclass(frozen=True)
 class SearchSection:
-    epochs: int = _opt(10, lo=0)
+    epochs: int = _opt(10, lo=1)
     batch_size: int = _opt(64, lo=1)
     lr: float = _opt(0.05, lo=0.0, doc="weight learning rate during search")
     arch_lr: float = _opt(3e-4, lo=0.0, doc="learning rate of the architecture weights alpha")
@@ -486,6 +487,13 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
     for key, pair in (("search.arch_betas", spec.search.arch_betas), ("data.crop_scale", spec.data.crop_scale)):
         if len(pair) != 2:
             raise SpecError(f"{where}: {key} = {list(pair)}: expected two values")
+    low, high = spec.data.crop_scale
+    if low > high:
+        raise SpecError(f"{where}: data.crop_scale = {[low, high]}: the smaller area first ([{high}, {low}])")
+    seeds = spec.seeds.values
+    if len(set(seeds)) != len(seeds):
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise SpecError(f"{where}: seeds.values = {list(seeds)} names {twice} twice; give each seed once")
     framework = registry("frameworks").get(spec.experiment.framework)
     for key in spec.framework.given():
         if key not in framework.OPTIONS:
@@ -521,6 +529,8 @@ def _check_type(key: str, value: Any, expected: type, where: str) -> Any:
 
 
 def _check_value(key: str, value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{where}: {key} = {value!r}: expected a finite number")
     lo, hi = meta.get("lo"), meta.get("hi")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = (

@@ -14,12 +14,14 @@ A source without an evaluation split gets one: a seeded, class-stratified ``hold
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +136,26 @@ def open_prepared(dataset: str, root: str | Path | None = None) -> PreparedDatas
             f"{meta_path}: not found; prepare the data first: "
             f"`nasiam-bench data prepare {info.name} --source PATH [--root {data_root(root)}]`"
         )
-    return PreparedDataset(info, folder, json.loads(meta_path.read_text()))
+    return PreparedDataset(info, folder, read_meta(meta_path))
+
+
+META_KEYS = ("classes", "splits", "train_split", "eval_split", "source_digest", "writer")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A prepared dataset's ``meta.json``, or a one-line error that says how to prepare it again."""
+    try:
+        meta = json.loads(Path(path).read_text())
+        missing = [k for k in META_KEYS if k not in meta]
+    except (OSError, ValueError, TypeError) as exc:
+        missing, meta = [f"({type(exc).__name__}: {exc})"], None
+    if missing:
+        name = Path(path).parent.name
+        raise DataError(
+            f"{path}: not a meta.json this suite wrote (missing {', '.join(missing)}); prepare the data again: "
+            f"`nasiam-bench data prepare {name} --source PATH --force`"
+        )
+    return meta
 
 
 # ------------------------------------------------------------------------------------------------------ prepare
@@ -159,9 +180,25 @@ def prepare(
     if not 0 <= holdout < 1:
         raise DataError(f"--holdout {holdout}: the held-out fraction must be in [0, 1), e.g. 0.1")
     folder = data_root(root) / info.name
-    folder.mkdir(parents=True, exist_ok=True)
-    options = default_writer_options(info, max_resolution, holdout)
+    with _removed_on_failure(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        return _prepare(info, folder, source, download, workers, max_resolution, force, holdout)
 
+
+@contextlib.contextmanager
+def _removed_on_failure(folder: Path) -> Iterator[None]:
+    """Remove the folders the block created (the first missing ancestor of ``folder`` down) if it fails."""
+    first_new = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if first_new is not None:
+            shutil.rmtree(first_new, ignore_errors=True)
+        raise
+
+
+def _prepare(info, folder: Path, source, download: bool, workers: int, max_resolution: int, force: bool, holdout):
+    options = default_writer_options(info, max_resolution, holdout)
     if download:
         source = _download(info, folder)
     if source is None:
@@ -240,7 +277,10 @@ def _up_to_date(folder: Path, digest: str, options: dict[str, Any]) -> dict[str,
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = read_meta(meta_path)
+    except DataError:  # damaged: written anew
+        return None
     if meta.get("source_digest") != digest or meta.get("writer") != options:
         return None
     need_beton = ffcv_missing() is None  # prepared without FFCV, a dataset gains its .beton once FFCV is there
@@ -261,8 +301,18 @@ def _download(info: DatasetInfo, folder: Path) -> Path:
 
     cls = getattr(torchvision.datasets, info.cifar.torchvision_class)
     target = folder / "download"
-    for train in (True, False):
-        cls(root=str(target), train=train, download=True)
+    fresh = not target.exists()
+    try:
+        for train in (True, False):
+            cls(root=str(target), train=train, download=True)
+    except OSError as exc:  # URLError, a refused connection, a failed checksum
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
+        reason = getattr(exc, "reason", None) or exc
+        raise DataError(
+            f"--download: could not download {info.name} through torchvision ({reason}); offline? give "
+            f"--source PATH, a copy of the dataset (e.g. ../shared/datasets/{info.name}.tar.gz)"
+        ) from None
     return target / info.cifar.folder
 
 
