@@ -185,9 +185,9 @@ def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
     from nasiam_bench.layout import default_results
     from nasiam_bench.preflight import check_data, check_folder, check_machine
     from nasiam_bench.runner import ensure_data
-    from nasiam_bench.spec import load_spec
+    from nasiam_bench.spec import bench_spec
 
-    spec = load_spec(f"{args.framework}_{args.dataset}", overrides)
+    spec = bench_spec(args.framework, args.dataset, overrides)
     results = str(args.results or default_results(spec, args.runs))
     b = executors.Bench(args.framework, overrides, args.dataset, args.runs, results, args.device)
     if args.plan or args.status:
@@ -325,9 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_searches)
 
     p = sub.add_parser("bench", help="search, pre-train every head alike, evaluate, and write the tables")
-    p.add_argument("framework", help="a frameworks entry with an experiment spec FRAMEWORK_DATASET.toml")
+    p.add_argument(
+        "framework",
+        help="a frameworks entry (registry/experiments/FRAMEWORK_DATASET.toml, else the defaults), or a spec file",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. profile=smoke strategy=gdas")
-    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--dataset", help="a datasets entry (default cifar10, or a spec file's own)")
     p.add_argument("--seeds", type=COUNT, help="seeds 0..N-1 (default: the spec's seeds.values)")
     p.add_argument("--runs", default="runs", help="checkpoints and searches (default ./runs)")
     p.add_argument(

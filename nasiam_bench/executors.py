@@ -23,7 +23,7 @@ import torch
 
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.runner import Job, job_name, plan, run_job, search_of
-from nasiam_bench.spec import Spec, load_spec
+from nasiam_bench.spec import Spec, bench_spec
 from nasiam_bench.sweep import here, job_dir, job_state, read_status, write_status
 from nasiam_bench.tables import write_tables
 
@@ -99,13 +99,13 @@ class Bench:
 
     framework: str
     overrides: list[str]
-    dataset: str
+    dataset: str | None
     runs: str
     results: str
     device: str = "auto"
 
     def spec(self) -> Spec:
-        return load_spec(f"{self.framework}_{self.dataset}", self.overrides)
+        return bench_spec(self.framework, self.dataset, self.overrides)
 
 
 class BenchJob(submitit.helpers.Checkpointable):

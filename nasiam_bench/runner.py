@@ -31,7 +31,7 @@ from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
 from nasiam_bench.search.decision import PERTURBATION, agreement
 from nasiam_bench.search.run import finished_search, run_search
-from nasiam_bench.spec import Spec, SpecError, load_spec
+from nasiam_bench.spec import Spec, SpecError, bench_spec
 from nasiam_bench.tables import FLOOR, write_tables
 from nasiam_bench.train import pretrain
 
@@ -108,7 +108,7 @@ def bench(
     framework: str,
     overrides: list[str],
     *,
-    dataset: str = "cifar10",
+    dataset: str | None = None,
     runs: str | Path = "runs",
     results: str | Path | None = None,
     source: str | Path | None = None,
@@ -123,7 +123,7 @@ def bench(
     what they left and writes the tables. ``results``: by default ``layout.default_results``."""
     if jobs < 1:
         raise SpecError(f"--jobs {jobs}: give 1 or more")
-    spec = load_spec(f"{framework}_{dataset}", overrides)
+    spec = bench_spec(framework, dataset, overrides)
     if results is None:
         results = default_results(spec, runs)
         print(f"records, tables and plots -> {results} (the {spec.experiment.profile} profile; --results to choose)")
@@ -235,7 +235,7 @@ def _concurrently(jobs: int, framework, overrides, dataset, runs, results, devic
 def _worker(framework, overrides, dataset, runs, results, device, lockstep, visible) -> None:
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible  # before this process touches CUDA
-    spec = load_spec(f"{framework}_{dataset}", overrides)
+    spec = bench_spec(framework, dataset, overrides)
     while True:
         _, made, left = _pass(spec, runs, results, device, False, lockstep)
         if not left or not made:  # all done, or what is left is another process's to finish
