@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nasiam_bench.data.datasets import (
     CifarSource,
@@ -45,6 +44,7 @@ from nasiam_bench.data.datasets import (
 from nasiam_bench.data.ffcv_support import ffcv_missing
 from nasiam_bench.data.splits import stratified_subset
 from nasiam_bench.io import atomic_path, atomic_write_json, usual_mode
+from nasiam_bench.progress import progress
 
 WRITER_VERSION = 1  # bump when the stored format changes, so that existing files are rewritten
 JPEG_QUALITY = 90
@@ -379,12 +379,12 @@ def _readable_samples(images: ImageSource, split: str, workers: int) -> tuple[li
     if isinstance(images, CifarSource):  # arrays already in memory, their shape checked on load
         return samples, []
     jobs = [(images, item) for item, _ in samples]
-    progress = dict(total=len(jobs), desc=f"check {split}", unit="img", leave=False)
+    shown = dict(desc=f"check {split}", unit="img", total=len(jobs))
     if workers > 1:
         with mp.get_context("fork").Pool(workers) as pool:
-            errors = list(tqdm(pool.imap(_try_read, jobs, chunksize=256), **progress))
+            errors = list(progress(pool.imap(_try_read, jobs, chunksize=256), **shown))
     else:
-        errors = [_try_read(job) for job in tqdm(jobs, **progress)]
+        errors = [_try_read(job) for job in progress(jobs, **shown)]
     good, skipped = [], []
     for (item, label), error in zip(samples, errors, strict=True):
         if error is None:
