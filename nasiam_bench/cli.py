@@ -40,8 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.registry is None:
-        for name, reg in REGISTRIES.items():
-            print(f"{name:<18} {len(reg):>4} entries")
+        for name, reg in REGISTRIES.items():  # not their sizes: that would import every entry (torch, timm)
+            print(f"{name:<18} {reg.doc} (nasiam-bench list {name})")
         return 0
     names = registry(args.registry).list(args.pattern)
     if not names:

@@ -139,3 +139,16 @@ def test_bench_takes_a_registered_framework_without_a_spec_file_and_says_the_rec
     assert again.train.epochs == 2
     err = capsys.readouterr().err
     assert err.count("recipe 'reference' sets nothing for 'plugged': its own defaults apply") == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["bench", "--help"]])
+def test_help_and_list_start_without_importing_torch(argv):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom nasiam_bench.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted({'torch', 'timm', 'ffcv', 'pandas'} & set(sys.modules))\nassert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
