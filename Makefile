@@ -57,7 +57,7 @@ test: ## all tests; the benchmarks under tests/benchmarks run once each at smoke
 test-gpu: ## the tests marked cuda (they skip without a GPU), on a CUDA machine
 	$(BIN)/python -m pytest tests -m cuda --ignore=tests/benchmarks
 
-doctor: ## a 1-2 minute end-to-end self-check on DEVICE (auto, cpu or cuda); non-zero exit on any failure
+doctor: ## a 1-2 minute end-to-end self-check on DEVICE (auto, cpu or cuda), after preparing CIFAR-10 once (3 min); non-zero exit on any failure
 	$(BIN)/nasiam-bench doctor --device $(DEVICE)
 
 benchmark: ## run tests/benchmarks for real and print the figures
