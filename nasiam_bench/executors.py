@@ -126,7 +126,7 @@ class BenchJob(submitit.helpers.Checkpointable):
             requeued=requeued, error="",
         )  # fmt: skip
         try:
-            found = run_job(spec, self.job, b.runs, b.results, b.device, progress=False)
+            found = run_job(spec, self.job, b.runs, b.results, b.device, progress=True)  # lines in its log
         except SystemExit:  # submitit's handler of the preemption signal: checkpointed and requeued
             write_status(folder, state="requeued", seconds=_spent(before, began))
             raise
