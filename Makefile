@@ -14,9 +14,10 @@ SOURCE ?= ../shared/datasets/$(DATASET).tar.gz
 DATA_ROOT ?=
 DEVICE ?= auto
 OVERRIDES ?=
+BENCH_OPTIONS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test test-gpu doctor benchmark lint data wheelhouse install-offline bench compare-search search-budget tables quirk clean
+.PHONY: help install system-deps test test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,13 +51,13 @@ install-offline: ## install the suite from WHEELHOUSE into PYTHON's environment 
 	$(PYTHON) -m pip install --no-index --find-links $(WHEELHOUSE) 'nasiam-bench[ffcv,dev]'
 	$(PYTHON) -m nasiam_bench list
 
-test: ## all tests; the benchmarks under tests/benchmarks run once each, unmeasured
-	$(BIN)/python -m pytest tests --benchmark-disable
+test: ## all tests; the benchmarks under tests/benchmarks run once each at smoke size, unmeasured
+	$(BIN)/python -m pytest tests --benchmark-disable --durations=25
 
 test-gpu: ## the tests marked cuda (they skip without a GPU), on a CUDA machine
 	$(BIN)/python -m pytest tests -m cuda --ignore=tests/benchmarks
 
-doctor: ## a 1-2 minute end-to-end self-check on DEVICE (auto, cpu or cuda); non-zero exit on any failure
+doctor: ## a 1-2 minute end-to-end self-check on DEVICE (auto, cpu or cuda), after preparing CIFAR-10 once (3 min); non-zero exit on any failure
 	$(BIN)/nasiam-bench doctor --device $(DEVICE)
 
 benchmark: ## run tests/benchmarks for real and print the figures
@@ -69,8 +70,15 @@ lint: ## ruff over the package and the tests
 data: ## prepare DATASET (default cifar10) from SOURCE (default ../shared/datasets/DATASET.tar.gz) under DATA_ROOT
 	$(BIN)/nasiam-bench data prepare $(DATASET) --source $(SOURCE) $(if $(DATA_ROOT),--root $(DATA_ROOT))
 
-bench: ## search, pre-train and compare the heads of FRAMEWORK (DATASET, PROFILE, RECIPE, STRATEGY, SEEDS, OVERRIDES)
-	$(BIN)/nasiam-bench bench $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) strategy=$(STRATEGY) --dataset $(DATASET) --seeds $(SEEDS) $(OVERRIDES)
+BENCH = $(BIN)/nasiam-bench bench $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) strategy=$(STRATEGY) --dataset $(DATASET) --seeds $(SEEDS) $(OVERRIDES)
+bench: ## search, pre-train and compare the heads of FRAMEWORK (DATASET, PROFILE, RECIPE, STRATEGY, SEEDS, OVERRIDES, BENCH_OPTIONS)
+	$(BENCH) $(BENCH_OPTIONS)
+
+plan: ## the jobs of that bench, their states and expected device-hours (runs nothing)
+	$(BENCH) $(BENCH_OPTIONS) --plan
+
+status: ## where each job of that bench ran, how long it took, and why a failed one failed
+	$(BENCH) $(BENCH_OPTIONS) --status
 
 COMPARED_STRATEGIES ?= ["darts","darts_single","beta_darts","random"]
 compare-search: ## the search strategies side by side on MoCo and SimSiam (PROFILE, RECIPE, 3 seeds; resumes), then the tables

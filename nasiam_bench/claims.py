@@ -41,7 +41,7 @@ def _mine() -> Claim:
     return Claim(socket.gethostname(), os.getpid(), now)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -60,7 +60,7 @@ def holder(path: Path) -> Claim | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None  # gone meanwhile, or half-written by a process that died: not a live claim
     if claim.host == socket.gethostname():
-        return claim if _alive(claim.pid) and claim.pid != os.getpid() else None
+        return claim if alive(claim.pid) and claim.pid != os.getpid() else None
     return claim if age < STALE_AFTER_S else None
 
 

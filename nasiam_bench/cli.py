@@ -14,6 +14,25 @@ from nasiam_bench.registry import REGISTRIES, NasiamBenchError, registry
 PROG = "nasiam-bench"
 
 
+def _at_least(low: int):
+    """An argparse type: a whole number of ``low`` or more."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: give {low} or more")
+        return value
+
+    parse.__name__ = f"a whole number >= {low}"
+    return parse
+
+
+SEED, COUNT = _at_least(0), _at_least(1)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of argparse's usage block
         raise NasiamBenchError(f"{message} (see `{self.prog} --help`)")
@@ -21,8 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.registry is None:
-        for name, reg in REGISTRIES.items():
-            print(f"{name:<18} {len(reg):>4} entries")
+        for name, reg in REGISTRIES.items():  # not their sizes: that would import every entry (torch, timm)
+            print(f"{name:<18} {reg.doc} (nasiam-bench list {name})")
         return 0
     names = registry(args.registry).list(args.pattern)
     if not names:
@@ -43,9 +62,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from nasiam_bench.data.prepare import prepare
+    from nasiam_bench.preflight import check_folder, check_workers
 
     if args.source is not None and args.download:
         raise NasiamBenchError("data prepare: give --source PATH or --download, not both")
+    check_workers(args.workers, "--workers")
+    if args.root:
+        check_folder(args.root, "--root")
     prepare(
         args.dataset,
         args.source,
@@ -67,12 +90,21 @@ def _seeds_and_folders(spec, args: argparse.Namespace, default_folder) -> list[t
     return [(seed, Path(args.out) if args.out else default_folder(spec, seed, args.runs)) for seed in seeds]
 
 
+def _preflight(spec, args: argparse.Namespace) -> None:
+    """The device, the loader's workers, the folders and the prepared data of a pretrain or search command."""
+    from nasiam_bench.preflight import check_data, check_machine
+
+    check_machine(spec, args.device, {"--out": args.out} if args.out else {"--runs": args.runs})
+    check_data(spec)
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from nasiam_bench.layout import default_run_dir
     from nasiam_bench.spec import load_spec
     from nasiam_bench.train import pretrain
 
     spec = load_spec(args.spec, args.overrides)
+    _preflight(spec, args)
     for seed, out in _seeds_and_folders(spec, args, default_run_dir):
         result = pretrain(spec, seed, out, device=args.device, resume=not args.no_resume, stop_after=args.stop_after)
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one process reports
@@ -93,6 +125,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from nasiam_bench.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
+    _preflight(spec, args)
     folders = _seeds_and_folders(spec, args, default_search_dir)
     target = saved_genotype_path(args.save_as, args.force) if args.save_as else None  # refused before any work
     if target is not None and len(folders) > 1:
@@ -130,6 +163,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.seeds < 1:
             raise NasiamBenchError(f"--seeds {args.seeds}: give 1 or more")
         overrides.append(f"seeds.values={list(range(args.seeds))}")
+    if args.plan or args.status or args.executor != "local":
+        return _bench_plan(args, overrides)
     bench(
         args.framework,
         overrides,
@@ -141,6 +176,43 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         lockstep=args.lockstep,
         jobs=args.jobs,
     )
+    return 0
+
+
+def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
+    """``bench --plan``, ``--status``, and the submitit executors."""
+    from nasiam_bench import executors, sweep
+    from nasiam_bench.layout import default_results
+    from nasiam_bench.preflight import check_data, check_folder, check_machine
+    from nasiam_bench.runner import ensure_data
+    from nasiam_bench.spec import bench_spec
+
+    spec = bench_spec(args.framework, args.dataset, overrides)
+    results = str(args.results or default_results(spec, args.runs))
+    b = executors.Bench(args.framework, overrides, args.dataset, args.runs, results, args.device)
+    if args.plan or args.status:
+        if args.plan:
+            print(sweep.describe_plan(sweep.plan_table(spec, b.runs, b.results, costs_from=["results"])))
+        if args.status:
+            print(sweep.status_table(spec, b.runs, b.results).to_string(index=False))
+        return 0
+    folders = {"--runs": b.runs, "--results": results}
+    if args.executor == "slurm":  # the nodes' devices and cores, not this login node's
+        for option, path in folders.items():
+            check_folder(path, option)
+    else:
+        check_machine(spec, args.device, folders)
+    given = {name: getattr(args, name) for name in executors.LAUNCHER_OPTIONS}
+    launcher = executors.Launcher.load(args.launcher, **given)
+    ensure_data(spec, args.source)
+    check_data(spec)
+    if args.executor == "submitit-local":
+        for path in executors.run_local(b, launcher, at_once=args.jobs):
+            print(path)
+    else:
+        ids = executors.submit_slurm(b, launcher)
+        submitted = ", ".join(ids) or "(none: nothing left to do)"
+        print(f"submitted SLURM jobs {submitted}; follow them with `nasiam-bench bench ... --status`")
     return 0
 
 
@@ -175,7 +247,9 @@ def _cmd_rekey(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from nasiam_bench.evaluate import evaluate_checkpoint
     from nasiam_bench.io import atomic_write_json
+    from nasiam_bench.preflight import check_device
 
+    check_device(args.device)
     result = evaluate_checkpoint(args.checkpoint, device=args.device, floor=args.floor)
     atomic_write_json(Path(args.checkpoint).with_name("eval.json"), result)
     print(json.dumps(result, indent=2))
@@ -184,9 +258,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from nasiam_bench.doctor import FAILED, report, run_checks
+    from nasiam_bench.preflight import check_device
 
-    if args.device not in ("auto", "cpu", "cuda"):
-        raise NasiamBenchError(f"--device {args.device!r}: valid: auto, cpu, cuda")
+    check_device(args.device)
     checks = run_checks(args.device, list(args.overrides), args.steps)
     print(report(checks))
     failed = [c.name for c in checks if c.status == FAILED]
@@ -212,18 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pre-train a backbone with the spec's framework (resumes by default)")
     p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--seed", type=int, help="one seed (default: every seed of seeds.values)")
+    p.add_argument("--seed", type=SEED, help="one seed (default: every seed of seeds.values)")
     p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
     p.add_argument("--out", help="the run folder itself, for a single seed")
     p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu or cuda")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
-    p.add_argument("--stop-after", type=int, help="stop after this many epochs (resumable)")
+    p.add_argument("--stop-after", type=COUNT, help="stop after this many epochs (resumable)")
     p.set_defaults(run=_cmd_pretrain)
 
     p = sub.add_parser("search", help="search the heads with the spec's strategy; writes the genotype")
     p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--seed", type=int, help="one seed (default: every seed of seeds.values)")
+    p.add_argument("--seed", type=SEED, help="one seed (default: every seed of seeds.values)")
     p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
     p.add_argument("--out", help="the search folder itself, for a single seed")
     p.add_argument("--device", default="auto")
@@ -242,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL:key=value,...",
         help="a variant and its own overrides (repeat; default: the spec as given)",
     )
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument("--seeds", type=COUNT, default=3, help="seeds 0..N-1 (default 3)")
     p.add_argument("--runs", default="runs", help="folder of search folders (default ./runs)")
     p.add_argument("--report", required=True, help="the Markdown report to write (plots go beside it)")
     p.add_argument("--title", help="the report's heading")
@@ -251,12 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_searches)
 
     p = sub.add_parser("bench", help="search, pre-train every head alike, evaluate, and write the tables")
-    p.add_argument("framework", help="a frameworks entry with an experiment spec FRAMEWORK_DATASET.toml")
+    p.add_argument(
+        "framework",
+        help="a frameworks entry (registry/experiments/FRAMEWORK_DATASET.toml, else the defaults), or a spec file",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. profile=smoke strategy=gdas")
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the spec's seeds.values)")
+    p.add_argument("--dataset", help="a datasets entry (default cifar10, or a spec file's own)")
+    p.add_argument("--seeds", type=COUNT, help="seeds 0..N-1 (default: the spec's seeds.values)")
     p.add_argument("--runs", default="runs", help="checkpoints and searches (default ./runs)")
-    p.add_argument("--results", default="results", help="records, tables and plots (default ./results)")
+    p.add_argument(
+        "--results",
+        help="records, tables and plots (default: ./results for the quick profile, whose tables the repo keeps; "
+        "RUNS/results-PROFILE for any other)",
+    )
     p.add_argument("--source", help="dataset source when it is not prepared yet")
     p.add_argument("--device", default="auto")
     p.add_argument(
@@ -266,10 +347,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--jobs",
-        type=int,
+        type=COUNT,
         default=1,
-        help="processes that take the runs concurrently (one per GPU when several are visible; default 1)",
+        help="processes that take the runs concurrently (one per GPU when several are visible; default 1); "
+        "with --executor submitit-local, the jobs that run at once",
     )
+    p.add_argument("--plan", action="store_true", help="print the jobs, their states and expected device-hours")
+    p.add_argument("--status", action="store_true", help="print where each job ran, how long, and why it failed")
+    p.add_argument(
+        "--executor",
+        choices=["local", "submitit-local", "slurm"],
+        default="local",
+        help="local: in this process (default); submitit-local: the plan as cluster jobs on this machine; "
+        "slurm: submit the plan to SLURM",
+    )
+    p.add_argument("--launcher", metavar="FILE", help="a TOML file whose [launcher] table sets the job resources")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--qos")
+    p.add_argument("--gpus", type=COUNT, help="GPUs per job (default 1)")
+    p.add_argument("--cpus", type=COUNT, help="CPUs per job (default 8)")
+    p.add_argument("--mem-gb", type=float, dest="mem_gb", help="memory per job in GB")
+    p.add_argument("--time-min", type=COUNT, dest="time_min", help="time limit per job in minutes (default 240)")
+    p.add_argument("--array-parallelism", type=COUNT, dest="array_parallelism", help="array tasks at once (64)")
+    p.add_argument("--signal", help="what SLURM signals before a time-out or preemption: USR1, USR2 (default), TERM")
     p.set_defaults(run=_cmd_bench)
 
     p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")
@@ -295,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="a short end-to-end self-check on one device; non-zero exit on any failure")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=... train.compile=true")
     p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu or cuda")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per check after one warm-up (default 5)")
+    p.add_argument("--steps", type=COUNT, default=5, help="timed steps per check after one warm-up (default 5)")
     p.set_defaults(run=_cmd_doctor)
 
     p = sub.add_parser("data", help="prepare datasets as FFCV .beton files")
@@ -305,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="an ImageFolder tree, a .tar/.tar.gz of one, or torchvision's CIFAR folder")
     p.add_argument("--download", action="store_true", help="download through torchvision (CIFAR only)")
     p.add_argument("--root", help="data root (default: $NASIAM_DATA, else ./data)")
-    p.add_argument("--workers", type=int, default=2, help="processes that decode and write (default 2)")
-    p.add_argument("--max-resolution", type=int, default=256, help="longest side kept for large images (256)")
+    p.add_argument("--workers", type=COUNT, default=2, help="processes that decode and write (default 2)")
+    p.add_argument("--max-resolution", type=COUNT, default=256, help="longest side kept for large images (256)")
     p.add_argument("--force", action="store_true", help="rewrite even when the files are up to date")
     p.add_argument(
         "--holdout",

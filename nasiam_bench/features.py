@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from nasiam_bench.data.datasets import DataError
 from nasiam_bench.data.loaders import EvalLoader, LoaderConfig, eval_loader
 from nasiam_bench.data.prepare import PreparedDataset
 from nasiam_bench.data.splits import stratified_subset
+from nasiam_bench.progress import progress
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def extract(backbone: nn.Module, loader: EvalLoader, desc: str = "features") -> 
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
-    for images, y in tqdm(loader, desc=desc, leave=False, unit="batch"):
+    for images, y in progress(loader, desc, unit="batch", end=False):
         feats.append(backbone(images.contiguous(memory_format=torch.channels_last)).float().cpu())
         labels.append(y.cpu())
     backbone.train(was_training)

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nasiam_bench.data.prepare import data_root
+from nasiam_bench.data.prepare import data_root, read_meta
 from nasiam_bench.heads.genotype import load_genotype
 from nasiam_bench.registry import SEARCH_STRATEGIES
 from nasiam_bench.spec import SearchSection, Spec, spec_from_dict
@@ -108,7 +108,7 @@ def dataset_digest(spec: Spec) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _meta_digest(path: str, mtime_ns: int, size: int) -> str:
-    meta = json.loads(Path(path).read_text())
+    meta = read_meta(Path(path))
     return digest_of_source(meta["source_digest"], meta["writer"])
 
 

@@ -13,6 +13,17 @@ def default_run_dir(spec: Spec, seed: int, root: str | Path = "runs") -> Path:
     return Path(root) / f"{label}-{run_id(spec)}" / f"seed{seed}"
 
 
+COMMITTED_PROFILES = ("quick",)  # the profiles whose records results/ keeps (the README's tables)
+
+
+def default_results(spec: Spec, runs: str | Path = "runs") -> Path:
+    """Where a bench's records, tables and plots go unless ``--results`` says: ``results`` for a committed
+    profile, else a scratch folder under the runs folder (a smoke or GPU bench must not change the committed
+    tables and plots)."""
+    profile = spec.experiment.profile
+    return Path("results") if profile in COMMITTED_PROFILES else Path(runs) / f"results-{profile}"
+
+
 def default_search_dir(spec: Spec, seed: int, runs: str | Path = "runs") -> Path:
     e = spec.experiment
     label = f"search-{e.framework}-{e.dataset}-{e.strategy}"

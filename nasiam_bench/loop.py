@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from nasiam_bench.occupancy import occupying
+from nasiam_bench.progress import progress as progress_of
 from nasiam_bench.registry import NasiamBenchError
 
 READ_EVERY = 50  # steps between host reads of the losses: one sync per 50 steps, and a diverged run found soon
@@ -102,7 +102,7 @@ def _epochs(loader, epochs, step, callbacks, desc, total, progress, diverged, re
         epoch, began, unread = Epoch(index), time.perf_counter(), _Unread(index, callbacks, diverged)
         sharing = occupancy.count()
         label = f"{desc} {index + 1}/{total or epochs.stop}"
-        bar = tqdm(loader, desc=label, unit="step", leave=False, disable=not progress)
+        bar = progress_of(loader, label, unit="step", enabled=progress)
         for i, batch in enumerate(bar):
             out = step(index, i, batch)
             epoch.losses.append(torch.as_tensor(out["loss"]).detach())

@@ -1,4 +1,5 @@
-"""Plots (matplotlib, PNG): the architecture weights over a search."""
+"""Plots (matplotlib, PNG): the architecture weights over a search, and the style every plot shares: one colour per
+head and one marker per strategy, the same in every figure, legends outside the axes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,46 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from nasiam_bench.io import atomic_path
+
+HEAD_COLOURS = {"baseline": "C0", "nasiam": "C1", "random": "C2", "paper": "C3", "untrained": "grey"}
+STRATEGY_MARKERS = {"darts": "*", "darts_single": "P", "beta_darts": "X", "gdas": "D", "random": "v", "none": "."}
+STRATEGY_COLOURS = {"darts": "C1", "darts_single": "C4", "beta_darts": "C5", "gdas": "C6", "random": "C9"}
+HEAD_MARKERS = {"baseline": "o", "random": "^", "paper": "s"}
+
+
+def strategy_colour(strategy: str) -> str:
+    """The colour of a search strategy in the strategy plot (the same in every panel)."""
+    return STRATEGY_COLOURS.get(strategy.split(" ")[0], "black")
+
+
+def head_colour(head: str) -> str:
+    """The colour of a head kind in every plot (a ``genotype:FILE`` head: black)."""
+    return HEAD_COLOURS.get(head, "black")
+
+
+def marker(head: str, strategy: str = "-") -> str:
+    """A searched head's marker is its strategy's; the other heads have their own."""
+    if head == "nasiam":
+        return STRATEGY_MARKERS.get(strategy.split(" ")[0], "h")
+    return HEAD_MARKERS.get(head, "x")
+
+
+def legend_outside(fig, axes) -> None:
+    """One legend to the right of the panels, where it covers nothing, with every label any panel drew once."""
+    merged: dict[str, Any] = {}
+    for ax in np.ravel(axes):
+        handles, labels = ax.get_legend_handles_labels()
+        merged.update(zip(labels, handles, strict=True))
+    fig.legend(merged.values(), merged.keys(), loc="outside right upper", fontsize=7)
+
+
+def save(fig, path: str | Path, **options: Any) -> Path:
+    """Write the figure as a PNG, atomically, and close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, **options)
+    plt.close(fig)
+    return path
 
 
 def plot_alpha(alpha: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -45,8 +86,4 @@ def plot_alpha(alpha: dict[str, dict[str, Any]], path: str | Path, title: str = 
     fig.colorbar(image, ax=axes, shrink=0.6, label=label)
     if title:
         fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, path, bbox_inches="tight")

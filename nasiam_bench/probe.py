@@ -8,10 +8,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from nasiam_bench.features import EvalData, Features, extract
 from nasiam_bench.optim import build_optimizer, scaled_lr
+from nasiam_bench.progress import progress
 from nasiam_bench.schedule import lr_schedule
 from nasiam_bench.spec import EvalSection
 
@@ -93,7 +93,7 @@ def augmented_probe(backbone: nn.Module, eval_data: EvalData, e: EvalSection, se
     optimizer, schedule = _optimizer(classifier, e, e.linear_epochs * math.ceil(len(images) / batch), lr)
     g = torch.Generator().manual_seed(seed)
     best = (-1.0, 0.0, 0)
-    for epoch in tqdm(range(1, e.linear_epochs + 1), desc="linear probe", leave=False, unit="epoch"):
+    for epoch in progress(range(1, e.linear_epochs + 1), "linear probe", unit="epoch", end=False):
         order = torch.randperm(len(images), generator=g)
         for start in range(0, len(images), batch):
             chosen = order[start : start + batch]

@@ -41,8 +41,8 @@ class Registry(Generic[T]):
     the group ``nasiam_bench.<name>`` are imported on the first lookup, listing or membership test.
     """
 
-    def __init__(self, name: str, modules: tuple[str, ...] = (), group: str | None = None) -> None:
-        self.name = name
+    def __init__(self, name: str, modules: tuple[str, ...] = (), group: str | None = None, doc: str = "") -> None:
+        self.name, self.doc = name, doc
         self.group = group or f"nasiam_bench.{name}"
         self._modules = modules
         self._entries: dict[str, T] = {}
@@ -145,8 +145,10 @@ def _origin(obj: object) -> str:
 
 
 # The suite's registries. Each names the in-tree modules that fill it.
-BACKBONES: Registry = Registry("backbones", ("nasiam_bench.backbones",))
-ACTIVATIONS: Registry = Registry("activations", ("nasiam_bench.activations",))
+BACKBONES: Registry = Registry("backbones", ("nasiam_bench.backbones",), doc="timm's ResNets, by timm's name")
+ACTIVATIONS: Registry = Registry(
+    "activations", ("nasiam_bench.activations",), doc="the candidate ops of the searched heads' layers"
+)
 FRAMEWORKS: Registry = Registry(
     "frameworks",
     (
@@ -155,6 +157,7 @@ FRAMEWORKS: Registry = Registry(
         "nasiam_bench.frameworks.simclr",
         "nasiam_bench.frameworks.byol",
     ),
+    doc="SSL frameworks: their standard heads, the layout of their searched heads, their loss",
 )
 SEARCH_STRATEGIES: Registry = Registry(
     "search_strategies",
@@ -166,8 +169,9 @@ SEARCH_STRATEGIES: Registry = Registry(
         "nasiam_bench.search.random",
         "nasiam_bench.search.none",
     ),
+    doc="how the heads are searched",
 )
-DATASETS: Registry = Registry("datasets", ("nasiam_bench.data.datasets",))
+DATASETS: Registry = Registry("datasets", ("nasiam_bench.data.datasets",), doc="what data prepare reads")
 
 REGISTRIES: dict[str, Registry] = {r.name: r for r in (BACKBONES, ACTIVATIONS, FRAMEWORKS, SEARCH_STRATEGIES, DATASETS)}
 

@@ -23,14 +23,15 @@ from nasiam_bench.evaluate import eval_data_for, evaluate_checkpoint, untrained_
 from nasiam_bench.heads.genotype import paper_genotype_path
 from nasiam_bench.heads.resolve import resolve_genotype
 from nasiam_bench.identity import dataset_digest, identity, record_identities, run_id
-from nasiam_bench.layout import default_run_dir, default_search_dir
+from nasiam_bench.layout import default_results, default_run_dir, default_search_dir
 from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.models import build_model
+from nasiam_bench.preflight import check_data, check_machine
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
 from nasiam_bench.search.decision import PERTURBATION, agreement
-from nasiam_bench.search.run import run_search
-from nasiam_bench.spec import Spec, SpecError, load_spec
+from nasiam_bench.search.run import finished_search, run_search
+from nasiam_bench.spec import Spec, SpecError, bench_spec
 from nasiam_bench.tables import FLOOR, write_tables
 from nasiam_bench.train import pretrain
 
@@ -107,9 +108,9 @@ def bench(
     framework: str,
     overrides: list[str],
     *,
-    dataset: str = "cifar10",
+    dataset: str | None = None,
     runs: str | Path = "runs",
-    results: str | Path = "results",
+    results: str | Path | None = None,
     source: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -119,12 +120,17 @@ def bench(
     """Run (or finish) the comparison of ``framework``'s heads; returns the records of this bench. ``lockstep``:
     the heads of a seed still to train are pre-trained together, then evaluated and recorded one by one. ``jobs``:
     that many processes take the runs concurrently (one per GPU when several are visible), then this one finishes
-    what they left and writes the tables."""
+    what they left and writes the tables. ``results``: by default ``layout.default_results``."""
     if jobs < 1:
         raise SpecError(f"--jobs {jobs}: give 1 or more")
-    spec = load_spec(f"{framework}_{dataset}", overrides)
+    spec = bench_spec(framework, dataset, overrides)
+    if results is None:
+        results = default_results(spec, runs)
+        print(f"records, tables and plots -> {results} (the {spec.experiment.profile} profile; --results to choose)")
+    check_machine(spec, device, {"--runs": runs, "--results": results})
     git_commit()  # the code this bench runs, read now, before anyone edits the checkout
     ensure_data(spec, source)
+    check_data(spec)
     if jobs > 1:
         _concurrently(jobs, framework, overrides, dataset, runs, results, device, lockstep)
     records, _, _ = _pass(spec, runs, results, device, progress, lockstep)
@@ -145,9 +151,8 @@ def _pass(spec: Spec, runs, results, device: str, progress: bool, lockstep: bool
             together.add(job.seed)
             heads = [j for j in jobs if j.seed == job.seed and j.kind not in (FLOOR, "search")]
             _lockstep(heads, spec, runs, results, device, progress, searches)
-        job_spec = _job_spec(spec, job)
-        label = f"[{number}/{len(jobs)}] {spec.experiment.framework} {job.kind} seed {job.seed}"
-        label += f" ({job.strategy})" if job.strategy else ""
+        job_spec = spec_of(spec, job)
+        label = f"[{number}/{len(jobs)}] {job_name(spec, job)}"
         if job.kind == "search":
             searches[(job.seed, job.strategy)] = found = _search(
                 job_spec, job.seed, label, runs, results, device, progress
@@ -165,6 +170,47 @@ def _pass(spec: Spec, runs, results, device: str, progress: bool, lockstep: bool
             records.append(record)
             made += new
     return records, made, left
+
+
+def job_name(spec: Spec, job: Job) -> str:
+    """A job as people read it: ``moco nasiam seed 0 (darts)``."""
+    name = f"{spec.experiment.framework} {job.kind} seed {job.seed}"
+    return name + (f" ({job.strategy})" if job.strategy else "")
+
+
+def search_of(job: Job) -> Job | None:
+    """The job a job waits for: a searched head's search; None for the others."""
+    return Job("search", job.seed, job.strategy) if job.kind == "nasiam" else None
+
+
+def run_job(spec: Spec, job: Job, runs, results, device: str = "auto", progress: bool = True):
+    """One job of the plan on its own (a cluster job): a search's result, or a floor's or head's record; None when
+    another live process holds it. A searched head takes its finished search (or runs it, when it is not)."""
+    label = job_name(spec, job)
+    searches = {}
+    if job.kind in ("search", "nasiam"):
+        search_job = search_of(job) or job
+        found = _search(spec_of(spec, search_job), job.seed, label, runs, results, device, progress)
+        if job.kind == "search" or found is None:
+            return found
+        searches[(job.seed, job.strategy)] = found
+    ctx = distributed.setup(device)
+    return _job_record(job, spec_of(spec, job), label, runs, results, device, progress, searches, ctx)[0]
+
+
+def job_done(spec: Spec, job: Job, runs, results) -> bool:
+    """Whether the job's result is there: a search's (and its perturbed twin's, when the bench checks one), or a
+    record of the floor's or head's identity."""
+    if job.kind == "search":
+        job_spec = spec_of(spec, job)
+        found = finished_search(job_spec, job.seed, runs)
+        if found is None or not (job_spec.experiment.perturbation_check and found[0].decision is not None):
+            return found is not None
+        return finished_search(perturbed_twin(job_spec), job.seed, runs) is not None
+    if job.kind == "nasiam" and not job_done(spec, search_of(job), runs, results):
+        return False  # its genotype is not known yet
+    _, _, state, path = _target(job, spec_of(spec, job), runs, results)
+    return find_record(path, state) is not None
 
 
 def _concurrently(jobs: int, framework, overrides, dataset, runs, results, device: str, lockstep: bool) -> None:
@@ -189,7 +235,7 @@ def _concurrently(jobs: int, framework, overrides, dataset, runs, results, devic
 def _worker(framework, overrides, dataset, runs, results, device, lockstep, visible) -> None:
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible  # before this process touches CUDA
-    spec = load_spec(f"{framework}_{dataset}", overrides)
+    spec = bench_spec(framework, dataset, overrides)
     while True:
         _, made, left = _pass(spec, runs, results, device, False, lockstep)
         if not left or not made:  # all done, or what is left is another process's to finish
@@ -199,15 +245,25 @@ def _worker(framework, overrides, dataset, runs, results, device, lockstep, visi
 
 def _target(job: Job, spec: Spec, runs, results) -> tuple[Spec, Any, str, Path]:
     """What a floor or head job makes: its run spec, genotype, state identity and record path."""
-    run_spec = spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
+    run_spec = _run_spec(spec, job)
     genotype = None if job.kind == FLOOR else resolve_genotype(run_spec, job.seed, runs)
     state = identity("state", run_spec, job.seed, genotype)
+    return run_spec, genotype, state, record_file(spec, job, results)
+
+
+def _run_spec(spec: Spec, job: Job) -> Spec:
+    return spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
+
+
+def record_file(spec: Spec, job: Job, results) -> Path:
+    """Where a floor's or head's record is filed (known before its search has run: no genotype in it)."""
     e = spec.experiment
-    where = {"dataset": e.dataset, "framework": e.framework, "head": job.kind, "run_id": run_id(run_spec)}
-    return run_spec, genotype, state, record_path(results, {**where, "seed": job.seed})
+    where = {"dataset": e.dataset, "framework": e.framework, "head": job.kind, "run_id": run_id(_run_spec(spec, job))}
+    return record_path(results, {**where, "seed": job.seed})
 
 
-def _job_spec(spec: Spec, job: Job) -> Spec:
+def spec_of(spec: Spec, job: Job) -> Spec:
+    """The spec of a job: the bench's, with the job's strategy for a search or a searched head."""
     return spec.replace(strategy=job.strategy) if job.strategy else spec
 
 
@@ -217,7 +273,7 @@ def _lockstep(heads: list[Job], spec: Spec, runs, results, device: str, progress
     for job in heads:
         if job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None:
             continue
-        run_spec, genotype, state, path = _target(job, _job_spec(spec, job), runs, results)
+        run_spec, genotype, state, path = _target(job, spec_of(spec, job), runs, results)
         if find_record(path, state) is None:
             members.append(Member(run_spec, default_run_dir(run_spec, job.seed, runs), genotype))
     if len(members) < 2:
@@ -289,10 +345,14 @@ def _searched(spec: Spec, seed: int, out: Path, what: str, device: str, progress
 def _perturbation_check(spec: Spec, seed: int, result, label: str, runs, device: str, progress: bool) -> float | None:
     """The share of layers whose op the same search keeps with alpha perturbed by ``PERTURBATION`` at its start;
     None when another live process runs the twin."""
-    twin = spec.replace(**{"search.alpha_perturbation": PERTURBATION})
+    twin = perturbed_twin(spec)
     what = f"{label}: the same search with alpha perturbed by {PERTURBATION:g}"
     found = _searched(twin, seed, default_search_dir(twin, seed, runs), what, device, progress)
     return None if found is None else agreement(result.genotype, found[0].genotype)
+
+
+def perturbed_twin(spec: Spec) -> Spec:
+    return spec.replace(**{"search.alpha_perturbation": PERTURBATION})
 
 
 def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:

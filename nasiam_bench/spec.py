@@ -11,6 +11,10 @@ checked at load; an error names the file, the key, the bad value and what is val
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import os
+import sys
 import tomllib
 import types
 import typing
@@ -117,7 +121,7 @@ class DataSection:
 
 @dataclass(frozen=True)
 class SearchSection:
-    epochs: int = _opt(10, lo=0)
+    epochs: int = _opt(10, lo=1)
     batch_size: int = _opt(64, lo=1)
     lr: float = _opt(0.05, lo=0.0, doc="weight learning rate during search")
     arch_lr: float = _opt(3e-4, lo=0.0, doc="learning rate of the architecture weights alpha")
@@ -318,7 +322,31 @@ def _plain(value: Any) -> Any:
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), profile: str | None = None) -> Spec:
     """Read an experiment TOML (a path, or the name of a file in ``registry/experiments/``) and resolve it."""
     path = resolve_spec_path(path)
-    raw = _read_toml(path)
+    return _resolve(_read_toml(path), str(path), overrides, profile)
+
+
+def bench_spec(target: str, dataset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """The spec ``bench TARGET`` runs: a spec file when ``TARGET`` is a path (as given; ``dataset`` overrides its
+    dataset), else the framework ``TARGET`` on ``dataset`` (default cifar10): its file in ``registry/experiments/``
+    when there is one, else the defaults with that framework (one a plugin registered, say)."""
+    if target.endswith(".toml") or os.sep in target or Path(target).is_file():
+        given = [f"experiment.dataset={dataset}"] if dataset else []
+        return load_spec(Path(target), [*given, *overrides])
+    frameworks, datasets = registry("frameworks"), registry("datasets")
+    dataset = dataset or "cifar10"
+    if target not in frameworks:
+        raise SpecError(f"bench {target}: {frameworks.unknown_message(target)} (or give a spec file's path)")
+    if dataset not in datasets:
+        raise SpecError(f"--dataset {dataset}: {datasets.unknown_message(dataset)}")
+    named = EXPERIMENTS_DIR / f"{target}_{dataset}.toml"
+    if named.is_file():
+        return load_spec(named, overrides)
+    raw = {"experiment": {"name": f"{target}-{dataset}", "framework": target, "dataset": dataset}}
+    return _resolve(raw, f"{target} on {dataset} (the defaults: no {named.name})", overrides, None)
+
+
+def _resolve(raw: dict[str, Any], where: str, overrides, profile: str | None) -> Spec:
+    """An experiment table resolved: the profile, the recipe, the table, then the overrides, checked."""
     parsed = [parse_override(o) for o in overrides]
     experiment_table = raw.get("experiment", {}) if isinstance(raw.get("experiment", {}), dict) else {}
 
@@ -330,12 +358,12 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), pro
     recipe = chosen("recipe")
     merged = _merge({}, load_profile(profile, chosen("framework")), where=str(_profile_path(profile)))
     merged = _merge(merged, load_recipe(recipe, chosen("framework")), where=str(_recipe_path(recipe)))
-    merged = _merge(merged, raw, where=str(path))
+    merged = _merge(merged, raw, where=where)
     merged = _merge(merged, {"experiment": {"profile": profile, "recipe": recipe}}, where="profile")
     for key, value in parsed:
         section, name = _resolve_key(key, where="command line")
         merged.setdefault(section, {})[name] = value
-    return _build(merged, where=str(path), source=str(path))
+    return _build(merged, where=where, source=where)
 
 
 def resolve_spec_path(path: str | Path) -> Path:
@@ -368,6 +396,8 @@ def load_recipe(name: str, framework: str) -> dict[str, Any]:
         if about.get("strict", True):
             covered = ", ".join(sorted(data)) or "none"
             raise SpecError(f"recipe {name!r} has no values for {framework!r}; it covers: {covered}")
+        _say_once(f"recipe {name!r} sets nothing for {framework!r}: its own defaults apply (a recipe covers "
+                  f"{', '.join(sorted(data)) or 'none'})")  # fmt: skip
         return {}  # a framework registered later: its own defaults are its paper's
     overlay = data[framework]
     for section, table in overlay.items():
@@ -381,6 +411,11 @@ def load_recipe(name: str, framework: str) -> dict[str, Any]:
             if f"{section}.{key}" in SCHEDULE_KEYS:
                 raise SpecError(f"{path}: {framework}.{section}.{key} is the schedule's scale: a profile sets it")
     return overlay
+
+
+@functools.cache
+def _say_once(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def recipe_keys(spec: Spec) -> list[str]:
@@ -486,6 +521,13 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
     for key, pair in (("search.arch_betas", spec.search.arch_betas), ("data.crop_scale", spec.data.crop_scale)):
         if len(pair) != 2:
             raise SpecError(f"{where}: {key} = {list(pair)}: expected two values")
+    low, high = spec.data.crop_scale
+    if low > high:
+        raise SpecError(f"{where}: data.crop_scale = {[low, high]}: the smaller area first ([{high}, {low}])")
+    seeds = spec.seeds.values
+    if len(set(seeds)) != len(seeds):
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise SpecError(f"{where}: seeds.values = {list(seeds)} names {twice} twice; give each seed once")
     framework = registry("frameworks").get(spec.experiment.framework)
     for key in spec.framework.given():
         if key not in framework.OPTIONS:
@@ -521,6 +563,8 @@ def _check_type(key: str, value: Any, expected: type, where: str) -> Any:
 
 
 def _check_value(key: str, value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{where}: {key} = {value!r}: expected a finite number")
     lo, hi = meta.get("lo"), meta.get("hi")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = (

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from nasiam_bench.heads.ops import LINEAR_PREFIX, PARAMETER_FREE_OPS
-from nasiam_bench.io import atomic_path
+from nasiam_bench.plots import head_colour, marker, save, strategy_colour
 from nasiam_bench.results import flat_spec, spec_differences, strategy_label
 from nasiam_bench.search.decision import mean_pairwise_agreement
 from nasiam_bench.stats import PairedDifference, format_difference, format_mean_std, paired_by_seed, paired_difference
@@ -193,32 +193,35 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
 
 def plot_strategies(table: pd.DataFrame, path: Path, dataset: str) -> Path:
     """Per framework: each strategy's kNN difference to the baseline (mean and 95% interval) against its search
-    device-hours (mean ± std), the share of parameter-free ops written beside each point."""
+    device-hours (mean ± std), one colour and marker per strategy (hollow: a second search of it, under other
+    settings), the share of parameter-free ops in the legend below each panel."""
     groups = [(tuple(rows[GROUP].iloc[0]), rows) for _, rows in table.groupby("comparison_id", sort=False)]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 5.2), layout="constrained", squeeze=False)
     for ax, (key, rows) in zip(axes[0], groups, strict=True):
-        for i, row in enumerate(rows.itertuples(index=False)):
+        seen: set[str] = set()
+        for row in rows.itertuples(index=False):
             d = row.knn_vs_baseline
             yerr = [[d.mean - d.low], [d.high - d.mean]] if pd.notna(d.low) else None
+            colour = strategy_colour(row.strategy)
             ax.errorbar(
                 row.search_device_h,
                 d.mean,
                 xerr=0.0 if pd.isna(row.search_device_h_std) else row.search_device_h_std,
                 yerr=yerr,
-                marker="o",
+                marker=marker("nasiam", row.strategy),
+                markersize=9,
+                markerfacecolor="none" if row.strategy in seen else colour,
                 capsize=3,
                 linestyle="none",
-                color=f"C{i}",
+                color=colour,
                 label=f"{row.strategy_shown}{f' ({row.search_differs})' if row.search_differs else ''} "
                 f"({row.parameter_free:.0%} parameter-free)",
             )
-        ax.axhline(0.0, color="grey", linestyle="--", linewidth=1, label="baseline heads")
+            seen.add(row.strategy)
+        ax.axhline(0.0, color=head_colour("baseline"), linestyle="--", linewidth=1, label="baseline heads")
         ax.set_title(f"{dataset} {key[2]} ({key[0]} profile, {key[1]} recipe)", fontsize=9)
         ax.set_xlabel("search device-hours, mean ± std over seeds")
         ax.set_ylabel("kNN Δ vs baseline (points), mean and 95% CI")
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # below the axes: covers no point
         ax.grid(alpha=0.3)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -10,9 +10,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from nasiam_bench import strategy_table
 from nasiam_bench.io import atomic_path, atomic_write_text
+from nasiam_bench.plots import head_colour, legend_outside, marker, save
 from nasiam_bench.results import DATASET_NOTES, load_records, spec_differences, strategy_label
 from nasiam_bench.search.decision import DECIDED_EPOCHS, DECIDED_MARGIN, PERTURBATION
 from nasiam_bench.stats import (
@@ -324,76 +326,72 @@ def _schedules(records: list[dict[str, Any]]) -> str:
 
 
 def plot_accuracy_vs_cost(table: pd.DataFrame, path: Path, dataset: str) -> Path:
-    """kNN top-1 against total device-hours, one point per head and framework with mean ± std over seeds as error
-    bars (the floor as a dashed line)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    markers = {"baseline": "o", "nasiam": "*", "random": "^", "paper": "s"}
-    trained = table[table["head"] != FLOOR]
-    colours = {fw: f"C{i}" for i, fw in enumerate(sorted(set(table["framework"])))}
-    for row in trained.itertuples(index=False):
-        ax.errorbar(
-            row.total_device_h,
-            row.knn_mean,
-            xerr=_zero_if_nan(row.total_device_h_std),
-            yerr=_zero_if_nan(row.knn_std),
-            marker=markers.get(row.head, "x"),
-            markersize=9,
-            capsize=3,
-            linestyle="none",
-            color=colours[row.framework],
-            label=f"{row.framework} {row.head}" + (f" ({row.strategy})" if row.strategy != "-" else ""),
-        )
-    for row in table[table["head"] == FLOOR].itertuples(index=False):
-        ax.axhline(
-            row.knn_mean,
-            color=colours[row.framework],
-            linestyle="--",
-            linewidth=1,
-            label=f"{row.framework} untrained floor",
-        )
-    ax.set_xlabel("device-hours (search + pre-training), mean ± std over seeds")
-    ax.set_ylabel("kNN top-1 (%), mean ± std over seeds")
-    ax.set_title(f"{dataset}: accuracy against cost")
-    ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    """kNN top-1 against total device-hours, one panel per framework, one point per head (its colour) and strategy
+    (its marker) with mean ± std over seeds as error bars; the floor as a dashed line."""
+    frameworks = sorted(set(table["framework"]))
+    fig, axes = plt.subplots(
+        1, len(frameworks), figsize=(3.6 * len(frameworks) + 2.4, 3.8), layout="constrained", squeeze=False
+    )
+    for ax, framework in zip(axes[0], frameworks, strict=True):
+        rows = table[table["framework"] == framework]
+        for row in rows[rows["head"] != FLOOR].itertuples(index=False):
+            ax.errorbar(
+                row.total_device_h,
+                row.knn_mean,
+                xerr=_zero_if_nan(row.total_device_h_std),
+                yerr=_zero_if_nan(row.knn_std),
+                marker=marker(row.head, row.strategy),
+                markersize=9,
+                capsize=3,
+                linestyle="none",
+                color=head_colour(row.head),
+                label=row.head + (f" ({row.strategy})" if row.strategy != "-" else ""),
+            )
+        for row in rows[rows["head"] == FLOOR].itertuples(index=False):
+            ax.axhline(row.knn_mean, color=head_colour(FLOOR), linestyle="--", linewidth=1, label="untrained floor")
+        ax.set_title(framework, fontsize=9)
+        ax.set_xlabel("device-hours (search + pre-training)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("kNN top-1 (%), mean ± std over seeds")
+    fig.suptitle(f"{dataset}: accuracy against cost (error bars: std over seeds)", fontsize=10)
+    legend_outside(fig, axes)
+    return save(fig, path)
 
 
 def _zero_if_nan(value: float) -> float:
     return 0.0 if pd.isna(value) else value
 
 
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
-
-
 def plot_knn_curves(records: list[dict[str, Any]], path: Path, title: str) -> Path | None:
-    """kNN top-1 per monitored epoch of every head (one line per head and run id: the mean over seeds, a band of
-    ± std); None when no record holds a curve."""
+    """kNN top-1 per monitored epoch, one panel per head (its colour), one line per strategy and run id in it: the
+    mean over seeds and a band of ± std; the untrained floor dashed in each. None when no record holds a curve."""
     curves = [r for r in records if r.get("knn_curve")]
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {}
     for r in sorted(curves, key=lambda r: HEAD_ORDER.get(r["head"], 9)):
-        groups.setdefault((r["head"], r["run_id"]), []).append(r)
-    for i, ((head, _), runs) in enumerate(groups.items()):
-        frame = pd.DataFrame([{"epoch": e, "knn": k, "seed": r["seed"]} for r in runs for e, k in r["knn_curve"]])
-        by_epoch = frame.groupby("epoch")["knn"]
-        mean, std = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0)
-        strategy = runs[0].get("strategy", "-")
-        label = f"{head}" + (f" ({strategy})" if strategy != "-" else "") + f", {len(runs)} seed(s)"
-        ax.plot(mean.index, mean.values, marker=".", color=f"C{i}", label=label)
-        ax.fill_between(mean.index, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+        groups.setdefault(r["head"], {}).setdefault((r.get("strategy", "-"), r["run_id"]), []).append(r)
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(3.2 * len(groups) + 2.4, 3.4), layout="constrained", squeeze=False, sharey=True
+    )
     floors = [r["knn_top1"] for r in records if r["head"] == FLOOR]
-    if floors:
-        ax.axhline(sum(floors) / len(floors), color="grey", linestyle="--", linewidth=1, label="untrained floor")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("kNN top-1 (%) on the monitor's queries")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    for ax, (head, runs_of) in zip(axes[0], groups.items(), strict=True):
+        for k, ((strategy, run), runs) in enumerate(runs_of.items()):
+            frame = pd.DataFrame([{"epoch": e, "knn": v} for r in runs for e, v in r["knn_curve"]])
+            by_epoch = frame.groupby("epoch")["knn"]
+            mean, std = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0)
+            label = head + (f" ({strategy}, run {run[:6]})" if strategy != "-" else "") + f", {len(runs)} seed(s)"
+            style = dict(color=head_colour(head), linestyle=("-", "--", ":", "-.")[k % 4])
+            ax.plot(mean.index, mean.values, marker=marker(head, strategy), markersize=5, label=label, **style)
+            ax.fill_between(mean.index, mean - std, mean + std, color=head_colour(head), alpha=0.15)
+        if floors:
+            ax.axhline(sum(floors) / len(floors), color=head_colour(FLOOR), linestyle="--", linewidth=1,
+                       label="untrained floor")  # fmt: skip
+        ax.set_title(head, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("kNN top-1 (%) on the monitor's queries")
+    fig.suptitle(title, fontsize=9)
+    legend_outside(fig, axes)
+    return save(fig, path)

@@ -92,3 +92,63 @@ def test_misspelt_framework_exits_2_and_suggests(plugin_site, tmp_path):
 def test_overrides_may_follow_the_options():
     args = parse(["bench", "moco", "profile=smoke", "--seeds", "3", 'experiment.bench_strategies=["darts"]'])
     assert args.seeds == 3 and args.overrides == ["profile=smoke", 'experiment.bench_strategies=["darts"]']
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "mocco"], "bench mocco: unknown frameworks entry 'mocco'; did you mean 'moco'?"),
+        (
+            ["bench", "moco", "--dataset", "cifar11"],
+            "--dataset cifar11: unknown datasets entry 'cifar11'; did you mean",
+        ),
+        (["bench", "no/such/spec.toml"], "spec file 'no/such/spec.toml' not found"),
+    ],
+)
+def test_bench_names_an_unknown_framework_or_dataset(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_bench_takes_a_spec_path_as_given(tmp_path):
+    from nasiam_bench.spec import bench_spec
+
+    path = tmp_path / "mine.toml"
+    path.write_text('[experiment]\nname = "mine"\nframework = "byol"\n')
+    spec = bench_spec(str(path), None, ["profile=smoke"])
+    assert spec.source == str(path) and spec.experiment.framework == "byol" and spec.experiment.name == "mine"
+    assert bench_spec(str(path), "imagenette").experiment.dataset == "imagenette"
+
+
+def test_bench_takes_a_registered_framework_without_a_spec_file_and_says_the_recipe_sets_nothing(capsys):
+    from nasiam_bench.frameworks.moco import MoCo
+    from nasiam_bench.registry import FRAMEWORKS
+    from nasiam_bench.spec import bench_spec
+
+    class Plugged(MoCo):
+        """A framework a plugin registered: no spec file, no recipe section."""
+
+    FRAMEWORKS.register("plugged")(Plugged)
+    try:
+        spec = bench_spec("plugged", None, ["profile=smoke"])
+        again = bench_spec("plugged", None, ["profile=smoke", "train.epochs=2"])
+    finally:
+        FRAMEWORKS._entries.pop("plugged")
+    assert spec.experiment.framework == "plugged" and spec.experiment.dataset == "cifar10"
+    assert again.train.epochs == 2
+    err = capsys.readouterr().err
+    assert err.count("recipe 'reference' sets nothing for 'plugged': its own defaults apply") == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["bench", "--help"]])
+def test_help_and_list_start_without_importing_torch(argv):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom nasiam_bench.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted({'torch', 'timm', 'ffcv', 'pandas'} & set(sys.modules))\nassert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

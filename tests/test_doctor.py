@@ -17,6 +17,10 @@ def test_doctor_passes_on_the_cpu_and_checks_every_registered_framework(capsys):
     for check in ("loader ffcv", "loader torch", "search darts (moco)", "search gdas (moco)", "evaluate kNN"):
         assert f"| {check} | ok |" in table
     assert "images/s" in table and "peak memory MiB" in table
+    assert table.startswith("doctor on CPU (") and ": device cpu, torch " in table.splitlines()[0]  # where it ran
+    for kind, note in (("ffcv", "it compiles the pipeline"), ("torch", "it starts its workers")):
+        row = next(line for line in table.splitlines() if line.startswith(f"| loader {kind} |"))
+        assert "first epoch " in row and note in row  # a whole epoch once running; the start-up apart
 
 
 @pytest.mark.usefixtures("cifar10_data")
@@ -32,9 +36,15 @@ def test_a_failing_check_is_reported_and_fails_the_command(monkeypatch, capsys):
     assert "| train moco | ok |" in captured.out  # the other checks still ran
 
 
+def test_the_doctor_says_when_it_prepares_the_data_first(tmp_path, capsys):
+    unprepared = doctor._spec("moco", doctor.torch.device("cpu"), [f"data.root={tmp_path}"])
+    assert doctor.say_if_unprepared(unprepared)
+    assert "cifar10 is not prepared yet: preparing it first, once" in capsys.readouterr().out
+
+
 def test_doctor_refuses_an_unknown_device(capsys):
     assert main(["doctor", "--device", "tpu"]) == 2
-    assert "--device 'tpu': valid: auto, cpu, cuda" in capsys.readouterr().err
+    assert "--device tpu: not a device; give auto, cpu, cuda or cuda:N" in capsys.readouterr().err
 
 
 @pytest.mark.cuda

@@ -14,18 +14,19 @@ A source without an evaluation split gets one: a seeded, class-stratified ``hold
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nasiam_bench.data.datasets import (
     CifarSource,
@@ -42,7 +43,8 @@ from nasiam_bench.data.datasets import (
 )
 from nasiam_bench.data.ffcv_support import ffcv_missing
 from nasiam_bench.data.splits import stratified_subset
-from nasiam_bench.io import atomic_path, atomic_write_json
+from nasiam_bench.io import atomic_path, atomic_write_json, usual_mode
+from nasiam_bench.progress import progress
 
 WRITER_VERSION = 1  # bump when the stored format changes, so that existing files are rewritten
 JPEG_QUALITY = 90
@@ -134,7 +136,26 @@ def open_prepared(dataset: str, root: str | Path | None = None) -> PreparedDatas
             f"{meta_path}: not found; prepare the data first: "
             f"`nasiam-bench data prepare {info.name} --source PATH [--root {data_root(root)}]`"
         )
-    return PreparedDataset(info, folder, json.loads(meta_path.read_text()))
+    return PreparedDataset(info, folder, read_meta(meta_path))
+
+
+META_KEYS = ("classes", "splits", "train_split", "eval_split", "source_digest", "writer")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A prepared dataset's ``meta.json``, or a one-line error that says how to prepare it again."""
+    try:
+        meta = json.loads(Path(path).read_text())
+        missing = [k for k in META_KEYS if k not in meta]
+    except (OSError, ValueError, TypeError) as exc:
+        missing, meta = [f"({type(exc).__name__}: {exc})"], None
+    if missing:
+        name = Path(path).parent.name
+        raise DataError(
+            f"{path}: not a meta.json this suite wrote (missing {', '.join(missing)}); prepare the data again: "
+            f"`nasiam-bench data prepare {name} --source PATH --force`"
+        )
+    return meta
 
 
 # ------------------------------------------------------------------------------------------------------ prepare
@@ -159,9 +180,25 @@ def prepare(
     if not 0 <= holdout < 1:
         raise DataError(f"--holdout {holdout}: the held-out fraction must be in [0, 1), e.g. 0.1")
     folder = data_root(root) / info.name
-    folder.mkdir(parents=True, exist_ok=True)
-    options = default_writer_options(info, max_resolution, holdout)
+    with _removed_on_failure(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        return _prepare(info, folder, source, download, workers, max_resolution, force, holdout)
 
+
+@contextlib.contextmanager
+def _removed_on_failure(folder: Path) -> Iterator[None]:
+    """Remove the folders the block created (the first missing ancestor of ``folder`` down) if it fails."""
+    first_new = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if first_new is not None:
+            shutil.rmtree(first_new, ignore_errors=True)
+        raise
+
+
+def _prepare(info, folder: Path, source, download: bool, workers: int, max_resolution: int, force: bool, holdout):
+    options = default_writer_options(info, max_resolution, holdout)
     if download:
         source = _download(info, folder)
     if source is None:
@@ -240,7 +277,10 @@ def _up_to_date(folder: Path, digest: str, options: dict[str, Any]) -> dict[str,
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = read_meta(meta_path)
+    except DataError:  # damaged: written anew
+        return None
     if meta.get("source_digest") != digest or meta.get("writer") != options:
         return None
     need_beton = ffcv_missing() is None  # prepared without FFCV, a dataset gains its .beton once FFCV is there
@@ -261,8 +301,18 @@ def _download(info: DatasetInfo, folder: Path) -> Path:
 
     cls = getattr(torchvision.datasets, info.cifar.torchvision_class)
     target = folder / "download"
-    for train in (True, False):
-        cls(root=str(target), train=train, download=True)
+    fresh = not target.exists()
+    try:
+        for train in (True, False):
+            cls(root=str(target), train=train, download=True)
+    except OSError as exc:  # URLError, a refused connection, a failed checksum
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
+        reason = getattr(exc, "reason", None) or exc
+        raise DataError(
+            f"--download: could not download {info.name} through torchvision ({reason}); offline? give "
+            f"--source PATH, a copy of the dataset (e.g. ../shared/datasets/{info.name}.tar.gz)"
+        ) from None
     return target / info.cifar.folder
 
 
@@ -274,6 +324,7 @@ def _open_source(info: DatasetInfo, source: Path, folder: Path) -> tuple[ImageSo
     if is_archive(source):
         extracted = folder / "source"
         tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
+        tmp.chmod(usual_mode(directory=True))  # mkdtemp makes 0700
         try:
             extract_archive(source, tmp)
             FolderSource(tree_root(tmp), origin=str(source))  # check the layout before replacing the old copy
@@ -328,12 +379,12 @@ def _readable_samples(images: ImageSource, split: str, workers: int) -> tuple[li
     if isinstance(images, CifarSource):  # arrays already in memory, their shape checked on load
         return samples, []
     jobs = [(images, item) for item, _ in samples]
-    progress = dict(total=len(jobs), desc=f"check {split}", unit="img", leave=False)
+    shown = dict(desc=f"check {split}", unit="img", total=len(jobs))
     if workers > 1:
         with mp.get_context("fork").Pool(workers) as pool:
-            errors = list(tqdm(pool.imap(_try_read, jobs, chunksize=256), **progress))
+            errors = list(progress(pool.imap(_try_read, jobs, chunksize=256), **shown))
     else:
-        errors = [_try_read(job) for job in tqdm(jobs, **progress)]
+        errors = [_try_read(job) for job in progress(jobs, **shown)]
     good, skipped = [], []
     for (item, label), error in zip(samples, errors, strict=True):
         if error is None:

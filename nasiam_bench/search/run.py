@@ -23,6 +23,7 @@ from nasiam_bench.heads.ops import search_space
 from nasiam_bench.heads.supernet import SearchHead
 from nasiam_bench.identity import identity
 from nasiam_bench.io import atomic_write_json
+from nasiam_bench.layout import default_search_dir
 from nasiam_bench.models import build_model
 from nasiam_bench.plots import plot_alpha
 from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
@@ -106,6 +107,11 @@ def _written(result: SearchResult, spec: Spec, seed: int, out_dir: Path, search_
 
 
 GENOTYPE, SUMMARY = "genotype.toml", "search.json"
+
+
+def finished_search(spec: Spec, seed: int, runs: str | Path = "runs") -> tuple[SearchResult, Path | None] | None:
+    """The finished search of ``spec`` and ``seed`` in its default folder under ``runs``; None when it is not."""
+    return _finished(default_search_dir(spec, seed, runs), identity("search_state", spec, seed))
 
 
 def _finished(out_dir: Path, search_identity: str) -> tuple[SearchResult, Path | None] | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import pytest
@@ -29,6 +31,22 @@ def measure(fn: Callable[[], int]) -> tuple[float, float, int]:
     wall, cpu = time.perf_counter(), cpu_seconds()
     count = fn()
     return time.perf_counter() - wall, cpu_seconds() - cpu, count
+
+
+@dataclass(frozen=True)
+class Size:
+    """The size a benchmark runs at: its full size when measured (``make benchmark``), its smoke size when
+    pytest-benchmark is disabled (``make test``: each benchmark runs once, unmeasured, to show it still works)."""
+
+    full: bool
+
+    def pick(self, full: Any, smoke: Any) -> Any:
+        return full if self.full else smoke
+
+
+@pytest.fixture
+def size(request) -> Size:
+    return Size(not request.config.getoption("benchmark_disable"))
 
 
 @pytest.fixture

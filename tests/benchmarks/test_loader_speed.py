@@ -18,8 +18,9 @@ def _epoch(loader) -> int:
 
 
 @pytest.mark.benchmark(group="loader")
-def test_two_view_loader_ffcv_vs_torch(benchmark, cifar10_data, report):
-    subset = stratified_subset(cifar10_data.labels("train"), IMAGES, seed=0)
+def test_two_view_loader_ffcv_vs_torch(benchmark, cifar10_data, report, size):
+    images = size.pick(IMAGES, 4 * BATCH)
+    subset = stratified_subset(cifar10_data.labels("train"), images, seed=0)
     loaders = {
         kind: ssl_loader(cifar10_data, "train", LoaderConfig(BATCH, 32, seed=0, workers=2, kind=kind), subset)
         for kind in ("ffcv", "torch")
@@ -38,7 +39,7 @@ def test_two_view_loader_ffcv_vs_torch(benchmark, cifar10_data, report):
     for _ in range(len(runs["ffcv"])):
         runs["torch"].append(measure(lambda: _epoch(loaders["torch"])))
 
-    assert pairs == IMAGES // BATCH * BATCH
+    assert pairs == images // BATCH * BATCH
     assert all(count == pairs for kind in runs for _, _, count in runs[kind])
     figures = {}
     for kind, results in runs.items():
@@ -52,6 +53,6 @@ def test_two_view_loader_ffcv_vs_torch(benchmark, cifar10_data, report):
     for kind, (rate, cpu) in figures.items():
         report(
             f"two-view loader {kind:5}: {rate:7.0f} pairs/s, {cpu:6.3f} CPU-s per 1,000 pairs "
-            f"(CIFAR-10 JPEG copy, {IMAGES} images, batch {BATCH}, 2 workers, median of {len(runs[kind])})"
+            f"(CIFAR-10 JPEG copy, {images} images, batch {BATCH}, 2 workers, median of {len(runs[kind])})"
         )
     report(f"two-view loader CPU per pair, ffcv / torch: {ratio_cpu:.3f} (target <= 0.5)")

@@ -1,6 +1,6 @@
 """One search step of every gradient strategy against one plain training step of the same framework with its
 baseline heads: same backbone (ResNet-18, CIFAR stem; width from $NASIAM_BENCH_WIDTH, default 1.0, the paper's
-comparison) and batch, timed alternately in one run.
+comparison; eighth width, batch 8 in `make test`) and batch, timed alternately in one run.
 
 Printed beside each ratio: the floor of the strategy's step, measured in the same run. A bilevel step (darts,
 beta_darts, gdas) must run a training step and, for alpha, every forward pass of the framework once more without
@@ -35,22 +35,22 @@ ROUNDS = 5
 GRADIENT_STRATEGIES = [s for s in SEARCH_STRATEGIES.list() if issubclass(SEARCH_STRATEGIES.get(s), GradientStrategy)]
 
 
-def _plain(framework):
+def _plain(framework, width: float):
     torch.manual_seed(0)
-    model = framework(build_backbone("resnet18", cifar_stem=True, width=WIDTH)).to(memory_format=torch.channels_last)
+    model = framework(build_backbone("resnet18", cifar_stem=True, width=width)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9)
     return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
-def _searcher(name, framework, strategy):
+def _searcher(name, framework, strategy, width: float, batch: int):
     torch.manual_seed(0)
-    backbone = build_backbone("resnet18", cifar_stem=True, width=WIDTH)
+    backbone = build_backbone("resnet18", cifar_stem=True, width=width)
     cells = framework.search_cells(backbone.num_features)
     ops = search_space(PAPER_CANDIDATES)
     supernet = framework(backbone, {h: SearchHead(ops, c) for h, c in cells.items()})
     searcher = SEARCH_STRATEGIES.get(strategy)()
     spec = load_spec(f"{name}_cifar10")
-    searcher.attach(supernet.to(memory_format=torch.channels_last), spec.search, total_steps=100, batch_size=BATCH)
+    searcher.attach(supernet.to(memory_format=torch.channels_last), spec.search, total_steps=100, batch_size=batch)
     searcher.on_epoch(0, 2)
     return searcher
 
@@ -64,15 +64,17 @@ def _timed(fn, into: list[float]) -> None:
 @pytest.mark.parametrize("strategy", GRADIENT_STRATEGIES)
 @pytest.mark.parametrize("name", FRAMEWORKS.list())
 @pytest.mark.benchmark(group="search-step")
-def test_search_step_against_a_training_step(name, strategy, benchmark, report):
+def test_search_step_against_a_training_step(name, strategy, benchmark, report, size):
     framework = FRAMEWORKS.get(name)
-    plain, optimizer, scheduler = _plain(framework)
-    searcher = _searcher(name, framework, strategy)
+    width, size_of_batch = size.pick(WIDTH, 0.125), size.pick(BATCH, 8)
+    plain, optimizer, scheduler = _plain(framework, width)
+    searcher = _searcher(name, framework, strategy, width, size_of_batch)
     g = torch.Generator().manual_seed(1)
 
     def batch():
         return tuple(
-            torch.randn(BATCH, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last) for _ in range(2)
+            torch.randn(size_of_batch, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
+            for _ in range(2)
         )
 
     train, val = batch(), batch()
@@ -104,5 +106,5 @@ def test_search_step_against_a_training_step(name, strategy, benchmark, report):
         f"{strategy:12} {name:8}: search step / training step {ratio:.2f}, floor {floor:.2f} "
         f"(ratio / floor {ratio / floor:.2f}); with the supernet's heads: floor {supernet_floor:.2f} "
         f"(ratio / floor {ratio / supernet_floor:.2f}); training step {median['train']:.3f} s "
-        f"(ResNet-18 width {WIDTH}, batch {BATCH}, CPU, median of {len(times['search'])})"
+        f"(ResNet-18 width {width}, batch {size_of_batch}, CPU, median of {len(times['search'])})"
     )
