@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import time
 import tomllib
 import traceback
@@ -21,6 +22,7 @@ from typing import Any
 import submitit
 import torch
 
+from nasiam_bench.loop import STOP_REQUESTED, StopRequested
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.runner import Job, job_name, plan, run_job, search_of
 from nasiam_bench.spec import Spec, bench_spec
@@ -125,10 +127,12 @@ class BenchJob(submitit.helpers.Checkpointable):
             folder, state="running", host=here(), pid=os.getpid(), executor=self.executor, job_id=_job_id(),
             requeued=requeued, error="",
         )  # fmt: skip
+        requeue = _stop_at_epoch_end()
         try:
             found = run_job(spec, self.job, b.runs, b.results, b.device, progress=True)  # lines in its log
-        except SystemExit:  # submitit's handler of the preemption signal: checkpointed and requeued
+        except StopRequested:  # at an epoch's end, its checkpoint written: requeued through submitit
             write_status(folder, state="requeued", seconds=_spent(before, began))
+            requeue()
             raise
         except BaseException as exc:
             error = traceback.format_exception_only(exc)[-1].strip()
@@ -137,6 +141,17 @@ class BenchJob(submitit.helpers.Checkpointable):
         state = "done" if found is not None else "skipped"  # skipped: another live process holds it
         write_status(folder, state=state, seconds=_spent(before, began))
         return f"{job_name(spec, self.job)}: {state}"
+
+
+def _stop_at_epoch_end() -> Callable[[], None]:
+    """On the preemption signal, let the running loop stop at its epoch's end (unwinding from anywhere else could
+    leave the loader's threads behind) and return the call that then requeues the job: submitit's own handler."""
+    number = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+    submitits = signal.getsignal(number)
+    if not callable(submitits):  # not in a submitit job
+        return lambda: None
+    signal.signal(number, lambda *_: STOP_REQUESTED.set())
+    return lambda: submitits(number, None)
 
 
 def _spent(before: dict[str, Any], began: float) -> float:

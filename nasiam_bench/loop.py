@@ -15,6 +15,7 @@ callbacks' ``after_read`` (per-step TensorBoard scalars, say).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,13 @@ class Callback:
         """After the epoch's last step, in the order the callbacks are given."""
 
 
+STOP_REQUESTED = threading.Event()  # set by a cluster job's signal handler (executors.BenchJob)
+
+
+class StopRequested(NasiamBenchError):
+    """The loop stopped at an epoch's end, its checkpoint written, because ``STOP_REQUESTED`` was set."""
+
+
 def run_epochs(
     loader,
     epochs: range,
@@ -117,6 +125,8 @@ def _epochs(loader, epochs, step, callbacks, desc, total, progress, diverged, re
         epoch.shared_by = (sharing + occupancy.count()) / 2
         for callback in callbacks:
             callback.epoch_end(epoch)
+        if STOP_REQUESTED.is_set():  # its checkpoint is written: the run resumes from here
+            raise StopRequested(f"{label}: stopped on request (a preemption or time-out signal)")
         if any(callback.should_stop for callback in callbacks):
             return
 

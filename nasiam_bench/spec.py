@@ -396,8 +396,9 @@ def load_recipe(name: str, framework: str) -> dict[str, Any]:
         if about.get("strict", True):
             covered = ", ".join(sorted(data)) or "none"
             raise SpecError(f"recipe {name!r} has no values for {framework!r}; it covers: {covered}")
-        _say_once(f"recipe {name!r} sets nothing for {framework!r}: its own defaults apply (a recipe covers "
-                  f"{', '.join(sorted(data)) or 'none'})")  # fmt: skip
+        if framework in registry("frameworks"):  # an unknown one is refused when the spec is built
+            _say_once(f"recipe {name!r} sets nothing for {framework!r}: its own defaults apply (it covers "
+                      f"{', '.join(sorted(data)) or 'none'})")  # fmt: skip
         return {}  # a framework registered later: its own defaults are its paper's
     overlay = data[framework]
     for section, table in overlay.items():

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,41 @@ def cifar10_ssl_loader(cifar10_data, cifar10_subset):
     return ssl_loader(
         cifar10_data, "train", LoaderConfig(batch_size=128, image_size=32, seed=0, workers=2), cifar10_subset
     )
+
+
+SMOKE_BENCH = [
+    "profile=smoke",
+    f"data.root={TEST_DATA_ROOT}",
+    "data.train_subset=128",
+    "eval.test_subset=200",
+    'experiment.bench_heads=["baseline","nasiam","paper"]',
+]
+
+
+@dataclass(frozen=True)
+class SmokeBench:
+    runs: Path
+    results: Path
+    records: list
+    out: str  # what it printed
+    began_ns: int
+
+
+@pytest.fixture(scope="session")
+def smoke_bench(cifar10_data, tmp_path_factory):
+    """MoCo's smoke bench (``SMOKE_BENCH``: the floor, the baseline, darts' search and head, the paper's head; seed
+    0) run once by today's bench, in order, its results in the default (scratch) folder: the end-to-end test reads
+    it, and every other way to run a bench (lockstep, --jobs, submitit's executor) must record what it recorded."""
+    import contextlib
+    import io
+    import time
+
+    from nasiam_bench.runner import bench
+
+    runs, printed, began = tmp_path_factory.mktemp("smoke-bench") / "runs", io.StringIO(), time.time_ns()
+    with contextlib.redirect_stdout(printed):
+        records = bench("moco", SMOKE_BENCH, runs=runs, progress=False)
+    return SmokeBench(runs, runs / "results-smoke", records, printed.getvalue(), began)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,18 +9,14 @@ from nasiam_bench.evaluate import eval_data_for, knn_encoder, spec_knn
 from nasiam_bench.results import RECORD_FORMAT, load_records, write_record
 from nasiam_bench.runner import bench
 from nasiam_bench.tables import summarise, write_tables
-from tests.conftest import REPO, TEST_DATA_ROOT
+from tests.conftest import REPO, SMOKE_BENCH, TEST_DATA_ROOT
 
 SMOKE = ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.train_subset=128", "eval.test_subset=200"]
 
 
-@pytest.mark.usefixtures("cifar10_data")
-def test_smoke_bench_end_to_end_then_skips(tmp_path, capsys):
-    runs, results = tmp_path / "runs", tmp_path / "runs" / "results-smoke"
-    committed = _files(REPO / "results")
-    records = bench("moco", SMOKE, runs=runs, progress=False)  # no results folder given: a scratch one
-    out = capsys.readouterr().out
-    assert f"records, tables and plots -> {results} (the smoke profile; --results to choose)" in out
+def test_smoke_bench_end_to_end_then_skips(smoke_bench, capsys):
+    runs, results, records, out = smoke_bench.runs, smoke_bench.results, smoke_bench.records, smoke_bench.out
+    assert f"records, tables and plots -> {results} (the smoke profile; --results to choose)" in out  # no folder given
     assert "[1/5] moco untrained seed 0" in out and "[5/5] moco paper seed 0" in out
     assert [r["head"] for r in records] == ["untrained", "baseline", "nasiam", "paper"]
     stored = {r["head"]: r for r in load_records(results)}
@@ -54,14 +50,11 @@ def test_smoke_bench_end_to_end_then_skips(tmp_path, capsys):
     assert list((results / "plots").glob("alpha_moco_cifar10_darts_smoke_seed0.png"))
 
     stamps = {p: p.stat().st_mtime_ns for p in (results / "records").rglob("*.json")}
-    bench("moco", SMOKE, runs=runs, results=results, progress=False)
+    bench("moco", SMOKE_BENCH, runs=runs, results=results, progress=False)
     assert capsys.readouterr().out.count("done before, skipped") == 4
     assert stamps == {p: p.stat().st_mtime_ns for p in (results / "records").rglob("*.json")}
-    assert _files(REPO / "results") == committed  # the committed tables, plots and records are untouched
-
-
-def _files(folder):
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    written = [p for p in (REPO / "results").rglob("*") if p.stat().st_mtime_ns >= smoke_bench.began_ns]
+    assert not written  # the committed tables, plots and records are untouched
 
 
 @pytest.mark.usefixtures("cifar10_data")

@@ -5,15 +5,11 @@ import json
 import os
 import time
 
-import pytest
-
 from nasiam_bench import occupancy
 from nasiam_bench.loop import Epoch
 from nasiam_bench.results import load_records
 from nasiam_bench.runner import bench
-from tests.conftest import TEST_DATA_ROOT
-
-SMOKE = ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.train_subset=128", "eval.test_subset=200"]
+from tests.conftest import SMOKE_BENCH
 
 
 def test_an_epoch_on_a_shared_device_counts_its_share_of_the_device_time(tmp_path, monkeypatch):
@@ -32,11 +28,9 @@ def test_an_epoch_on_a_shared_device_counts_its_share_of_the_device_time(tmp_pat
     assert epoch.device_seconds == 5.0
 
 
-@pytest.mark.usefixtures("cifar10_data")
-def test_two_jobs_record_what_one_records(tmp_path, capsys):
-    overrides = [*SMOKE, 'experiment.bench_heads=["baseline","nasiam","paper"]']
-    alone = bench("moco", overrides, runs=tmp_path / "r1", results=tmp_path / "s1", progress=False)
-    together = bench("moco", overrides, runs=tmp_path / "r2", results=tmp_path / "s2", progress=False, jobs=2)
+def test_two_jobs_record_what_one_records(smoke_bench, tmp_path, capsys):
+    alone = smoke_bench.records
+    together = bench("moco", SMOKE_BENCH, runs=tmp_path / "r2", results=tmp_path / "s2", progress=False, jobs=2)
     key = lambda r: (r["head"], r["seed"])  # noqa: E731
     assert sorted(map(key, alone)) == sorted(map(key, together)) == sorted(map(key, load_records(tmp_path / "s2")))
     theirs = {key(r): r for r in together}

@@ -9,7 +9,7 @@ from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.registry import FRAMEWORKS
 from nasiam_bench.spec import SpecError, load_spec
 from nasiam_bench.train import pretrain
-from tests.conftest import TEST_DATA_ROOT, assert_identical
+from tests.conftest import SMOKE_BENCH, TEST_DATA_ROOT, assert_identical
 
 pytestmark = pytest.mark.usefixtures("cifar10_data")
 
@@ -50,18 +50,10 @@ def test_lockstep_refuses_heads_that_would_read_different_batches(tmp_path):
         pretrain_lockstep([a, b], 0, progress=False)
 
 
-def test_a_lockstep_bench_records_what_a_plain_bench_records(tmp_path, capsys):
+def test_a_lockstep_bench_records_what_a_plain_bench_records(smoke_bench, tmp_path, capsys):
     from nasiam_bench.runner import bench
 
-    overrides = [
-        "profile=smoke",
-        f"data.root={TEST_DATA_ROOT}",
-        "data.train_subset=128",
-        "eval.test_subset=200",
-        'experiment.bench_heads=["baseline","nasiam","paper"]',
-    ]
-    plain = bench("moco", overrides, runs=tmp_path / "r1", results=tmp_path / "s1", progress=False)
-    capsys.readouterr()
+    plain, overrides = smoke_bench.records, SMOKE_BENCH
     together = bench("moco", overrides, runs=tmp_path / "r2", results=tmp_path / "s2", progress=False, lockstep=True)
     assert "lockstep seed 0: baseline, nasiam, paper" in capsys.readouterr().out
     assert [r["head"] for r in together] == [r["head"] for r in plain]

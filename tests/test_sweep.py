@@ -17,7 +17,7 @@ from nasiam_bench import executors, sweep
 from nasiam_bench.cli import main
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import load_records
-from nasiam_bench.runner import Job, bench, plan, run_job
+from nasiam_bench.runner import Job, plan, run_job
 from tests.conftest import TEST_DATA_ROOT
 
 SMOKE = [
@@ -43,12 +43,10 @@ def _same_results(mine, other):
     )
 
 
-@pytest.fixture(scope="module")
-def sequential(cifar10_data, tmp_path_factory):
+@pytest.fixture
+def sequential(smoke_bench):
     """The smoke plan run by today's bench, in order: the records every executor must reproduce."""
-    root = tmp_path_factory.mktemp("sequential")
-    records = bench("moco", SMOKE, runs=root / "runs", results=root / "results", progress=False)
-    return root, {_key(r): r for r in records}
+    return smoke_bench.runs, smoke_bench.results, {_key(r): r for r in smoke_bench.records}
 
 
 def _bench(root: Path, overrides=SMOKE) -> executors.Bench:
@@ -56,10 +54,10 @@ def _bench(root: Path, overrides=SMOKE) -> executors.Bench:
 
 
 def test_the_plan_names_each_job_its_state_and_cost(sequential, tmp_path):
-    root, _ = sequential
+    runs, results, _ = sequential
     fresh = _bench(tmp_path)
     spec = fresh.spec()
-    table = sweep.plan_table(spec, fresh.runs, fresh.results, costs_from=[root / "results"])
+    table = sweep.plan_table(spec, fresh.runs, fresh.results, costs_from=[results])
     assert list(table["job"]) == [
         "moco untrained seed 0",
         "moco baseline seed 0",
@@ -70,7 +68,7 @@ def test_the_plan_names_each_job_its_state_and_cost(sequential, tmp_path):
     assert set(table["state"]) == {"to do"}
     assert table.loc[3, "after"] == "moco search seed 0 (darts)"
     assert table["device_hours"].notna().all() and (table["device_hours"] > 0).all()  # from the finished runs
-    done = sweep.plan_table(spec, root / "runs", root / "results")
+    done = sweep.plan_table(spec, runs, results)
     assert set(done["state"]) == {"done"}
     text = sweep.describe_plan(done)
     assert "5 done" in text and "0.000 left" in text
@@ -99,7 +97,7 @@ def test_a_job_holding_its_claim_is_running_and_a_failed_one_says_why(tmp_path, 
 
 
 def test_submitit_local_runs_the_plan_two_at_a_time_and_records_what_the_bench_records(sequential, tmp_path):
-    _, expected = sequential
+    _, _, expected = sequential
     b = _bench(tmp_path)
     executors.run_local(b, executors.Launcher(), at_once=2)
     records = {_key(r): r for r in load_records(b.results)}
