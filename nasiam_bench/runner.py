@@ -88,7 +88,8 @@ def plan(spec: Spec, lockstep: bool = False) -> list[Job]:
     return jobs
 
 
-def _base(spec: Spec, seed: int) -> dict[str, Any]:
+def record_base(spec: Spec, seed: int) -> dict[str, Any]:
+    """What every record of a run of ``spec`` and ``seed`` says first (the table's columns of its shape)."""
     e = spec.experiment
     return {
         "dataset": e.dataset,
@@ -307,7 +308,7 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
         except RunClaimed as exc:  # its run folder is another bench's (one with other results)
             print(f"{label}: skipped: {exc}", flush=True)
             return None, False
-        record = {**_base(run_spec, job.seed), **record, "dataset_digest": dataset_digest(run_spec)}
+        record = {**record_base(run_spec, job.seed), **record, "dataset_digest": dataset_digest(run_spec)}
         record.update(record_identities(record))  # the ids rekey would give it: one way to say what it is
         write_record(results, record)
         return record, True

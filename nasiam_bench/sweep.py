@@ -23,7 +23,7 @@ from nasiam_bench.claims import alive, holder
 from nasiam_bench.io import atomic_write_json
 from nasiam_bench.layout import default_run_dir, default_search_dir
 from nasiam_bench.results import load_records
-from nasiam_bench.runner import Job, job_done, job_name, perturbed_twin, plan, record_file, spec_of
+from nasiam_bench.runner import Job, job_done, job_name, perturbed_twin, plan, record_base, record_file, spec_of
 from nasiam_bench.spec import Spec
 from nasiam_bench.tables import FLOOR
 
@@ -122,17 +122,8 @@ class Costs:
 
 
 def _shape(spec: Spec) -> dict[str, Any]:
-    e = spec.experiment
-    return {
-        "framework": e.framework,
-        "dataset": e.dataset,
-        "profile": e.profile,
-        "recipe": e.recipe,
-        "width": e.width,
-        "epochs": spec.train.epochs,
-        "batch_size": spec.train.batch_size,
-        "train_subset": spec.data.train_subset,
-    }
+    """A record's fields that say what kind of run it was (its shape), all but the seed."""
+    return {k: v for k, v in record_base(spec, 0).items() if k != "seed"}
 
 
 def plan_table(spec: Spec, runs: str | Path, results: str | Path, costs_from: Iterable[str | Path] = ()):
