@@ -183,8 +183,7 @@ def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
     """``bench --plan``, ``--status``, and the submitit executors."""
     from nasiam_bench import executors, sweep
     from nasiam_bench.layout import default_results
-    from nasiam_bench.preflight import check_data, check_folder, check_machine
-    from nasiam_bench.runner import ensure_data
+    from nasiam_bench.runner import ready_to_bench
     from nasiam_bench.spec import bench_spec
 
     spec = bench_spec(args.framework, args.dataset, overrides)
@@ -196,16 +195,9 @@ def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
         if args.status:
             print(sweep.status_table(spec, b.runs, b.results).to_string(index=False))
         return 0
-    folders = {"--runs": b.runs, "--results": results}
-    if args.executor == "slurm":  # the nodes' devices and cores, not this login node's
-        for option, path in folders.items():
-            check_folder(path, option)
-    else:
-        check_machine(spec, args.device, folders)
     given = {name: getattr(args, name) for name in executors.LAUNCHER_OPTIONS}
     launcher = executors.Launcher.load(args.launcher, **given)
-    ensure_data(spec, args.source)
-    check_data(spec)
+    ready_to_bench(spec, b.runs, results, args.device, args.source, on_this_machine=args.executor != "slurm")
     if args.executor == "submitit-local":
         for path in executors.run_local(b, launcher, at_once=args.jobs):
             print(path)

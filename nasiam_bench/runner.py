@@ -26,7 +26,7 @@ from nasiam_bench.identity import dataset_digest, identity, record_identities, r
 from nasiam_bench.layout import default_results, default_run_dir, default_search_dir
 from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.models import build_model
-from nasiam_bench.preflight import check_data, check_machine
+from nasiam_bench.preflight import check_data, check_folder, check_machine
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
 from nasiam_bench.search.decision import PERTURBATION, agreement
@@ -128,10 +128,7 @@ def bench(
     if results is None:
         results = default_results(spec, runs)
         print(f"records, tables and plots -> {results} (the {spec.experiment.profile} profile; --results to choose)")
-    check_machine(spec, device, {"--runs": runs, "--results": results})
-    git_commit()  # the code this bench runs, read now, before anyone edits the checkout
-    ensure_data(spec, source)
-    check_data(spec)
+    ready_to_bench(spec, runs, results, device, source)
     if jobs > 1:
         _concurrently(jobs, framework, overrides, dataset, runs, results, device, lockstep)
     records, _, _ = _pass(spec, runs, results, device, progress, lockstep)
@@ -140,6 +137,20 @@ def bench(
             if path.suffix == ".md" and path.stem == spec.experiment.dataset:
                 print(path.read_text())
     return records
+
+
+def ready_to_bench(spec: Spec, runs, results, device: str, source=None, on_this_machine: bool = True) -> None:
+    """Before any run of a bench: its folders (and, when it runs ``on_this_machine``, the device and the loader's
+    workers) checked, the code's commit read, the dataset prepared and its subsets checked."""
+    folders = {"--runs": runs, "--results": results}
+    if on_this_machine:
+        check_machine(spec, device, folders)
+    else:  # cluster nodes: their devices and cores, not this login node's
+        for option, path in folders.items():
+            check_folder(path, option)
+    git_commit()  # the code this bench runs, read now, before anyone edits the checkout
+    ensure_data(spec, source)
+    check_data(spec)
 
 
 def _pass(spec: Spec, runs, results, device: str, progress: bool, lockstep: bool) -> tuple[list, int, int]:
