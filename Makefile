@@ -10,6 +10,7 @@ PROFILE ?= quick
 STRATEGY ?= darts
 RECIPE ?= reference
 SEEDS ?= 1
+TEST_WORKERS ?= auto
 SOURCE ?= ../shared/datasets/$(DATASET).tar.gz
 DATA_ROOT ?=
 DEVICE ?= auto
@@ -51,8 +52,8 @@ install-offline: ## install the suite from WHEELHOUSE into PYTHON's environment 
 	$(PYTHON) -m pip install --no-index --find-links $(WHEELHOUSE) 'nasiam-bench[ffcv,dev]'
 	$(PYTHON) -m nasiam_bench list
 
-test: ## all tests; the benchmarks under tests/benchmarks run once each at smoke size, unmeasured
-	$(BIN)/python -m pytest tests --benchmark-disable --durations=25
+test: ## all tests, in TEST_WORKERS processes (pytest-xdist); the benchmarks run once each at smoke size, unmeasured
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --benchmark-disable --durations=25
 
 test-gpu: ## the tests marked cuda (they skip without a GPU), on a CUDA machine
 	$(BIN)/python -m pytest tests -m cuda --ignore=tests/benchmarks

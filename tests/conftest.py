@@ -15,6 +15,19 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (``make test``), each worker and the processes it starts get its share of the cores: two
+    workers each running torch on every core would slow each other several-fold."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_the_cores_between_workers()
+
+
 def write_plugin(site: Path, dist: str, module_source: str, entry_points: dict[str, dict[str, str]]) -> Path:
     """Write a minimal installed distribution (a module and its .dist-info with entry points) into ``site``."""
     site.mkdir(parents=True, exist_ok=True)
@@ -81,6 +94,11 @@ SMOKE_BENCH = [
     f"data.root={TEST_DATA_ROOT}",
     "data.train_subset=128",
     "eval.test_subset=200",
+    # The torch loader in this process: the processes that the executors under test start (--jobs, submitit's)
+    # then never import FFCV, whose numba compilation takes 10-16 s a process here. The FFCV loader's runs are
+    # tested in-process (test_resume, test_data, test_search, ...).
+    "data.loader=torch",
+    "data.workers=0",
     'experiment.bench_heads=["baseline","nasiam","paper"]',
 ]
 
@@ -112,9 +130,12 @@ def smoke_bench(cifar10_data, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` need a GPU: skipped here without one (``make test-gpu`` runs them on a CUDA machine)."""
-    import torch
-
+    """The tests that read the shared smoke bench run in one pytest-xdist worker (it is run once per worker that
+    needs it). Tests marked ``cuda`` need a GPU: skipped here without one (``make test-gpu`` runs them on a CUDA
+    machine)."""
+    for item in items:
+        if "smoke_bench" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_bench"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (make test-gpu on a CUDA machine)")

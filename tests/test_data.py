@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import tarfile
@@ -109,6 +110,29 @@ def test_same_seed_same_batches(cifar10_data, cifar10_subset, cifar10_ssl_loader
         assert torch.equal(x, y)
     cifar10_ssl_loader.set_epoch(4)
     assert not torch.equal(next(iter(cifar10_ssl_loader))[0], a[0])  # another epoch, other batches
+
+
+def test_a_kept_ffcv_loader_yields_what_a_newly_built_one_yields(cifar10_data, cifar10_subset, monkeypatch):
+    from collections import OrderedDict
+
+    from nasiam_bench.data import loaders
+
+    config = LoaderConfig(batch_size=64, image_size=32, seed=5, workers=1)
+    kept = ssl_loader(cifar10_data, "train", config, cifar10_subset[:256])
+    kept.set_epoch(2)
+    next(iter(kept))  # an epoch left half-read, as a killed run leaves it
+    again = ssl_loader(cifar10_data, "train", config, cifar10_subset[:256])
+    assert again._batches is kept._batches  # the same settings: reused, not compiled again
+    monkeypatch.setattr(loaders, "_BUILT", OrderedDict())
+    new = ssl_loader(cifar10_data, "train", config, cifar10_subset[:256])
+    assert new._batches is not kept._batches
+    for loader in (again, new):
+        loader.set_epoch(2)
+    for a, b in zip(again, new, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x, y)
+    other = ssl_loader(cifar10_data, "train", dataclasses.replace(config, seed=6), cifar10_subset[:256])
+    assert other._batches is not new._batches  # another seed, another order
 
 
 def test_torch_reference_loader_matches_recipe_shapes(cifar10_data, cifar10_subset):
@@ -327,6 +351,9 @@ def test_imagefolder_reads_what_torchvision_reads(tmp_path):
         ours = [(str(path), label) for path, label in source.samples(split)]
         assert ours == [(path, reference.class_to_idx[reference.classes[y]]) for path, y in reference.samples]
     assert len(source.samples("train")) == 10
+    Image.fromarray(pixels).save(root / "train" / "ant" / "added.png")
+    assert len(source.samples("train")) == 11  # the listing is kept only while the class folders are unchanged
+    (root / "train" / "ant" / "added.png").unlink()
     for path, _ in source.samples("train"):
         image = source.read(path)
         assert image.shape == (12, 12, 3) and image.dtype == np.uint8

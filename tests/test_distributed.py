@@ -11,6 +11,7 @@ from nasiam_bench.registry import FRAMEWORKS
 from tests.conftest import REPO
 
 SCRIPT = REPO / "tests" / "distributed_check.py"
+pytestmark = pytest.mark.xdist_group("distributed")  # one pytest-xdist worker runs the module's torchrun pair once
 
 
 def _run(args, out):
@@ -22,12 +23,12 @@ def _run(args, out):
     return torch.load(out, weights_only=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # kept by the worker, whatever runs between its tests
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dist")
     single = _run([str(SCRIPT)], folder / "single.pt")
     pair = _run(
-        ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(SCRIPT)],
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT)],  # a free port
         folder / "pair.pt",
     )
     return single, pair
@@ -55,10 +56,9 @@ def test_pretrain_under_torchrun_with_two_cpu_processes(tmp_path):
             sys.executable,
             "-m",
             "torch.distributed.run",
+            "--standalone",  # rendezvous on a free local port
             "--nproc_per_node",
             "2",
-            "--master_port",
-            "29534",
             "-m",
             "nasiam_bench",
             "pretrain",

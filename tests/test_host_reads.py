@@ -34,7 +34,7 @@ class _Reads:
             real = getattr(torch.Tensor, name)
             monkeypatch.setattr(torch.Tensor, name, self._counted(real))
         real_loop = loop.run_epochs
-        for name, module in list(sys.modules.items()):  # every module of the suite that imports run_epochs
+        for name, module in sys.modules.copy().items():  # every module of the suite that imports run_epochs
             if name.startswith("nasiam_bench") and getattr(module, "run_epochs", None) is real_loop:
                 monkeypatch.setattr(module, "run_epochs", self._watched(real_loop))
 

@@ -18,16 +18,9 @@ from nasiam_bench.cli import main
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import load_records
 from nasiam_bench.runner import Job, plan, run_job
-from tests.conftest import TEST_DATA_ROOT
+from tests.conftest import SMOKE_BENCH
 
-SMOKE = [
-    "profile=smoke",
-    f"data.root={TEST_DATA_ROOT}",
-    "data.train_subset=128",
-    "eval.test_subset=200",
-    "seeds.values=[0]",
-    'experiment.bench_heads=["baseline","nasiam","paper"]',
-]
+SMOKE = [*SMOKE_BENCH, "seeds.values=[0]"]
 
 
 def _key(record):
@@ -120,11 +113,20 @@ def _wait(condition, what: str, timeout: float = 180.0) -> None:
         time.sleep(0.05)
 
 
+REQUEUED = [*SMOKE, "train.epochs=3", "data.train_subset=256"]  # 8 steps an epoch: time to signal in the second
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cifar10_data, tmp_path_factory):
+    """The baseline run of ``REQUEUED`` from start to end, in this process."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    return run_job(_bench(root, REQUEUED).spec(), Job("baseline", 0), *_folders(root))
+
+
+@pytest.mark.xdist_group("requeue")  # one pytest-xdist worker: the uninterrupted run is made once
 @pytest.mark.parametrize("signame", ["USR1", "TERM"])
-def test_a_signalled_job_is_requeued_and_resumes_to_the_same_record(signame, cifar10_data, tmp_path, monkeypatch):
-    overrides = [*SMOKE, "train.epochs=4", "data.train_subset=512"]
-    reference = run_job(_bench(tmp_path / "ref", overrides).spec(), Job("baseline", 0), *_folders(tmp_path / "ref"))
-    b = _bench(tmp_path / "pre", overrides)
+def test_a_signalled_job_is_requeued_and_resumes_to_the_same_record(signame, uninterrupted, tmp_path, monkeypatch):
+    b = _bench(tmp_path / "pre", REQUEUED)
     spec, job = b.spec(), Job("baseline", 0)
     folder = sweep.job_dir(spec, job, b.runs)
     monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", signame)  # what the job's submitit listens for
@@ -139,7 +141,7 @@ def test_a_signalled_job_is_requeued_and_resumes_to_the_same_record(signame, cif
     assert status["state"] == "done" and status["requeued"] == 1
     assert "Requeued" in handle.stderr() or "Requeued" in handle.stdout()
     (record,) = load_records(b.results)
-    _same_results(record, reference)
+    _same_results(record, uninterrupted)
 
 
 def _folders(root: Path) -> tuple[str, str]:

@@ -9,7 +9,9 @@ file with one of torchvision's image extensions at any depth below a class folde
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import pickle
 import tarfile
 from dataclasses import dataclass, field
@@ -151,8 +153,8 @@ class FolderSource:
         return list(self._split_dirs)
 
     def samples(self, split: str) -> list[tuple[object, int]]:
-        index = {c: i for i, c in enumerate(self.classes)}
-        return [(Path(p), y) for p, y in make_dataset(self._split_dirs[split], index, IMG_EXTENSIONS, allow_empty=True)]
+        folder = self._split_dirs[split]
+        return list(_listing(str(folder), tuple(self.classes), _tree_signature(folder)))
 
     def read(self, item: object) -> np.ndarray:
         # torchvision's loader: grayscale, CMYK, palette and alpha images become RGB.
@@ -161,6 +163,22 @@ class FolderSource:
 
     def describe(self, item: object) -> str:
         return str(item)
+
+
+@functools.lru_cache(maxsize=8)
+def _listing(folder: str, classes: tuple[str, ...], signature: tuple[int, ...]) -> tuple[tuple[str, int], ...]:
+    """A split folder's images and labels, as torchvision's ImageFolder lists them. Listing 50,000 files takes
+    seconds, and every torch loader of a run lists its split: kept while ``signature`` holds."""
+    index = {c: i for i, c in enumerate(classes)}
+    return tuple(make_dataset(folder, index, IMG_EXTENSIONS, allow_empty=True))
+
+
+def _tree_signature(folder: Path) -> tuple[int, ...]:
+    """The modification time and entry count of a split folder and of each class folder: they change when an image
+    is added to or removed from a class folder (one deeper inside is caught by the loader's count check against the
+    .beton)."""
+    folders = (folder, *sorted(c for c in folder.iterdir() if c.is_dir()))
+    return tuple(x for p in folders for x in (p.stat().st_mtime_ns, sum(1 for _ in os.scandir(p))))
 
 
 def _split_classes(folder: Path) -> list[str]:

@@ -7,12 +7,15 @@ batch to the device without blocking, and augments both views there as batched t
 be installed. Both yield ``(view1, view2, labels)`` or ``(images, labels)`` and are seeded: the same seed gives the
 same batches, whatever ``data.workers`` is (the torch loader seeds each sample's draws by seed, epoch and sample).
 
-FFCV compiles each pipeline with numba on first use; a loader is meant to be built once and iterated every epoch.
+FFCV compiles each pipeline with numba when a loader is built; a built loader is kept and reused in the process
+(``_BUILT``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -234,15 +237,44 @@ def eval_loader(
 # -------------------------------------------------------------------------------------------------------- FFCV
 
 
+# Built FFCV loaders kept for reuse in this process, newest last. Building one compiles its reader and pipeline with
+# numba (1-3 s on a small CPU) and a run builds several (training, kNN bank and queries, the search's halves); the
+# loaders of a bench's runs, and of a resumed run, are the same. A loader holds no state between epochs but its
+# epoch counter, which SSLLoader sets before each epoch (each epoch gets its own buffers and order), so a kept one
+# yields what a new one would.
+_BUILT: OrderedDict[tuple, object] = OrderedDict()
+KEPT_LOADERS = 8
+
+
 def _ffcv_loader(data: PreparedDataset, split: str, config: LoaderConfig, indices: np.ndarray | None, train: bool):
+    files = data.check_beton(split)
+    subset = None if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
+    if subset is not None and (subset.min(initial=0) < 0 or subset.max(initial=0) >= files.count):
+        raise DataError(f"{files.beton}: subset index out of range [0, {files.count})")
+    stat = files.beton.stat()
+    key = (
+        str(files.beton.resolve()),
+        (stat.st_ino, stat.st_size, stat.st_mtime_ns),  # a rewritten .beton is another loader
+        dataclasses.replace(config, kind="ffcv", crop_scale=(0.0, 0.0)),  # the crop is the augmentation's
+        _process(config),
+        train,
+        None if subset is None else hashlib.sha256(subset.tobytes()).hexdigest(),
+    )
+    loader = _BUILT.pop(key, None) or _build_ffcv_loader(str(files.beton), config, subset, train)
+    _BUILT[key] = loader
+    while len(_BUILT) > KEPT_LOADERS:
+        _BUILT.popitem(last=False)
+    return loader
+
+
+def _build_ffcv_loader(beton: str, config: LoaderConfig, subset: np.ndarray | None, train: bool):
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, SimpleRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.reader import Reader
     from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
-    files = data.check_beton(split)
-    meta = Reader(str(files.beton)).metadata["f0"]
+    meta = Reader(beton).metadata["f0"]
     heights, widths = meta["height"], meta["width"]
     size = config.image_size
     uniform = heights.min() == heights.max() == widths.min() == widths.max()
@@ -258,11 +290,8 @@ def _ffcv_loader(data: PreparedDataset, split: str, config: LoaderConfig, indice
         "image": [decoder, ToTensor(), ToTorchImage(), *to_device],
         "label": [IntDecoder(), ToTensor(), Squeeze(), *to_device],
     }
-    subset = None if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
-    if subset is not None and (subset.min(initial=0) < 0 or subset.max(initial=0) >= files.count):
-        raise DataError(f"{files.beton}: subset index out of range [0, {files.count})")
     return Loader(
-        str(files.beton),
+        beton,
         batch_size=config.batch_size,
         num_workers=max(1, config.workers),
         order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from nasiam_bench.data.datasets import (
     CifarSource,
@@ -182,7 +183,10 @@ def prepare(
     folder = data_root(root) / info.name
     with _removed_on_failure(folder):
         folder.mkdir(parents=True, exist_ok=True)
-        return _prepare(info, folder, source, download, workers, max_resolution, force, holdout)
+        # Several processes may prepare one dataset at once (the jobs of a sweep, test workers): one writes, the
+        # others wait, then find it up to date.
+        with FileLock(folder.parent / f".{info.name}.prepare.lock"):
+            return _prepare(info, folder, source, download, workers, max_resolution, force, holdout)
 
 
 @contextlib.contextmanager
@@ -283,12 +287,13 @@ def _up_to_date(folder: Path, digest: str, options: dict[str, Any]) -> dict[str,
         return None
     if meta.get("source_digest") != digest or meta.get("writer") != options:
         return None
-    need_beton = ffcv_missing() is None  # prepared without FFCV, a dataset gains its .beton once FFCV is there
-    files_there = all(
-        (not need_beton or (folder / e["beton"]).is_file()) and (folder / e["labels"]).is_file()
-        for e in meta["splits"].values()
-    )
-    return meta if files_there else None
+    splits = meta["splits"].values()
+    if not all((folder / e["labels"]).is_file() for e in splits):
+        return None
+    # Prepared without FFCV, a dataset gains its .beton once FFCV is there. Asked only when a .beton is missing:
+    # importing FFCV compiles with numba (seconds), which a process reading with the torch loader need not pay.
+    betons_there = all((folder / e["beton"]).is_file() for e in splits)
+    return meta if betons_there or ffcv_missing() else None
 
 
 def _download(info: DatasetInfo, folder: Path) -> Path:
