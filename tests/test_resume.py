@@ -72,7 +72,8 @@ def test_pretraining_killed_mid_epoch_resumes_exactly(framework, loader, tmp_pat
 @pytest.mark.parametrize("strategy", SEARCH_STRATEGIES.list())
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_search_killed_mid_epoch_resumes_exactly(framework, strategy, tmp_path, monkeypatch):
-    spec = smoke(framework, f"strategy={strategy}", "search.epochs=2", "data.train_subset=128")
+    # 2 epochs of one step of 16 images a half (weights, alpha): a kill in the second epoch
+    spec = smoke(framework, f"strategy={strategy}", "search.epochs=2", "data.train_subset=64", "search.batch_size=16")
     counted = kill_after(monkeypatch, float("inf"))
     whole, _ = run_search(spec, 0, tmp_path / "whole", progress=False)
     monkeypatch.undo()

@@ -37,7 +37,7 @@ def test_file_then_profile_then_overrides(tmp_path):
     assert explicit.train.epochs == 7  # a schedule value written in the file beats the profile
 
     smoke = load_spec(write(tmp_path, GOOD), ["profile=smoke", "train.epochs=3", "activations=['relu', 'gelu']"])
-    assert smoke.experiment.profile == "smoke" and smoke.data.train_subset == 256
+    assert smoke.experiment.profile == "smoke" and smoke.data.train_subset == 128
     assert smoke.train.epochs == 3  # the command line beats the profile
     assert smoke.experiment.activations == ("relu", "gelu")
     assert dataclasses.is_dataclass(smoke) and isinstance(smoke.experiment.activations, tuple)
