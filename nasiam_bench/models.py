@@ -16,6 +16,6 @@ def build_model(spec: Spec, genotype: dict[str, list[str]] | None = None) -> Fra
     framework = FRAMEWORKS.get(e.framework)
     heads = None
     if genotype is not None:
-        cells = framework.search_cells(int(backbone.num_features), spec.search.layers())
+        cells = framework.search_cells(int(backbone.num_features), spec.search.layers(), spec.framework.given())
         heads = build_heads(Genotype(e.framework, genotype), cells, where=f"{e.framework} genotype")
     return framework(backbone, heads, spec.framework.given())

@@ -227,6 +227,9 @@ class FrameworkSection:
     momentum: float | None = _opt(None, lo=0.0, hi=1.0, doc="EMA momentum of the key/target encoder (moco, byol)")
     symmetric: bool | None = _opt(None, doc="MoCo: the loss in both directions, both views' keys enqueued")
     projector_hidden: int | None = _opt(None, lo=0, doc="SimSiam's standard projector width; 0: the feature size")
+    head_width: float | None = _opt(
+        None, lo=0.001, hi=1.0, doc="the heads' hidden and output sizes as a fraction of the paper's (every framework)"
+    )
 
     def given(self) -> dict[str, float | int]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -530,11 +533,12 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
         raise SpecError(f"{where}: seeds.values = {list(seeds)} names {twice} twice; give each seed once")
     framework = registry("frameworks").get(spec.experiment.framework)
+    options = {**getattr(framework, "COMMON_OPTIONS", {}), **framework.OPTIONS}
     for key in spec.framework.given():
-        if key not in framework.OPTIONS:
+        if key not in options:
             raise SpecError(
                 f"{where}: framework.{key} does not apply to {spec.experiment.framework}; "
-                f"its options: {', '.join(framework.OPTIONS) or 'none'}"
+                f"its options: {', '.join(options) or 'none'}"
             )
     return spec
 

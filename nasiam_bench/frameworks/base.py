@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -21,6 +23,9 @@ class Framework(nn.Module):
     """
 
     OPTIONS: ClassVar[dict[str, float | int]] = {}
+    # Options of every framework: ``head_width`` scales the sizes the paper fixes (hidden and output widths, not the
+    # backbone's feature size), for heads in proportion to a narrowed backbone; ``dim`` applies it.
+    COMMON_OPTIONS: ClassVar[dict[str, float | int]] = {"head_width": 1.0}
     HEADS: ClassVar[tuple[str, ...]] = ("projector",)
     SEARCH_LAYERS: ClassVar[dict[str, int]] = {"projector": 4}  # the paper's searched layers per head
     ONLINE_VIEWS: ClassVar[int] = 2  # views whose backbone features the loss needs with gradients
@@ -45,11 +50,17 @@ class Framework(nn.Module):
 
     @classmethod
     def resolve_options(cls, given: dict[str, float | int]) -> dict[str, float | int]:
-        unknown = sorted(set(given) - set(cls.OPTIONS))
+        valid = {**cls.COMMON_OPTIONS, **cls.OPTIONS}
+        unknown = sorted(set(given) - set(valid))
         if unknown:
-            valid = ", ".join(cls.OPTIONS) or "none"
-            raise NasiamBenchError(f"framework option {unknown[0]!r} does not apply to {cls.__name__}; valid: {valid}")
-        return {**cls.OPTIONS, **given}
+            names = ", ".join(valid)
+            raise NasiamBenchError(f"framework option {unknown[0]!r} does not apply to {cls.__name__}; valid: {names}")
+        return {**valid, **given}
+
+    @staticmethod
+    def dim(size: int, options: dict) -> int:
+        """A head size the paper fixes, scaled by the resolved ``head_width`` (at least 1)."""
+        return max(1, round(size * float(options["head_width"])))
 
     @classmethod
     def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
@@ -57,13 +68,19 @@ class Framework(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def search_cells(cls, feature_dim: int, layers: dict[str, int] | None = None) -> dict[str, Cell]:
-        """The searched heads' layouts; ``layers`` overrides the paper's layer count of a head (0 keeps it)."""
+    def search_cells(
+        cls, feature_dim: int, layers: dict[str, int] | None = None, options: dict[str, float | int] | None = None
+    ) -> dict[str, Cell]:
+        """The searched heads' layouts; ``layers`` overrides the paper's layer count of a head (0 keeps it);
+        ``options``: the framework options given (``head_width`` sizes the cells)."""
         counts = {**cls.SEARCH_LAYERS, **{k: v for k, v in (layers or {}).items() if v}}
-        return cls._cells(feature_dim, counts)
+        if "options" not in inspect.signature(cls._cells).parameters:  # a plugin's _cells(feature_dim, counts)
+            return cls._cells(feature_dim, counts)
+        return cls._cells(feature_dim, counts, options=cls.resolve_options(options or {}))
 
     @classmethod
-    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
+    def _cells(cls, feature_dim: int, counts: dict[str, int], options: dict) -> dict[str, Cell]:
+        """The searched heads' layouts for ``counts`` layers a head (``options``: resolved)."""
         raise NotImplementedError
 
     def forward(

@@ -34,13 +34,15 @@ class BYOL(Framework):
 
     @classmethod
     def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
-        return {"projector": mlp([feature_dim, HIDDEN, OUT_DIM]), "predictor": mlp([OUT_DIM, HIDDEN, OUT_DIM])}
+        hidden, out = cls.dim(HIDDEN, options), cls.dim(OUT_DIM, options)
+        return {"projector": mlp([feature_dim, hidden, out]), "predictor": mlp([out, hidden, out])}
 
     @classmethod
-    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
+    def _cells(cls, feature_dim: int, counts: dict[str, int], options: dict) -> dict[str, Cell]:
+        hidden, out = cls.dim(HIDDEN, options), cls.dim(OUT_DIM, options)
         return {
-            "projector": Cell((feature_dim,) * (counts["projector"] + 1), lambda: nn.Linear(feature_dim, OUT_DIM)),
-            "predictor": Cell((OUT_DIM, *(HIDDEN,) * (counts["predictor"] - 1), OUT_DIM)),
+            "projector": Cell((feature_dim,) * (counts["projector"] + 1), lambda: nn.Linear(feature_dim, out)),
+            "predictor": Cell((out, *(hidden,) * (counts["predictor"] - 1), out)),
         }
 
     def forward(

@@ -48,12 +48,13 @@ class MoCo(Framework):
     @classmethod
     def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
         # MoCo v2's head: a 2-layer MLP (hidden = feature size, ReLU, no BN) to 128-d.
-        return {"projector": mlp([feature_dim, feature_dim, OUT_DIM], hidden_bn=False)}
+        return {"projector": mlp([feature_dim, feature_dim, cls.dim(OUT_DIM, options)], hidden_bn=False)}
 
     @classmethod
-    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
+    def _cells(cls, feature_dim: int, counts: dict[str, int], options: dict) -> dict[str, Cell]:
         # The paper: the projector cell at the feature width, then the Linear to 128.
-        return {"projector": Cell((feature_dim,) * (counts["projector"] + 1), lambda: nn.Linear(feature_dim, OUT_DIM))}
+        out = cls.dim(OUT_DIM, options)
+        return {"projector": Cell((feature_dim,) * (counts["projector"] + 1), lambda: nn.Linear(feature_dim, out))}
 
     @property
     def online_views(self) -> int:

@@ -24,12 +24,13 @@ class SimCLR(Framework):
     @classmethod
     def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
         # SimCLR's head: a 2-layer MLP with BN to 128-d.
-        return {"projector": mlp([feature_dim, HIDDEN, OUT_DIM])}
+        return {"projector": mlp([feature_dim, cls.dim(HIDDEN, options), cls.dim(OUT_DIM, options)])}
 
     @classmethod
-    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
+    def _cells(cls, feature_dim: int, counts: dict[str, int], options: dict) -> dict[str, Cell]:
         # The paper: feature width -> 512 -> ... -> 512 -> 128, no tail.
-        return {"projector": Cell((feature_dim, *(SEARCH_HIDDEN,) * (counts["projector"] - 1), OUT_DIM))}
+        hidden, out = cls.dim(SEARCH_HIDDEN, options), cls.dim(OUT_DIM, options)
+        return {"projector": Cell((feature_dim, *(hidden,) * (counts["projector"] - 1), out))}
 
     def forward(
         self, view1: torch.Tensor, view2: torch.Tensor, features: tuple[torch.Tensor, ...] | None = None

@@ -26,22 +26,26 @@ class SimSiam(Framework):
     @classmethod
     def baseline_heads(cls, feature_dim: int, options: dict) -> dict[str, nn.Module]:
         # Projector: 3 layers with BN, the output BN without affine; predictor: 2048 -> 512 -> 2048 bottleneck.
-        hidden = int(options["projector_hidden"]) or feature_dim
+        hidden = int(options["projector_hidden"])
+        hidden = cls.dim(hidden, options) if hidden else feature_dim
+        proj, pred = cls.dim(PROJ_DIM, options), cls.dim(PRED_HIDDEN, options)
         return {
-            "projector": mlp([feature_dim, hidden, hidden, PROJ_DIM], last_bn=True, last_bn_affine=False),
-            "predictor": mlp([PROJ_DIM, PRED_HIDDEN, PROJ_DIM]),
+            "projector": mlp([feature_dim, hidden, hidden, proj], last_bn=True, last_bn_affine=False),
+            "predictor": mlp([proj, pred, proj]),
         }
 
     @classmethod
-    def _cells(cls, feature_dim: int, counts: dict[str, int]) -> dict[str, Cell]:
+    def _cells(cls, feature_dim: int, counts: dict[str, int], options: dict) -> dict[str, Cell]:
         # The paper: the projector cell at the feature width before the final Linear to 2048 and a BN without
         # affine; the predictor cell 2048 -> 512 -> ... -> 512 -> 2048.
+        proj, pred = cls.dim(PROJ_DIM, options), cls.dim(PRED_HIDDEN, options)
+
         def tail() -> nn.Module:
-            return nn.Sequential(nn.Linear(feature_dim, PROJ_DIM), nn.BatchNorm1d(PROJ_DIM, affine=False))
+            return nn.Sequential(nn.Linear(feature_dim, proj), nn.BatchNorm1d(proj, affine=False))
 
         return {
             "projector": Cell((feature_dim,) * (counts["projector"] + 1), tail),
-            "predictor": Cell((PROJ_DIM, *(PRED_HIDDEN,) * (counts["predictor"] - 1), PROJ_DIM)),
+            "predictor": Cell((proj, *(pred,) * (counts["predictor"] - 1), proj)),
         }
 
     def forward(

@@ -47,7 +47,7 @@ def supernet_builder(spec: Spec, device: torch.device, distributed_: bool = Fals
 
     def build():
         backbone = build_backbone(e.backbone, cifar_stem=e.cifar_stem, width=e.width)
-        cells = framework.search_cells(int(backbone.num_features), s.layers())
+        cells = framework.search_cells(int(backbone.num_features), s.layers(), spec.framework.given())
         heads = {name: SearchHead(ops, cell, s.paper_bn_eps_quirk) for name, cell in cells.items()}
         return _placed(framework(backbone, heads, spec.framework.given()), device, distributed_)
 
