@@ -103,3 +103,36 @@ def test_wrong_heads_and_options_fail_clearly():
         FRAMEWORKS.get("simsiam")(backbone, {"projector": torch.nn.Identity()})
     with pytest.raises(NasiamBenchError, match=r"option 'queue_size' does not apply to SimCLR; valid: temperature"):
         FRAMEWORKS.get("simclr")(backbone, None, {"queue_size": 3})
+
+
+def _linear_sizes(module: torch.nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORK_NAMES)
+def test_head_width_scales_the_sizes_the_paper_fixes_and_not_the_feature_size(framework):
+    full, half = tiny(framework), tiny(framework, head_width=0.5)
+    d = full.feature_dim
+
+    def halved(size):
+        return size if size == d else size // 2
+
+    sizes = _linear_sizes(full.heads)
+    assert _linear_sizes(half.heads) == [(halved(i), halved(o)) for i, o in sizes] and any(o != d for _, o in sizes)
+    cells = FRAMEWORKS.get(framework).search_cells(d)
+    narrow = FRAMEWORKS.get(framework).search_cells(d, options={"head_width": 0.5})
+    assert {h: tuple(map(halved, c.dims)) for h, c in cells.items()} == {h: c.dims for h, c in narrow.items()}
+    x = torch.randn(8, 3, 32, 32)
+    assert torch.isfinite(half(x, x.flip(-1))["loss"])
+
+
+def test_a_plugins_cells_without_options_still_serve_the_search():
+    from nasiam_bench.frameworks.base import Framework
+    from nasiam_bench.heads.supernet import Cell
+
+    class Older(Framework):  # a plugin written against _cells(feature_dim, counts)
+        @classmethod
+        def _cells(cls, feature_dim, counts):
+            return {"projector": Cell((feature_dim,) * (counts["projector"] + 1))}
+
+    assert Older.search_cells(16)["projector"].dims == (16,) * 5

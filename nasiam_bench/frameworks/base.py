@@ -53,7 +53,7 @@ class Framework(nn.Module):
         valid = {**cls.COMMON_OPTIONS, **cls.OPTIONS}
         unknown = sorted(set(given) - set(valid))
         if unknown:
-            names = ", ".join(valid)
+            names = ", ".join([*cls.OPTIONS, *cls.COMMON_OPTIONS])
             raise NasiamBenchError(f"framework option {unknown[0]!r} does not apply to {cls.__name__}; valid: {names}")
         return {**valid, **given}
 
