@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import inspect
+from typing import ClassVar
 
 import torch
 from torch import nn
