@@ -533,7 +533,7 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
         raise SpecError(f"{where}: seeds.values = {list(seeds)} names {twice} twice; give each seed once")
     framework = registry("frameworks").get(spec.experiment.framework)
-    options = [*framework.OPTIONS, *getattr(framework, "COMMON_OPTIONS", {})]
+    options = framework.option_names()
     for key in spec.framework.given():
         if key not in options:
             raise SpecError(

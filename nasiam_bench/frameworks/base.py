@@ -49,12 +49,16 @@ class Framework(nn.Module):
 
     @classmethod
     def resolve_options(cls, given: dict[str, float | int]) -> dict[str, float | int]:
-        valid = {**cls.COMMON_OPTIONS, **cls.OPTIONS}
-        unknown = sorted(set(given) - set(valid))
+        unknown = sorted(set(given) - set(cls.option_names()))
         if unknown:
-            names = ", ".join([*cls.OPTIONS, *cls.COMMON_OPTIONS])
+            names = ", ".join(cls.option_names())
             raise NasiamBenchError(f"framework option {unknown[0]!r} does not apply to {cls.__name__}; valid: {names}")
-        return {**valid, **given}
+        return {**cls.COMMON_OPTIONS, **cls.OPTIONS, **given}
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The options a spec's ``[framework]`` may set for this framework: its own, then every framework's."""
+        return [*cls.OPTIONS, *cls.COMMON_OPTIONS]
 
     @staticmethod
     def dim(size: int, options: dict) -> int:
