@@ -129,6 +129,7 @@ def smoke_bench(cifar10_data, tmp_path_factory):
     return SmokeBench(runs, runs / "results-smoke", records, printed.getvalue(), began)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """The tests that read the shared smoke bench run in one pytest-xdist worker (it is run once per worker that
     needs it). Tests marked ``cuda`` need a GPU: skipped here without one (``make test-gpu`` runs them on a CUDA
@@ -142,6 +143,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's controller, once per worker's collection
+def pytest_xdist_node_collection_finished(node, ids):
+    """pytest-xdist groups by a suffix on the node ids, which pytest 9.2 drops (pytest-xdist#1386): without it each
+    worker runs the shared smoke bench and the torchrun pair again, minutes more. Say so at the end of the run."""
+    if node.config.option.dist == "loadgroup" and not any("@" in nodeid for nodeid in ids):
+        node.config.stash[_GROUPS_LOST] = f"pytest {pytest.__version__}"
+
+
+_GROUPS_LOST = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if _GROUPS_LOST in config.stash:
+        terminalreporter.write_line(
+            f"--dist loadgroup grouped no test ({config.stash[_GROUPS_LOST]}, pytest-xdist#1386): the shared runs "
+            "ran in every worker; install the pinned versions (make install)",
+            red=True,
+        )
 
 
 def identical(a, b) -> bool:
