@@ -218,7 +218,7 @@ def test_unknown_op_in_a_genotype_names_file_layer_and_valid_ops(tmp_path):
 
 
 @pytest.mark.usefixtures("cifar10_data")
-@pytest.mark.parametrize("framework", ["simsiam", "moco", "simclr"])
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_cli_search_writes_a_genotype_that_pretrain_uses(framework, tmp_path, capsys):
     common = ["profile=smoke", f"data.root={TEST_DATA_ROOT}"]
     out = tmp_path / "search"
