@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,24 +146,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.hookimpl(optionalhook=True)  # pytest-xdist's controller, once per worker's collection
-def pytest_xdist_node_collection_finished(node, ids):
+def pytest_collection_finish(session):
     """pytest-xdist groups by a suffix on the node ids, which pytest 9.2 drops (pytest-xdist#1386): without it each
-    worker runs the shared smoke bench and the torchrun pair again, minutes more. Say so at the end of the run."""
-    if node.config.option.dist == "loadgroup" and not any("@" in nodeid for nodeid in ids):
-        node.config.stash[_GROUPS_LOST] = f"pytest {pytest.__version__}"
-
-
-_GROUPS_LOST = pytest.StashKey[str]()
-
-
-def pytest_terminal_summary(terminalreporter, config):
-    if _GROUPS_LOST in config.stash:
-        terminalreporter.write_line(
-            f"--dist loadgroup grouped no test ({config.stash[_GROUPS_LOST]}, pytest-xdist#1386): the shared runs "
-            "ran in every worker; install the pinned versions (make install)",
-            red=True,
-        )
+    worker runs the shared smoke bench and the torchrun pair again, minutes more. A warning in the summary says so."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        message = f"--dist loadgroup did not group {lost[0]} (pytest {pytest.__version__}, pytest-xdist#1386): "
+        warning = pytest.PytestWarning(message + "the shared runs run in every worker; make install pins pytest")
+        warnings.warn(warning, stacklevel=1)
 
 
 def identical(a, b) -> bool:

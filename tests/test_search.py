@@ -220,7 +220,8 @@ def test_unknown_op_in_a_genotype_names_file_layer_and_valid_ops(tmp_path):
 @pytest.mark.usefixtures("cifar10_data")
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_cli_search_writes_a_genotype_that_pretrain_uses(framework, tmp_path, capsys):
-    common = ["profile=smoke", f"data.root={TEST_DATA_ROOT}"]
+    # the torch loader: what is tested is the genotype's way from search to pre-training to evaluation, not FFCV's
+    common = ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.loader=torch", "data.workers=0"]
     out = tmp_path / "search"
     assert main(["search", f"{framework}_cifar10", *common, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
