@@ -67,8 +67,7 @@ def pretrain_lockstep(
             lane = next(lane for lane in lanes if not torch.isfinite(lane.epoch.losses[i]))
             return lane.run.diverged(epoch, i, value)
 
-        end = first.spec.train.epochs if stop_after is None else first.epochs_done + stop_after
-        epochs = range(first.epochs_done, min(end, first.spec.train.epochs))
+        epochs = first.epochs_to_run(stop_after)
         desc = f"lockstep {len(lanes)} heads, epoch"
         show = progress and ctx.is_main
         run_epochs(first.loader, epochs, step, lanes, desc=desc, progress=show, diverged=diverged, device=ctx.device)

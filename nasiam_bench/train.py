@@ -124,13 +124,11 @@ def _pretrain(run: PretrainRun, resume: bool, stop_after: int | None, progress: 
     spec, ctx, t = run.spec, run.ctx, run.spec.train
     if resume:
         run.restore()
-    end = t.epochs if stop_after is None else min(t.epochs, run.epochs_done + stop_after)
     desc = f"{spec.experiment.framework} epoch"
     show = progress and ctx.is_main
-    epochs = range(run.epochs_done, end)
     run_epochs(
         run.loader,
-        epochs,
+        run.epochs_to_run(stop_after),
         run.step,
         run.callbacks(),
         desc=desc,
@@ -186,6 +184,11 @@ class PretrainRun:
     @property
     def checkpoint(self) -> Path:
         return self.out_dir / "checkpoint.pt"
+
+    def epochs_to_run(self, stop_after: int | None = None) -> range:
+        """The epochs left to train, or only the next ``stop_after`` of them (a pre-emptible run's slice)."""
+        end = self.spec.train.epochs if stop_after is None else self.epochs_done + stop_after
+        return range(self.epochs_done, min(end, self.spec.train.epochs))
 
     def restore(self) -> None:
         way_out = "use another output folder, or --no-resume to start afresh"

@@ -69,6 +69,16 @@ def test_pretraining_killed_mid_epoch_resumes_exactly(framework, loader, tmp_pat
     assert again.finished and again.history == whole.history
 
 
+@pytest.fixture
+def without_alpha_plot():
+    """The α heatmap, a drawing of the alpha these tests compare exactly, left out (its own monkeypatch: the tests
+    undo theirs): 40 of them took a fifth of this module's time. test_plots and test_search draw it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("nasiam_bench.search.run.plot_alpha", lambda *args, **kwargs: None)
+        yield
+
+
+@pytest.mark.usefixtures("without_alpha_plot")
 @pytest.mark.parametrize("strategy", SEARCH_STRATEGIES.list())
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_search_killed_mid_epoch_resumes_exactly(framework, strategy, tmp_path, monkeypatch):

@@ -83,12 +83,15 @@ def test_fused_linear_ops_equal_the_naive_sum(in_dim, out_dim):
         assert layer.computed == [chosen]
 
 
+TINY = {"head_width": 0.125}  # heads narrowed with the eighth-width backbone, as the smoke profile narrows them
+
+
 def _tiny_supernet(name="simsiam"):
     torch.manual_seed(0)
     framework = FRAMEWORKS.get(name)
     backbone = build_backbone("resnet18", cifar_stem=True, width=0.125)
-    cells = framework.search_cells(backbone.num_features)
-    return framework(backbone, {h: SearchHead(OPS, c) for h, c in cells.items()})
+    cells = framework.search_cells(backbone.num_features, options=TINY)
+    return framework(backbone, {h: SearchHead(OPS, c) for h, c in cells.items()}, TINY)
 
 
 def _batches(n=4, batch=16, seed=0):
@@ -215,9 +218,10 @@ def test_unknown_op_in_a_genotype_names_file_layer_and_valid_ops(tmp_path):
 
 
 @pytest.mark.usefixtures("cifar10_data")
-@pytest.mark.parametrize("framework", ["simsiam", "moco", "simclr"])
+@pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_cli_search_writes_a_genotype_that_pretrain_uses(framework, tmp_path, capsys):
-    common = ["profile=smoke", f"data.root={TEST_DATA_ROOT}"]
+    # the torch loader: what is tested is the genotype's way from search to pre-training to evaluation, not FFCV's
+    common = ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.loader=torch", "data.workers=0"]
     out = tmp_path / "search"
     assert main(["search", f"{framework}_cifar10", *common, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -379,7 +383,7 @@ def test_random_search_keeps_the_fixed_learning_rates_too(framework, monkeypatch
     spec = load_spec(f"{framework}_cifar10", ["profile=smoke"])
     loader = Loader((v1, v2, None) for v1, v2 in _batches(n=3))
     ctx = types.SimpleNamespace(search=spec.search, train_loader=loader, progress=False, amp=False, device=None)
-    model = FRAMEWORKS.get(framework)(build_backbone("resnet18", width=0.125))
+    model = FRAMEWORKS.get(framework)(build_backbone("resnet18", width=0.125), options=TINY)
     random_search.RandomSearch._train(model, ctx, "x", random_search._DeviceTime())
     for (fixed, first), (_, last) in zip(seen[0], seen[-1], strict=True):
         assert last == first if fixed else last < first

@@ -57,9 +57,7 @@ def test_gpu_training_step_throughput(name, compiled, cifar10_data, report):
     torch.manual_seed(0)
     model = FRAMEWORKS.get(name)(build_backbone("resnet18", cifar_stem=True, width=1.0))
     model = model.cuda().to(memory_format=torch.channels_last)
-    reference = copy.deepcopy(model)
-    extra = {"target": getattr(reference, "key_encoder", None) or getattr(reference, "target", None)}
-    plain = plain_step_fn(name, reference.backbone, dict(reference.heads), extra, device="cuda")
+    plain = plain_step_fn(name, copy.deepcopy(model))
     if compiled:
         compile_model(model)
     optimizer = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9, weight_decay=5e-4)

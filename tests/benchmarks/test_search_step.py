@@ -1,6 +1,6 @@
 """One search step of every gradient strategy against one plain training step of the same framework with its
 baseline heads: same backbone (ResNet-18, CIFAR stem; width from $NASIAM_BENCH_WIDTH, default 1.0, the paper's
-comparison; eighth width, batch 8 in `make test`) and batch, timed alternately in one run.
+comparison; eighth width, heads narrowed alike, batch 8 in `make test`) and batch, timed alternately in one run.
 
 Printed beside each ratio: the floor of the strategy's step, measured in the same run. A bilevel step (darts,
 beta_darts, gdas) must run a training step and, for alpha, every forward pass of the framework once more without
@@ -35,19 +35,20 @@ ROUNDS = 5
 GRADIENT_STRATEGIES = [s for s in SEARCH_STRATEGIES.list() if issubclass(SEARCH_STRATEGIES.get(s), GradientStrategy)]
 
 
-def _plain(framework, width: float):
+def _plain(framework, width: float, heads: dict):
     torch.manual_seed(0)
-    model = framework(build_backbone("resnet18", cifar_stem=True, width=width)).to(memory_format=torch.channels_last)
+    backbone = build_backbone("resnet18", cifar_stem=True, width=width)
+    model = framework(backbone, options=heads).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9)
     return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
-def _searcher(name, framework, strategy, width: float, batch: int):
+def _searcher(name, framework, strategy, width: float, heads: dict, batch: int):
     torch.manual_seed(0)
     backbone = build_backbone("resnet18", cifar_stem=True, width=width)
-    cells = framework.search_cells(backbone.num_features)
+    cells = framework.search_cells(backbone.num_features, options=heads)
     ops = search_space(PAPER_CANDIDATES)
-    supernet = framework(backbone, {h: SearchHead(ops, c) for h, c in cells.items()})
+    supernet = framework(backbone, {h: SearchHead(ops, c) for h, c in cells.items()}, heads)
     searcher = SEARCH_STRATEGIES.get(strategy)()
     spec = load_spec(f"{name}_cifar10")
     searcher.attach(supernet.to(memory_format=torch.channels_last), spec.search, total_steps=100, batch_size=batch)
@@ -67,8 +68,9 @@ def _timed(fn, into: list[float]) -> None:
 def test_search_step_against_a_training_step(name, strategy, benchmark, report, size):
     framework = FRAMEWORKS.get(name)
     width, size_of_batch = size.pick(WIDTH, 0.125), size.pick(BATCH, 8)
-    plain, optimizer, scheduler = _plain(framework, width)
-    searcher = _searcher(name, framework, strategy, width, size_of_batch)
+    heads = {"head_width": size.pick(1.0, 0.125)}  # the paper's head sizes when measured; narrowed as in smoke
+    plain, optimizer, scheduler = _plain(framework, width, heads)
+    searcher = _searcher(name, framework, strategy, width, heads, size_of_batch)
     g = torch.Generator().manual_seed(1)
 
     def batch():
@@ -106,5 +108,6 @@ def test_search_step_against_a_training_step(name, strategy, benchmark, report, 
         f"{strategy:12} {name:8}: search step / training step {ratio:.2f}, floor {floor:.2f} "
         f"(ratio / floor {ratio / floor:.2f}); with the supernet's heads: floor {supernet_floor:.2f} "
         f"(ratio / floor {ratio / supernet_floor:.2f}); training step {median['train']:.3f} s "
-        f"(ResNet-18 width {width}, batch {size_of_batch}, CPU, median of {len(times['search'])})"
+        f"(ResNet-18 width {width}, head width {heads['head_width']}, batch {size_of_batch}, CPU, "
+        f"median of {len(times['search'])})"
     )

@@ -1,8 +1,8 @@
 """Training-step throughput of each framework in the suite against a plain hand-written PyTorch step.
 
-Same backbone (half-width ResNet-18, CIFAR stem, when measured; eighth width, batch 8 in ``make test``), same heads,
-same batch, same optimiser; the plain step spells the loss out inline and calls no suite code. Rounds alternate
-between the two so that drift hits both alike.
+Same backbone (half-width ResNet-18, CIFAR stem, when measured; eighth width, heads narrowed alike, batch 8 in
+``make test``), same heads, same batch, same optimiser; the plain step spells the loss out inline and calls no suite
+code. Rounds alternate between the two so that drift hits both alike.
 """
 
 import copy
@@ -21,14 +21,15 @@ BATCH = 64
 ROUNDS = 5
 
 
-def plain_step_fn(name, backbone, heads, extra, device="cpu"):
-    """A hand-written step for ``name``: forward, inline loss, backward, SGD step, momentum update."""
-    proj = heads["projector"]
-    pred = heads.get("predictor")
+def plain_step_fn(name, reference):
+    """A hand-written step for ``name`` on ``reference``'s backbone and heads (a copy of the suite's model): forward,
+    inline loss, backward, SGD step, momentum update of its target or key encoder."""
+    heads = dict(reference.heads)
+    backbone, proj, pred = reference.backbone, heads["projector"], heads.get("predictor")
     params = [p for p in [*backbone.parameters(), *proj.parameters(), *(pred.parameters() if pred else [])]]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    target = extra.get("target")
-    queue = F.normalize(torch.randn(128, 4096, device=device), dim=0) if name == "moco" else None
+    target = getattr(reference, "key_encoder", None) or getattr(reference, "target", None)
+    queue = F.normalize(torch.randn_like(reference.queue), dim=0) if name == "moco" else None
     ptr = [0]
 
     def step(x1, x2):
@@ -48,8 +49,8 @@ def plain_step_fn(name, backbone, heads, extra, device="cpu"):
                 k = F.normalize(target(x2), dim=1)
             logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.clone()], dim=1) / 0.2
             loss = F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=logits.device))
-            queue[:, (ptr[0] + torch.arange(len(k), device=k.device)) % 4096] = k.T.to(queue.dtype)
-            ptr[0] = (ptr[0] + len(k)) % 4096
+            queue[:, (ptr[0] + torch.arange(len(k), device=k.device)) % queue.shape[1]] = k.T.to(queue.dtype)
+            ptr[0] = (ptr[0] + len(k)) % queue.shape[1]
         else:  # byol
             z1, z2 = proj(backbone(x1)), proj(backbone(x2))
             p1, p2 = pred(z1), pred(z2)
@@ -74,14 +75,13 @@ def plain_step_fn(name, backbone, heads, extra, device="cpu"):
 def test_framework_step_overhead(name, benchmark, report, size):
     torch.manual_seed(0)
     width, batch = size.pick(0.5, 0.125), size.pick(BATCH, 8)
-    model = FRAMEWORKS.get(name)(build_backbone("resnet18", cifar_stem=True, width=width))
+    heads = {"head_width": size.pick(1.0, 0.125)}  # the paper's head sizes when measured; narrowed as in smoke
+    model = FRAMEWORKS.get(name)(build_backbone("resnet18", cifar_stem=True, width=width), options=heads)
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.param_groups(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
-    reference = copy.deepcopy(model)
-    extra = {"target": getattr(reference, "key_encoder", None) or getattr(reference, "target", None)}
-    plain = plain_step_fn(name, reference.backbone, dict(reference.heads), extra)
+    plain = plain_step_fn(name, copy.deepcopy(model))
 
     g = torch.Generator().manual_seed(1)
     x1 = torch.randn(batch, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
