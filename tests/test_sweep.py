@@ -187,7 +187,7 @@ def test_a_queued_job_stands_while_slurm_lists_it_or_its_local_walk_lives(tmp_pa
     b = _bench(tmp_path)
     spec, job = b.spec(), Job("baseline", 0)
     folder = sweep.job_dir(spec, job, b.runs)
-    for pid, state in ((os.getpid(), "queued"), (_a_finished_pid(), "to do")):
+    for pid, state in ((os.getpid(), "queued"), (_a_finished_pid(), "to do"), (-1, "to do")):  # -1: none recorded
         sweep.write_status(
             folder, state="queued", executor="submitit-local", submitted_by={"host": sweep.here(), "pid": pid}
         )
