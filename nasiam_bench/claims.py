@@ -42,6 +42,8 @@ def _mine() -> Claim:
 
 
 def alive(pid: int) -> bool:
+    if pid <= 0:  # no pid recorded; and os.kill(-1 or 0, ...) would ask about a whole group, which always exists
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -203,7 +203,7 @@ def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
             print(path)
     else:
         ids = executors.submit_slurm(b, launcher)
-        submitted = ", ".join(ids) or "(none: nothing left to do)"
+        submitted = ", ".join(ids) or "(none: every job is done, running or queued)"
         print(f"submitted SLURM jobs {submitted}; follow them with `nasiam-bench bench ... --status`")
     return 0
 

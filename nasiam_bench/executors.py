@@ -178,8 +178,9 @@ class TablesJob:
 
 
 def _to_submit(bench: Bench, spec: Spec) -> list[Job]:
-    """The plan's jobs that are neither done nor running (a plan submitted again skips those)."""
-    return [j for j in plan(spec) if job_state(spec, j, bench.runs, bench.results) not in ("done", "running")]
+    """The plan's jobs that are not done, running or still queued (a plan submitted again skips those)."""
+    standing = ("done", "running", "queued")
+    return [j for j in plan(spec) if job_state(spec, j, bench.runs, bench.results) not in standing]
 
 
 def run_local(bench: Bench, launcher: Launcher, at_once: int = 2, poll_s: float = 0.5) -> list[str]:
@@ -215,7 +216,8 @@ def _submit_local(bench: Bench, spec: Spec, job: Job, launcher: Launcher, gpu: i
     executor = submitit.LocalExecutor(folder=folder / "submitit")
     gpu_parameters = {"gpus_per_node": 1, "visible_gpus": [gpu]} if gpu is not None else {"gpus_per_node": 0}
     executor.update_parameters(timeout_min=launcher.time_min, signal_delay_s=launcher.signal_delay_s, **gpu_parameters)
-    write_status(folder, state="queued", executor="submitit-local", log=str(folder / "submitit"))
+    walk = {"host": here(), "pid": os.getpid()}  # the process that will start it: queued while it lives
+    write_status(folder, state="queued", executor="submitit-local", log=str(folder / "submitit"), submitted_by=walk)
     return executor.submit(BenchJob(bench, job, "submitit-local"))
 
 

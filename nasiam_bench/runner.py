@@ -171,7 +171,7 @@ def _pass(spec: Spec, runs, results, device: str, progress: bool, lockstep: bool
             )
             left += found is None
             continue
-        if job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None:
+        if _search_pending(job, searches):
             print(f"{label}: its search is running elsewhere; skipped (bench again once it is done)", flush=True)
             left += 1
             continue
@@ -188,6 +188,12 @@ def job_name(spec: Spec, job: Job) -> str:
     """A job as people read it: ``moco nasiam seed 0 (darts)``."""
     name = f"{spec.experiment.framework} {job.kind} seed {job.seed}"
     return name + (f" ({job.strategy})" if job.strategy else "")
+
+
+def _search_pending(job: Job, searches: dict) -> bool:
+    """A searched head whose search this walk has no result of (``searches``: by seed and strategy; None while
+    another process runs it): it cannot be trained yet."""
+    return job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None
 
 
 def search_of(job: Job) -> Job | None:
@@ -283,7 +289,7 @@ def _lockstep(heads: list[Job], spec: Spec, runs, results, device: str, progress
     """Pre-train together the heads of one seed that have no record yet (their records follow, one by one)."""
     members = []
     for job in heads:
-        if job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None:
+        if _search_pending(job, searches):
             continue
         run_spec, genotype, state, path = _target(job, spec_of(spec, job), runs, results)
         if find_record(path, state) is None:

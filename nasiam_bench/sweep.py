@@ -3,8 +3,8 @@ expected to cost, and the status file an executor's job keeps in its folder (whe
 
 The states come from what is on disk, so every executor (the local walk, ``--jobs``, submitit's local executor,
 SLURM) and every later ``--plan`` or ``--status`` read them alike: a record or a finished search is ``done``, a live
-claim is ``running``; the status file adds ``queued`` (submitted, not started) and ``failed`` (with its last error
-line)."""
+claim is ``running``; the status file adds ``queued`` (submitted, not started, and still in SLURM's queue or in a
+live local walk) and ``failed`` (with its last error line)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import datetime
 import json
 import socket
 import statistics
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,31 @@ def job_state(spec: Spec, job: Job, runs: str | Path, results: str | Path) -> st
     state = {"requeued": "queued"}.get(status.get("state"), status.get("state"))
     if state == "running" and status.get("host") == here() and alive(status.get("pid", -1)):
         return "running"  # started, not yet at its claim (loading data)
-    return state if state in ("queued", "failed") else "to do"
+    if state == "queued":
+        return "queued" if still_queued(status) else "to do"  # cancelled, or lost with the walk that held it
+    return "failed" if state == "failed" else "to do"
+
+
+def still_queued(status: dict[str, Any]) -> bool:
+    """Whether a job marked queued still waits where it was submitted: in SLURM's queue (``squeue`` lists its id),
+    or in the submitit-local walk of a process still alive on this host. Where ``squeue`` cannot be asked (no SLURM
+    here, or it failed), the submission is taken as standing: submitting it again could run it twice."""
+    if status.get("executor") == "slurm":
+        return _slurm_lists(str(status.get("job_id", "")))
+    submitter = status.get("submitted_by") or {}
+    return submitter.get("host") == here() and alive(int(submitter.get("pid", -1)))
+
+
+def _slurm_lists(job_id: str) -> bool:
+    try:
+        found = subprocess.run(
+            ["squeue", "--noheader", "--format=%i", "--jobs", job_id], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if found.returncode != 0:  # a job SLURM has forgotten is an "invalid job id"; any other failure tells nothing
+        return "invalid job id" not in found.stderr.lower()
+    return bool(found.stdout.strip())
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -159,6 +160,46 @@ print(f"Submitted batch job {{100 + len(calls)}}")
 """
 
 
+SQUEUE = """#!{python}
+import json, pathlib, sys
+job = sys.argv[sys.argv.index("--jobs") + 1]
+if job.startswith("9"):  # an id SLURM has forgotten
+    sys.exit("slurm_load_jobs error: Invalid job id specified")
+if job in json.loads(pathlib.Path({queue!r}).read_text()):
+    print(job)
+"""
+
+
+def _stand_in(path: Path, script: str) -> None:
+    path.write_text(script)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def test_a_queued_job_stands_while_slurm_lists_it_or_its_local_walk_lives(tmp_path, monkeypatch):
+    queue = tmp_path / "queue.json"
+    queue.write_text(json.dumps(["7_0"]))
+    _stand_in(tmp_path / "squeue", SQUEUE.format(python=sys.executable, queue=str(queue)))
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    listed, ended, forgotten = ({"executor": "slurm", "job_id": i} for i in ("7_0", "7_1", "91_0"))
+    assert sweep.still_queued(listed) and not sweep.still_queued(ended) and not sweep.still_queued(forgotten)
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # no squeue: SLURM cannot be asked
+    assert sweep.still_queued(ended)
+    b = _bench(tmp_path)
+    spec, job = b.spec(), Job("baseline", 0)
+    folder = sweep.job_dir(spec, job, b.runs)
+    for pid, state in ((os.getpid(), "queued"), (_a_finished_pid(), "to do"), (-1, "to do")):  # -1: none recorded
+        sweep.write_status(
+            folder, state="queued", executor="submitit-local", submitted_by={"host": sweep.here(), "pid": pid}
+        )
+        assert sweep.job_state(spec, job, b.runs, b.results) == state
+
+
+def _a_finished_pid() -> int:
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    return done.pid
+
+
 @pytest.mark.usefixtures("cifar10_data")
 def test_slurm_submits_the_plan_as_arrays_with_their_resources_and_dependencies(tmp_path, monkeypatch, capsys):
     bin_dir = tmp_path / "bin"
@@ -192,7 +233,24 @@ def test_slurm_submits_the_plan_as_arrays_with_their_resources_and_dependencies(
     search = sweep.job_dir(spec, Job("search", 1, "darts"), runs)
     assert sweep.read_status(search)["job_id"] == "102_1"
     assert (search / "slurm").is_symlink()  # the log folder, from the run's own folder
-    assert sweep.job_state(spec, Job("search", 1, "darts"), runs, results) == "queued"
+    assert sweep.job_state(spec, Job("search", 1, "darts"), runs, results) == "queued"  # no squeue here: standing
+
+    # Submitted again while SLURM still lists every job: nothing is submitted twice.
+    queue = tmp_path / "queue.json"
+    queue.write_text(
+        json.dumps(
+            [f"{array}_{task}" for array, tasks in (("101", 6), ("102", 2), ("103", 2)) for task in range(tasks)]
+        )
+    )
+    _stand_in(bin_dir / "squeue", SQUEUE.format(python=sys.executable, queue=str(queue)))
+    assert main([*args, "--executor", "slurm", "--launcher", str(launcher)]) == 0
+    assert "submitted SLURM jobs (none: every job is done, running or queued)" in capsys.readouterr().out
+    assert len(json.loads(calls.read_text())) == 4
+    # One cancelled (gone from the queue): that one alone is submitted again, then the tables.
+    queue.write_text(json.dumps([i for i in json.loads(queue.read_text()) if i != "101_5"]))
+    assert main([*args, "--executor", "slurm", "--launcher", str(launcher)]) == 0
+    assert "submitted SLURM jobs 105, 106" in capsys.readouterr().out
+    assert sweep.read_status(sweep.job_dir(spec, Job("paper", 1), runs))["job_id"].startswith("105")
 
 
 def test_launcher_settings_are_checked_before_anything_is_submitted(tmp_path):
