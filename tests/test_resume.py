@@ -72,7 +72,7 @@ def test_pretraining_killed_mid_epoch_resumes_exactly(framework, loader, tmp_pat
 @pytest.fixture
 def without_alpha_plot():
     """The α heatmap, a drawing of the alpha these tests compare exactly, left out (its own monkeypatch: the tests
-    undo theirs): 40 of them took a fifth of this module's time. test_plots and test_search draw it."""
+    undo theirs): 40 of them took a fifth of this module's time. test_search draws it and checks the file."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("nasiam_bench.search.run.plot_alpha", lambda *args, **kwargs: None)
         yield
