@@ -200,7 +200,12 @@ class EvalSection:
     knn_temperature: float = _opt(0.1, lo=1e-6)
     knn_every: int = _opt(1, lo=0, doc="epochs between kNN monitors; 0: only at the end")
     knn_features: str = _opt("backbone", choices=("backbone", "projector"), doc="what kNN compares")
-    knn_weighted: bool = _opt(True, doc="neighbours vote with exp(sim / knn_temperature); false: one vote each")
+    knn_weighted: bool | str = _opt(
+        True,
+        choices=(True, False, "cosine"),
+        doc="neighbours vote with exp(sim / knn_temperature); false: one vote each; "
+        '"cosine": their cosine similarity (NASiam\'s SimSiam code)',
+    )
     checkpoint: str = _opt(
         "final", choices=("final", "best-on-test"), doc="evaluate the last epoch, or the epoch of best test kNN"
     )
@@ -553,10 +558,19 @@ def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any]
         item_type = typing.get_args(annotation)[0]
         return tuple(_check(key, v, item_type, meta, where) for v in value)
     if isinstance(annotation, types.UnionType):  # X | None: TOML has no null, so a value given is an X
-        (annotation,) = (a for a in typing.get_args(annotation) if a is not type(None))
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = next((a for a in kinds if _is_kind(value, a)), kinds[0])
+        if len(kinds) > 1 and not _is_kind(value, annotation):
+            expected = " or ".join(a.__name__ for a in kinds)
+            raise SpecError(f"{where}: {key} = {value!r} ({type(value).__name__}): expected {expected}")
     value = _check_type(key, value, annotation, where)
     _check_value(key, value, meta, where)
     return value
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    """``value`` is a ``kind`` as TOML means it: a bool is not a number."""
+    return isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
 
 
 def _check_type(key: str, value: Any, expected: type, where: str) -> Any:

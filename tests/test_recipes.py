@@ -36,9 +36,10 @@ NASIAM_CODE = {
         "train.schedule": "cosine",
         "train.warmup_epochs": 0,
         "framework.projector_hidden": 0,  # StandardSimSiam: hidden = prev_dim
-        # test(): unweighted votes on normalize(encoder(x)); best test kNN kept; main_lincls.py: lr 30, wd 0
+        # test(): votes weighted by the raw cosine similarity (the exp is commented out) on normalize(encoder(x));
+        # best test kNN kept; main_lincls.py: lr 30, wd 0
         "eval.knn_features": "projector",
-        "eval.knn_weighted": False,
+        "eval.knn_weighted": "cosine",
         "eval.checkpoint": "best-on-test",
         "eval.linear_protocol": "augmented",
         "eval.linear_optimizer": "sgd",
@@ -224,6 +225,24 @@ def test_knn_votes_weighted_or_one_each():
     f = Features(bank, torch.tensor([1, 0, 0]), torch.tensor([[1.0, 0.05]]), torch.tensor([1]), 2)
     assert knn_top1(f, k=3, temperature=0.05, weighted=True) == 100.0
     assert knn_top1(f, k=3, temperature=0.05, weighted=False) == 0.0
+    # NASiam's SimSiam code: each vote weighs its raw cosine similarity. Class 1 has one neighbour at 1.0 and
+    # one at 0.1 (1.1 in all), class 0 three at 0.7 (2.1): cosine votes pick class 0, exp(sim / 0.05) class 1.
+    far = [0.7, 0.51**0.5]
+    bank = torch.tensor([[1.0, 0.0], [0.1, 0.99**0.5], far, far, [far[0], -far[1]]])
+    f = Features(bank, torch.tensor([1, 1, 0, 0, 0]), torch.tensor([[1.0, 0.0]]), torch.tensor([1]), 2)
+    assert knn_top1(f, k=5, temperature=0.05, weighted=True) == 100.0
+    assert knn_top1(f, k=5, temperature=0.05, weighted="cosine") == 0.0
+    # ... and where one vote each picks class 0 (3 against 2), cosine votes pick class 1 (1.9 against 0.6).
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.19**0.5], [0.2, 0.96**0.5], [0.2, -(0.96**0.5)], [0.2, 0.96**0.5]])
+    f = Features(bank, torch.tensor([1, 1, 0, 0, 0]), torch.tensor([[1.0, 0.0]]), torch.tensor([1]), 2)
+    assert knn_top1(f, k=5, weighted=False) == 0.0
+    assert knn_top1(f, k=5, weighted="cosine") == 100.0
+
+
+@pytest.mark.parametrize("value", [1, "exp", 0.5])
+def test_knn_votes_refuse_what_they_do_not_know(value):
+    with pytest.raises(SpecError, match="knn_weighted"):
+        load_spec("moco_cifar10", [f"eval.knn_weighted={value}"])
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
