@@ -31,9 +31,11 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]
     ).float().mean().item() * 100
 
 
-def _optimizer(classifier: nn.Linear, e: EvalSection, steps: int, lr: float):
+def _optimizer(classifier: nn.Linear, e: EvalSection, steps_per_epoch: int, lr: float):
+    """The probe's optimiser and its per-step schedule: a cosine, or x 0.1 at each milestone epoch."""
     optimizer = build_optimizer(e.linear_optimizer, classifier.parameters(), lr, e.linear_weight_decay)
-    return optimizer, lr_schedule(optimizer, steps)
+    milestones = tuple(round(m * e.linear_epochs) * steps_per_epoch for m in e.linear_milestones or ())
+    return optimizer, lr_schedule(optimizer, max(1, e.linear_epochs * steps_per_epoch), milestones=milestones)
 
 
 def linear_probe(f: Features, e: EvalSection, seed: int) -> tuple[float, float]:
@@ -42,8 +44,7 @@ def linear_probe(f: Features, e: EvalSection, seed: int) -> tuple[float, float]:
     train, test = (f.train - mean) / std, (f.test - mean) / std
     generator = torch.Generator().manual_seed(seed)
     classifier = _classifier(train.shape[1], f.num_classes, seed)
-    steps = max(1, e.linear_epochs * math.ceil(len(train) / e.linear_batch_size))
-    optimizer, schedule = _optimizer(classifier, e, steps, e.linear_lr)
+    optimizer, schedule = _optimizer(classifier, e, math.ceil(len(train) / e.linear_batch_size), e.linear_lr)
     for _ in range(e.linear_epochs):
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), e.linear_batch_size):
@@ -79,7 +80,7 @@ def _images(eval_data: EvalData) -> tuple[torch.Tensor, torch.Tensor]:
 
 def augmented_probe(backbone: nn.Module, eval_data: EvalData, e: EvalSection, seed: int) -> tuple[float, float, int]:
     """A linear classifier on the frozen backbone (eval mode) over crop-and-flip training images, SGD with lr
-    ``linear_lr`` x batch/256 (Adam: as it is), a cosine schedule; returns the top-1 and top-5 (%) of its best test
+    ``linear_lr`` x batch/256 (Adam: as it is), a cosine schedule or steps at ``linear_milestones``; returns the top-1 and top-5 (%) of its best test
     epoch, and that epoch: a figure selected on the test split, and labelled so."""
     backbone.eval()
     device = next(backbone.parameters()).device
@@ -90,7 +91,7 @@ def augmented_probe(backbone: nn.Module, eval_data: EvalData, e: EvalSection, se
     classifier = _classifier(test.shape[1], eval_data.num_classes, seed).to(device)
     batch = e.linear_batch_size
     lr = scaled_lr(e.linear_lr, "linear" if e.linear_optimizer == "sgd" else "none", batch)
-    optimizer, schedule = _optimizer(classifier, e, e.linear_epochs * math.ceil(len(images) / batch), lr)
+    optimizer, schedule = _optimizer(classifier, e, math.ceil(len(images) / batch), lr)
     g = torch.Generator().manual_seed(seed)
     best = (-1.0, 0.0, 0)
     for epoch in progress(range(1, e.linear_epochs + 1), "linear probe", unit="epoch", end=False):

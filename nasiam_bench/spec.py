@@ -212,6 +212,13 @@ class EvalSection:
     linear_protocol: str = _opt(
         "frozen", choices=("frozen", "augmented"), doc="probe precomputed features, or crop+flip images each epoch"
     )
+    linear_milestones: tuple[float, ...] | None = _opt(
+        None,
+        lo=0.0,
+        hi=1.0,
+        doc="the probe's lr x 0.1 from each of these fractions of eval.linear_epochs on (MoCo's main_lincls: "
+        "epochs 60 and 80 of 100 are [0.6, 0.8]); unset: a cosine per step",
+    )
     linear_weight_decay: float = _opt(1e-4, lo=0.0)
     linear_optimizer: str = _opt("sgd", choices=("sgd", "adam"), doc="the linear probe's optimiser")
     linear_epochs: int = _opt(10, lo=0)
@@ -549,6 +556,12 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
 
 
 def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any], where: str) -> Any:
+    if isinstance(annotation, types.UnionType):  # X | None: TOML has no null, so a value given is an X
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = next((a for a in kinds if _is_kind(value, a)), kinds[0])
+        if len(kinds) > 1 and not _is_kind(value, annotation):
+            expected = " or ".join(a.__name__ for a in kinds)
+            raise SpecError(f"{where}: {key} = {value!r} ({type(value).__name__}): expected {expected}")
     origin = typing.get_origin(annotation)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -557,19 +570,15 @@ def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any]
             raise SpecError(f"{where}: {key} = []: expected at least one value")
         item_type = typing.get_args(annotation)[0]
         return tuple(_check(key, v, item_type, meta, where) for v in value)
-    if isinstance(annotation, types.UnionType):  # X | None: TOML has no null, so a value given is an X
-        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
-        annotation = next((a for a in kinds if _is_kind(value, a)), kinds[0])
-        if len(kinds) > 1 and not _is_kind(value, annotation):
-            expected = " or ".join(a.__name__ for a in kinds)
-            raise SpecError(f"{where}: {key} = {value!r} ({type(value).__name__}): expected {expected}")
     value = _check_type(key, value, annotation, where)
     _check_value(key, value, meta, where)
     return value
 
 
 def _is_kind(value: Any, kind: type) -> bool:
-    """``value`` is a ``kind`` as TOML means it: a bool is not a number."""
+    """``value`` is a ``kind`` as TOML means it: a bool is not a number, a list is a tuple."""
+    if typing.get_origin(kind) is tuple:
+        return isinstance(value, (list, tuple))
     return isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
 
 

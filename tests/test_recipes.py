@@ -79,6 +79,7 @@ NASIAM_CODE = {
         "eval.linear_protocol": "augmented",
         "eval.linear_optimizer": "sgd",
         "eval.linear_lr": 30.0,
+        "eval.linear_milestones": (0.6, 0.8),  # MoCo/main_lincls.py: --schedule 60 80 of --epochs 100, x 0.1
         "eval.linear_weight_decay": 0.0,
     },
     "simclr": {
