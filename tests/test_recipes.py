@@ -35,6 +35,7 @@ NASIAM_CODE = {
         "train.weight_decay": 5e-4,
         "train.schedule": "cosine",
         "train.warmup_epochs": 0,
+        "train.amp": False,  # autocast(enabled=args.amp), and the README's commands pass no --amp
         "framework.projector_hidden": 0,  # StandardSimSiam: hidden = prev_dim
         # test(): votes weighted by the raw cosine similarity (the exp is commented out) on normalize(encoder(x));
         # best test kNN kept; main_lincls.py: lr 30, wd 0
@@ -68,6 +69,7 @@ NASIAM_CODE = {
         "train.weight_decay": 5e-4,
         "train.schedule": "cosine",
         "train.warmup_epochs": 0,
+        "train.amp": False,  # fp32 training (autocast only around test()'s bank features)
         "framework.temperature": 0.1,
         "framework.queue_size": 4096,
         "framework.momentum": 0.99,
