@@ -161,6 +161,11 @@ class SearchSection:
         doc="gradient searches: stop once the genotype has not changed for this many epochs (DARTS+); "
         "search.epochs stays the cap; unset: run every epoch",
     )
+    alpha_init_std: float | None = _opt(
+        None,
+        lo=0.0,
+        doc="gradient searches: alpha starts at this x N(0, 1); 0: zeros, as NASiam's code; unset: 1e-3",
+    )
     alpha_perturbation: float | None = _opt(
         None,
         lo=0.0,

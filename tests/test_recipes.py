@@ -18,6 +18,7 @@ NASIAM_CODE = {
     "simsiam": {
         "data.crop_scale": (0.2, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
         # SimSiam/main_search.py (README: --lr 0.06 --wd 5e-4 --fix-pred-lr)
+        "search.alpha_init_std": 0.0,  # builder/model: self.alphas = torch.zeros(layers, ops)
         "search.arch_optimizer": "adamw",
         "search.arch_lr": 1e-3,
         "search.arch_betas": (0.9, 0.999),
@@ -50,6 +51,7 @@ NASIAM_CODE = {
     "moco": {
         "data.crop_scale": (0.08, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
         # MoCo/main_search.py
+        "search.alpha_init_std": 0.0,  # builder/model: self.alphas = torch.zeros(layers, ops)
         "search.arch_optimizer": "adam",
         "search.arch_lr": 3e-4,
         "search.arch_betas": (0.9, 0.999),
@@ -87,6 +89,7 @@ NASIAM_CODE = {
     "simclr": {
         "data.crop_scale": (0.08, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
         # SimCLR/main_search.py: Adam(arch_parameters()) with Adam's defaults, once per epoch
+        "search.alpha_init_std": 0.0,  # builder/model: self.alphas = torch.zeros(layers, ops)
         "search.arch_optimizer": "adam",
         "search.arch_lr": 1e-3,
         "search.arch_betas": (0.9, 0.999),
