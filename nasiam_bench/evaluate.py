@@ -25,7 +25,7 @@ from nasiam_bench.distributed import setup
 from nasiam_bench.features import EvalData, Features
 from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.models import build_model
-from nasiam_bench.probe import augmented_probe, linear_probe
+from nasiam_bench.probe import augmented_probe, linear_probe, probe_augmentation
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.rng import seed_everything
 from nasiam_bench.spec import EvalSection
@@ -94,7 +94,7 @@ def evaluate(model: Framework, eval_data: EvalData, e: EvalSection, seed: int) -
         result.update(linear_top1=top1, linear_top5=top5, linear_protocol="frozen features, final epoch")
     else:
         top1, top5, epoch = augmented_probe(model.backbone, eval_data, e, seed)
-        protocol = f"crop and flip, best test epoch ({epoch} of {e.linear_epochs}): selected on test"
+        protocol = f"{probe_augmentation(e)}, best test epoch ({epoch} of {e.linear_epochs}): selected on test"
         result.update(linear_top1=top1, linear_top5=top5, linear_protocol=protocol)
     return result
 

@@ -217,6 +217,13 @@ class EvalSection:
     linear_protocol: str = _opt(
         "frozen", choices=("frozen", "augmented"), doc="probe precomputed features, or crop+flip images each epoch"
     )
+    linear_crop_scale: tuple[float, ...] | None = _opt(
+        None,
+        lo=0.01,
+        hi=1.0,
+        doc="the augmented probe's crops: RandomResizedCrop over [min, max] of the image's area (ratio 3/4-4/3) "
+        "and flip, as NASiam's main_lincls for CIFAR; unset: a pad-4 random crop and flip",
+    )
     linear_milestones: tuple[float, ...] | None = _opt(
         None,
         lo=0.0,
@@ -539,12 +546,18 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
                 kwargs[name] = _check(f"{info.name}.{name}", value, hints[name], f.metadata, where)
         sections[info.name] = info.type_cls(**kwargs)
     spec = Spec(**sections, source=source)
-    for key, pair in (("search.arch_betas", spec.search.arch_betas), ("data.crop_scale", spec.data.crop_scale)):
+    if len(spec.search.arch_betas) != 2:
+        raise SpecError(f"{where}: search.arch_betas = {list(spec.search.arch_betas)}: expected two values")
+    for key, pair in (
+        ("data.crop_scale", spec.data.crop_scale),
+        ("eval.linear_crop_scale", spec.eval.linear_crop_scale),
+    ):
+        if pair is None:
+            continue
         if len(pair) != 2:
             raise SpecError(f"{where}: {key} = {list(pair)}: expected two values")
-    low, high = spec.data.crop_scale
-    if low > high:
-        raise SpecError(f"{where}: data.crop_scale = {[low, high]}: the smaller area first ([{high}, {low}])")
+        if pair[0] > pair[1]:
+            raise SpecError(f"{where}: {key} = {list(pair)}: the smaller area first ({list(pair[::-1])})")
     seeds = spec.seeds.values
     if len(set(seeds)) != len(seeds):
         twice = sorted({s for s in seeds if seeds.count(s) > 1})

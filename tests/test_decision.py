@@ -149,7 +149,9 @@ def test_the_decision_by_epoch_reads_alpha_as_it_stood_after_each_epoch():
 @pytest.mark.parametrize("strategy", GRADIENT)
 def test_alpha_starts_at_zeros_when_told_as_the_papers_code(strategy, tmp_path):
     # arch_lr 0: alpha stays where it started, so the recorded softmax shows the start
-    zeros, _ = run_search(smoke(strategy, "search.arch_lr=0.0", "search.alpha_init_std=0.0"), 0, tmp_path / "z", progress=False)
+    zeros, _ = run_search(
+        smoke(strategy, "search.arch_lr=0.0", "search.alpha_init_std=0.0"), 0, tmp_path / "z", progress=False
+    )
     drawn, _ = run_search(smoke(strategy, "search.arch_lr=0.0"), 0, tmp_path / "d", progress=False)
     for name, head in zeros.alpha.items():
         uniform = 1 / len(head["ops"])

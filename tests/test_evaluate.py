@@ -1,3 +1,5 @@
+import itertools
+
 import torch
 
 from nasiam_bench.evaluate import collapse_metrics, knn_top1
@@ -60,7 +62,7 @@ def test_probe_schedule_steps_down_at_its_milestones_else_a_cosine():
     assert all(abs(lr - 0.1) < 1e-12 for lr in lrs[18:24]) and all(abs(lr - 0.01) < 1e-12 for lr in lrs[24:])
     _, schedule = _optimizer(classifier, EvalSection(linear_epochs=10, linear_lr=1.0), 3, 1.0)
     cosine = [lr_at(schedule, step) for step in range(30)]
-    assert cosine[0] == 1.0 and all(a > b for a, b in zip(cosine, cosine[1:], strict=False))
+    assert cosine[0] == 1.0 and all(a > b for a, b in itertools.pairwise(cosine))
 
 
 def test_linear_probe_learns_with_milestones_too():

@@ -44,6 +44,7 @@ NASIAM_CODE = {
         "eval.knn_weighted": "cosine",
         "eval.checkpoint": "best-on-test",
         "eval.linear_protocol": "augmented",
+        "eval.linear_crop_scale": (0.08, 1.0),  # its CIFAR probe transform: RandomResizedCrop(32) and flip
         "eval.linear_optimizer": "sgd",
         "eval.linear_lr": 30.0,
         "eval.linear_weight_decay": 0.0,
@@ -81,6 +82,7 @@ NASIAM_CODE = {
         "eval.knn_temperature": 0.1,
         "eval.checkpoint": "best-on-test",
         "eval.linear_protocol": "augmented",
+        "eval.linear_crop_scale": (0.08, 1.0),  # its CIFAR probe transform: RandomResizedCrop(32) and flip
         "eval.linear_optimizer": "sgd",
         "eval.linear_lr": 30.0,
         "eval.linear_milestones": (0.6, 0.8),  # MoCo/main_lincls.py: --schedule 60 80 of --epochs 100, x 0.1
@@ -113,6 +115,7 @@ NASIAM_CODE = {
         "eval.knn_temperature": 0.5,
         "eval.checkpoint": "final",
         "eval.linear_protocol": "augmented",
+        "eval.linear_crop_scale": (0.08, 1.0),  # its CIFAR probe transform: RandomResizedCrop(32) and flip
         "eval.linear_optimizer": "adam",
         "eval.linear_lr": 1e-3,
         "eval.linear_weight_decay": 1e-6,
@@ -318,6 +321,32 @@ def test_pretraining_optimisers(optimizer):
     opt.step()
     assert not torch.equal(before, model.backbone.conv1.weight)
     assert scaled_lr(0.1, "none", 512) == 0.1
+
+
+def test_the_probes_resized_crops_cover_the_scale_and_mirror():
+    from nasiam_bench.probe import _view, probe_augmentation
+    from nasiam_bench.spec import EvalSection
+
+    x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    fill = torch.zeros(1, 3, 1, 1)
+    whole = EvalSection(linear_crop_scale=(1.0, 1.0))  # no ratio but ~1 fits: torchvision's whole-image fallback
+    out = _view(x, whole, fill, torch.Generator().manual_seed(0))
+    mirrored = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, x, strict=True)]
+    kept = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, x, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and any(mirrored) and any(kept)
+    wide = EvalSection(linear_crop_scale=(0.08, 1.0))
+    crops = _view(x, wide, fill, torch.Generator().manual_seed(0))
+    assert crops.shape == x.shape and torch.equal(crops, _view(x, wide, fill, torch.Generator().manual_seed(0)))
+    assert not any(
+        torch.allclose(c, i, atol=1e-3) or torch.allclose(c, i.flip(-1), atol=1e-3)
+        for c, i in zip(crops, x, strict=True)
+    )
+    assert probe_augmentation(wide) == "resized crop (8%-100%) and flip"
+    assert probe_augmentation(EvalSection()) == "crop and flip"
+    with pytest.raises(SpecError, match=r"eval.linear_crop_scale = \[1.0, 0.2\]: the smaller area first"):
+        load_spec("moco_cifar10", ["eval.linear_crop_scale=[1.0, 0.2]"])
+    with pytest.raises(SpecError, match=r"eval.linear_crop_scale = \[0.2\]: expected two values"):
+        load_spec("moco_cifar10", ["eval.linear_crop_scale=[0.2]"])
 
 
 def test_crop_and_flip_translates_and_mirrors():
