@@ -25,26 +25,35 @@ from nasiam_bench.distributed import setup
 from nasiam_bench.features import EvalData, Features
 from nasiam_bench.frameworks.base import Framework
 from nasiam_bench.models import build_model
-from nasiam_bench.probe import augmented_probe, linear_probe
+from nasiam_bench.probe import augmented_probe, linear_probe, probe_augmentation
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.rng import seed_everything
 from nasiam_bench.spec import EvalSection
 
 
 @torch.no_grad()
-def knn_top1(f: Features, k: int = 200, temperature: float = 0.1, weighted: bool = True, chunk: int = 1024) -> float:
+def knn_top1(
+    f: Features, k: int = 200, temperature: float = 0.1, weighted: bool | str = True, chunk: int = 1024
+) -> float:
     """kNN top-1 accuracy (%) of the test features against the training bank; the k nearest vote with weight
-    exp(sim / temperature), or one vote each when not ``weighted``."""
+    exp(sim / temperature), their cosine similarity when ``weighted`` is ``"cosine"``, or one vote each when not
+    ``weighted``."""
     bank = F.normalize(f.train, dim=1)
     k = min(k, len(bank))
     correct = 0
     for start in range(0, len(f.test), chunk):
         query = F.normalize(f.test[start : start + chunk], dim=1)
         sims, idx = (query @ bank.T).topk(k, dim=1)
-        weights = (sims / temperature).exp() if weighted else torch.ones_like(sims)
+        weights = _vote_weights(sims, temperature, weighted)
         votes = torch.zeros(len(query), f.num_classes).scatter_add_(1, f.train_labels[idx], weights)
         correct += (votes.argmax(dim=1) == f.test_labels[start : start + chunk]).sum().item()
     return 100.0 * correct / len(f.test)
+
+
+def _vote_weights(sims: torch.Tensor, temperature: float, weighted: bool | str) -> torch.Tensor:
+    if weighted == "cosine":
+        return sims
+    return (sims / temperature).exp() if weighted else torch.ones_like(sims)
 
 
 @torch.no_grad()
@@ -85,7 +94,7 @@ def evaluate(model: Framework, eval_data: EvalData, e: EvalSection, seed: int) -
         result.update(linear_top1=top1, linear_top5=top5, linear_protocol="frozen features, final epoch")
     else:
         top1, top5, epoch = augmented_probe(model.backbone, eval_data, e, seed)
-        protocol = f"crop and flip, best test epoch ({epoch} of {e.linear_epochs}): selected on test"
+        protocol = f"{probe_augmentation(e)}, best test epoch ({epoch} of {e.linear_epochs}): selected on test"
         result.update(linear_top1=top1, linear_top5=top5, linear_protocol=protocol)
     return result
 

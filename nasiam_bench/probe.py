@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasiam_bench.data.augment import random_resized_crop
 from nasiam_bench.features import EvalData, Features, extract
 from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.progress import progress
@@ -31,9 +32,11 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]
     ).float().mean().item() * 100
 
 
-def _optimizer(classifier: nn.Linear, e: EvalSection, steps: int, lr: float):
+def _optimizer(classifier: nn.Linear, e: EvalSection, steps_per_epoch: int, lr: float):
+    """The probe's optimiser and its per-step schedule: a cosine, or x 0.1 at each milestone epoch."""
     optimizer = build_optimizer(e.linear_optimizer, classifier.parameters(), lr, e.linear_weight_decay)
-    return optimizer, lr_schedule(optimizer, steps)
+    milestones = tuple(round(m * e.linear_epochs) * steps_per_epoch for m in e.linear_milestones or ())
+    return optimizer, lr_schedule(optimizer, max(1, e.linear_epochs * steps_per_epoch), milestones=milestones)
 
 
 def linear_probe(f: Features, e: EvalSection, seed: int) -> tuple[float, float]:
@@ -42,8 +45,7 @@ def linear_probe(f: Features, e: EvalSection, seed: int) -> tuple[float, float]:
     train, test = (f.train - mean) / std, (f.test - mean) / std
     generator = torch.Generator().manual_seed(seed)
     classifier = _classifier(train.shape[1], f.num_classes, seed)
-    steps = max(1, e.linear_epochs * math.ceil(len(train) / e.linear_batch_size))
-    optimizer, schedule = _optimizer(classifier, e, steps, e.linear_lr)
+    optimizer, schedule = _optimizer(classifier, e, math.ceil(len(train) / e.linear_batch_size), e.linear_lr)
     for _ in range(e.linear_epochs):
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), e.linear_batch_size):
@@ -70,6 +72,24 @@ def crop_and_flip(x: torch.Tensor, pad: int, fill: torch.Tensor, g: torch.Genera
     return torch.where(flip, out.flip(-1), out)
 
 
+def probe_augmentation(e: EvalSection) -> str:
+    """How the augmented probe crops, as its records say."""
+    if e.linear_crop_scale is None:
+        return "crop and flip"
+    low, high = e.linear_crop_scale
+    return f"resized crop ({low:.0%}-{high:.0%}) and flip"
+
+
+def _view(x: torch.Tensor, e: EvalSection, fill: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A training view for the augmented probe: a pad-4 crop (a pad of 1/8 of the side) and flip, or
+    RandomResizedCrop over ``linear_crop_scale`` (ratio 3/4-4/3, the two-view recipe's batched crop) and flip."""
+    if e.linear_crop_scale is None:
+        return crop_and_flip(x, max(1, x.shape[-1] // 8), fill, g)
+    out = random_resized_crop(x, x.shape[-1], e.linear_crop_scale, (3 / 4, 4 / 3), g)
+    flip = (torch.rand(len(x), generator=g) < 0.5).view(-1, 1, 1, 1)
+    return torch.where(flip, out.flip(-1), out)
+
+
 @torch.no_grad()
 def _images(eval_data: EvalData) -> tuple[torch.Tensor, torch.Tensor]:
     """Every bank image (normalised, half precision, on the CPU: 6 KiB an image at 32 px) and its label."""
@@ -78,26 +98,26 @@ def _images(eval_data: EvalData) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def augmented_probe(backbone: nn.Module, eval_data: EvalData, e: EvalSection, seed: int) -> tuple[float, float, int]:
-    """A linear classifier on the frozen backbone (eval mode) over crop-and-flip training images, SGD with lr
-    ``linear_lr`` x batch/256 (Adam: as it is), a cosine schedule; returns the top-1 and top-5 (%) of its best test
-    epoch, and that epoch: a figure selected on the test split, and labelled so."""
+    """A linear classifier on the frozen backbone (eval mode) over augmented training images (``_view``), SGD
+    with lr ``linear_lr`` x batch/256 (Adam: as it is), a cosine schedule or steps at ``linear_milestones``;
+    returns the top-1 and top-5 (%) of its best test epoch, and that epoch: a figure selected on the test split,
+    and labelled so."""
     backbone.eval()
     device = next(backbone.parameters()).device
     test, test_labels = extract(backbone, eval_data.queries, "test features")
     images, labels = _images(eval_data)
     fill = (-torch.tensor(eval_data.mean) / torch.tensor(eval_data.std)).view(1, 3, 1, 1)
-    pad = max(1, images.shape[-1] // 8)  # 4 px at 32 px, as the CIFAR recipes
     classifier = _classifier(test.shape[1], eval_data.num_classes, seed).to(device)
     batch = e.linear_batch_size
     lr = scaled_lr(e.linear_lr, "linear" if e.linear_optimizer == "sgd" else "none", batch)
-    optimizer, schedule = _optimizer(classifier, e, e.linear_epochs * math.ceil(len(images) / batch), lr)
+    optimizer, schedule = _optimizer(classifier, e, math.ceil(len(images) / batch), lr)
     g = torch.Generator().manual_seed(seed)
     best = (-1.0, 0.0, 0)
     for epoch in progress(range(1, e.linear_epochs + 1), "linear probe", unit="epoch", end=False):
         order = torch.randperm(len(images), generator=g)
         for start in range(0, len(images), batch):
             chosen = order[start : start + batch]
-            x = crop_and_flip(images[chosen].float(), pad, fill, g).to(device, memory_format=torch.channels_last)
+            x = _view(images[chosen].float(), e, fill, g).to(device, memory_format=torch.channels_last)
             with torch.no_grad():
                 features = backbone(x).float()
             loss = F.cross_entropy(classifier(features), labels[chosen].to(device))

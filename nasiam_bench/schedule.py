@@ -1,5 +1,5 @@
 """The learning-rate schedule of every optimiser over weights: linear warm-up, then a cosine to zero, per step
-(or a constant learning rate, as NASiam's SimCLR code trains).
+(or a constant learning rate, as NASiam's SimCLR code trains; or steps of x 0.1 at milestones, as MoCo's probe).
 
 A parameter group marked ``fixed_lr`` (SimSiam's predictor, as its paper) keeps its learning rate, in pre-training
 and in the search alike.
@@ -15,24 +15,31 @@ import torch
 SCHEDULES = ("cosine", "constant")
 
 
-def _factor(total: int, warmup: int, fixed: bool) -> Callable[[int], float]:
+def _factor(total: int, warmup: int, fixed: bool, milestones: tuple[int, ...]) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if fixed:
             return 1.0
         if step < warmup:
             return (step + 1) / warmup
+        if milestones:
+            return 0.1 ** sum(step >= m for m in milestones)
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     return factor
 
 
 def lr_schedule(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, kind: str = "cosine"
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int = 0,
+    kind: str = "cosine",
+    milestones: tuple[int, ...] = (),
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step schedule for each of ``optimizer``'s groups; groups with ``fixed_lr`` (and every group of a
-    ``constant`` schedule) stay constant."""
+    ``constant`` schedule) stay constant. ``milestones``: the rate is multiplied by 0.1 from each of these steps
+    on, in place of the cosine."""
     factors = [
-        _factor(max(1, total_steps), warmup_steps, kind == "constant" or bool(g.get("fixed_lr")))
+        _factor(max(1, total_steps), warmup_steps, kind == "constant" or bool(g.get("fixed_lr")), milestones)
         for g in optimizer.param_groups
     ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)

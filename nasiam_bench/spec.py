@@ -161,6 +161,11 @@ class SearchSection:
         doc="gradient searches: stop once the genotype has not changed for this many epochs (DARTS+); "
         "search.epochs stays the cap; unset: run every epoch",
     )
+    alpha_init_std: float | None = _opt(
+        None,
+        lo=0.0,
+        doc="gradient searches: alpha starts at this x N(0, 1); 0: zeros, as NASiam's code; unset: 1e-3",
+    )
     alpha_perturbation: float | None = _opt(
         None,
         lo=0.0,
@@ -200,12 +205,31 @@ class EvalSection:
     knn_temperature: float = _opt(0.1, lo=1e-6)
     knn_every: int = _opt(1, lo=0, doc="epochs between kNN monitors; 0: only at the end")
     knn_features: str = _opt("backbone", choices=("backbone", "projector"), doc="what kNN compares")
-    knn_weighted: bool = _opt(True, doc="neighbours vote with exp(sim / knn_temperature); false: one vote each")
+    knn_weighted: bool | str = _opt(
+        True,
+        choices=(True, False, "cosine"),
+        doc="neighbours vote with exp(sim / knn_temperature); false: one vote each; "
+        '"cosine": their cosine similarity (NASiam\'s SimSiam code)',
+    )
     checkpoint: str = _opt(
         "final", choices=("final", "best-on-test"), doc="evaluate the last epoch, or the epoch of best test kNN"
     )
     linear_protocol: str = _opt(
         "frozen", choices=("frozen", "augmented"), doc="probe precomputed features, or crop+flip images each epoch"
+    )
+    linear_crop_scale: tuple[float, ...] | None = _opt(
+        None,
+        lo=0.01,
+        hi=1.0,
+        doc="the augmented probe's crops: RandomResizedCrop over [min, max] of the image's area (ratio 3/4-4/3) "
+        "and flip, as NASiam's main_lincls for CIFAR; unset: a pad-4 random crop and flip",
+    )
+    linear_milestones: tuple[float, ...] | None = _opt(
+        None,
+        lo=0.0,
+        hi=1.0,
+        doc="the probe's lr x 0.1 from each of these fractions of eval.linear_epochs on (MoCo's main_lincls: "
+        "epochs 60 and 80 of 100 are [0.6, 0.8]); unset: a cosine per step",
     )
     linear_weight_decay: float = _opt(1e-4, lo=0.0)
     linear_optimizer: str = _opt("sgd", choices=("sgd", "adam"), doc="the linear probe's optimiser")
@@ -522,12 +546,18 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
                 kwargs[name] = _check(f"{info.name}.{name}", value, hints[name], f.metadata, where)
         sections[info.name] = info.type_cls(**kwargs)
     spec = Spec(**sections, source=source)
-    for key, pair in (("search.arch_betas", spec.search.arch_betas), ("data.crop_scale", spec.data.crop_scale)):
+    if len(spec.search.arch_betas) != 2:
+        raise SpecError(f"{where}: search.arch_betas = {list(spec.search.arch_betas)}: expected two values")
+    for key, pair in (
+        ("data.crop_scale", spec.data.crop_scale),
+        ("eval.linear_crop_scale", spec.eval.linear_crop_scale),
+    ):
+        if pair is None:
+            continue
         if len(pair) != 2:
             raise SpecError(f"{where}: {key} = {list(pair)}: expected two values")
-    low, high = spec.data.crop_scale
-    if low > high:
-        raise SpecError(f"{where}: data.crop_scale = {[low, high]}: the smaller area first ([{high}, {low}])")
+        if pair[0] > pair[1]:
+            raise SpecError(f"{where}: {key} = {list(pair)}: the smaller area first ({list(pair[::-1])})")
     seeds = spec.seeds.values
     if len(set(seeds)) != len(seeds):
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
@@ -544,6 +574,12 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
 
 
 def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any], where: str) -> Any:
+    if isinstance(annotation, types.UnionType):  # X | None: TOML has no null, so a value given is an X
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = next((a for a in kinds if _is_kind(value, a)), kinds[0])
+        if len(kinds) > 1 and not _is_kind(value, annotation):
+            expected = " or ".join(a.__name__ for a in kinds)
+            raise SpecError(f"{where}: {key} = {value!r} ({type(value).__name__}): expected {expected}")
     origin = typing.get_origin(annotation)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -552,11 +588,16 @@ def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any]
             raise SpecError(f"{where}: {key} = []: expected at least one value")
         item_type = typing.get_args(annotation)[0]
         return tuple(_check(key, v, item_type, meta, where) for v in value)
-    if isinstance(annotation, types.UnionType):  # X | None: TOML has no null, so a value given is an X
-        (annotation,) = (a for a in typing.get_args(annotation) if a is not type(None))
     value = _check_type(key, value, annotation, where)
     _check_value(key, value, meta, where)
     return value
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    """``value`` is a ``kind`` as TOML means it: a bool is not a number, a list is a tuple."""
+    if typing.get_origin(kind) is tuple:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
 
 
 def _check_type(key: str, value: Any, expected: type, where: str) -> Any:

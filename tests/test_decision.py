@@ -143,3 +143,18 @@ def test_the_decision_by_epoch_reads_alpha_as_it_stood_after_each_epoch():
     assert [r["decided"] for r in rows] == [1.0, 0.0, 1.0]  # epoch 2: its argmax had just moved
     assert [r["agreement"] for r in rows] == [1.0, 0.0, 1.0]
     assert "agreement" not in by_epoch(search)[0]
+
+
+@pytest.mark.usefixtures("cifar10_data")
+@pytest.mark.parametrize("strategy", GRADIENT)
+def test_alpha_starts_at_zeros_when_told_as_the_papers_code(strategy, tmp_path):
+    # arch_lr 0: alpha stays where it started, so the recorded softmax shows the start
+    zeros, _ = run_search(
+        smoke(strategy, "search.arch_lr=0.0", "search.alpha_init_std=0.0"), 0, tmp_path / "z", progress=False
+    )
+    drawn, _ = run_search(smoke(strategy, "search.arch_lr=0.0"), 0, tmp_path / "d", progress=False)
+    for name, head in zeros.alpha.items():
+        uniform = 1 / len(head["ops"])
+        assert all(w == pytest.approx(uniform, abs=1e-7) for row in head["final"] for w in row)
+        assert any(w != pytest.approx(uniform, abs=1e-7) for row in drawn.alpha[name]["final"] for w in row)
+    assert zeros.steps == drawn.steps

@@ -1,3 +1,5 @@
+import itertools
+
 import torch
 
 from nasiam_bench.evaluate import collapse_metrics, knn_top1
@@ -45,3 +47,26 @@ def test_collapse_metrics():
     assert collapsed["std_ratio"] < 0.01
     line = torch.randn(512, 1) * torch.randn(1, 64)  # every embedding on one line through the origin
     assert collapse_metrics(line)["effective_rank"] < 2.5
+
+
+def test_probe_schedule_steps_down_at_its_milestones_else_a_cosine():
+    from nasiam_bench.probe import _optimizer
+    from nasiam_bench.schedule import lr_at
+
+    classifier = torch.nn.Linear(4, 2)
+    # MoCo's main_lincls: x 0.1 from epoch 60 and from epoch 80 of 100; here 10 epochs of 3 steps.
+    stepped = EvalSection(linear_epochs=10, linear_lr=1.0, linear_milestones=(0.6, 0.8))
+    _, schedule = _optimizer(classifier, stepped, 3, 1.0)
+    lrs = [lr_at(schedule, step) for step in range(30)]
+    assert lrs[:18] == [1.0] * 18
+    assert all(abs(lr - 0.1) < 1e-12 for lr in lrs[18:24]) and all(abs(lr - 0.01) < 1e-12 for lr in lrs[24:])
+    _, schedule = _optimizer(classifier, EvalSection(linear_epochs=10, linear_lr=1.0), 3, 1.0)
+    cosine = [lr_at(schedule, step) for step in range(30)]
+    assert cosine[0] == 1.0 and all(a > b for a, b in itertools.pairwise(cosine))
+
+
+def test_linear_probe_learns_with_milestones_too():
+    train, train_y = clustered(seed=0)
+    test, test_y = clustered(n_per_class=10, seed=0)
+    settings = EvalSection(linear_epochs=20, linear_lr=0.1, linear_batch_size=32, linear_milestones=(0.6, 0.8))
+    assert linear_probe(Features(train, train_y, test, test_y, 4), settings, seed=0)[0] == 100.0

@@ -18,6 +18,7 @@ NASIAM_CODE = {
     "simsiam": {
         "data.crop_scale": (0.2, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
         # SimSiam/main_search.py (README: --lr 0.06 --wd 5e-4 --fix-pred-lr)
+        "search.alpha_init_std": 0.0,  # builder/model: self.alphas = torch.zeros(layers, ops)
         "search.arch_optimizer": "adamw",
         "search.arch_lr": 1e-3,
         "search.arch_betas": (0.9, 0.999),
@@ -35,12 +36,15 @@ NASIAM_CODE = {
         "train.weight_decay": 5e-4,
         "train.schedule": "cosine",
         "train.warmup_epochs": 0,
+        "train.amp": False,  # autocast(enabled=args.amp), and the README's commands pass no --amp
         "framework.projector_hidden": 0,  # StandardSimSiam: hidden = prev_dim
-        # test(): unweighted votes on normalize(encoder(x)); best test kNN kept; main_lincls.py: lr 30, wd 0
+        # test(): votes weighted by the raw cosine similarity (the exp is commented out) on normalize(encoder(x));
+        # best test kNN kept; main_lincls.py: lr 30, wd 0
         "eval.knn_features": "projector",
-        "eval.knn_weighted": False,
+        "eval.knn_weighted": "cosine",
         "eval.checkpoint": "best-on-test",
         "eval.linear_protocol": "augmented",
+        "eval.linear_crop_scale": (0.08, 1.0),  # its CIFAR probe transform: RandomResizedCrop(32) and flip
         "eval.linear_optimizer": "sgd",
         "eval.linear_lr": 30.0,
         "eval.linear_weight_decay": 0.0,
@@ -48,6 +52,7 @@ NASIAM_CODE = {
     "moco": {
         "data.crop_scale": (0.08, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
         # MoCo/main_search.py
+        "search.alpha_init_std": 0.0,  # builder/model: self.alphas = torch.zeros(layers, ops)
         "search.arch_optimizer": "adam",
         "search.arch_lr": 3e-4,
         "search.arch_betas": (0.9, 0.999),
@@ -67,6 +72,7 @@ NASIAM_CODE = {
         "train.weight_decay": 5e-4,
         "train.schedule": "cosine",
         "train.warmup_epochs": 0,
+        "train.amp": False,  # fp32 training (autocast only around test()'s bank features)
         "framework.temperature": 0.1,
         "framework.queue_size": 4096,
         "framework.momentum": 0.99,
@@ -76,13 +82,16 @@ NASIAM_CODE = {
         "eval.knn_temperature": 0.1,
         "eval.checkpoint": "best-on-test",
         "eval.linear_protocol": "augmented",
+        "eval.linear_crop_scale": (0.08, 1.0),  # its CIFAR probe transform: RandomResizedCrop(32) and flip
         "eval.linear_optimizer": "sgd",
         "eval.linear_lr": 30.0,
+        "eval.linear_milestones": (0.6, 0.8),  # MoCo/main_lincls.py: --schedule 60 80 of --epochs 100, x 0.1
         "eval.linear_weight_decay": 0.0,
     },
     "simclr": {
         "data.crop_scale": (0.08, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
         # SimCLR/main_search.py: Adam(arch_parameters()) with Adam's defaults, once per epoch
+        "search.alpha_init_std": 0.0,  # builder/model: self.alphas = torch.zeros(layers, ops)
         "search.arch_optimizer": "adam",
         "search.arch_lr": 1e-3,
         "search.arch_betas": (0.9, 0.999),
@@ -106,6 +115,7 @@ NASIAM_CODE = {
         "eval.knn_temperature": 0.5,
         "eval.checkpoint": "final",
         "eval.linear_protocol": "augmented",
+        "eval.linear_crop_scale": (0.08, 1.0),  # its CIFAR probe transform: RandomResizedCrop(32) and flip
         "eval.linear_optimizer": "adam",
         "eval.linear_lr": 1e-3,
         "eval.linear_weight_decay": 1e-6,
@@ -224,6 +234,24 @@ def test_knn_votes_weighted_or_one_each():
     f = Features(bank, torch.tensor([1, 0, 0]), torch.tensor([[1.0, 0.05]]), torch.tensor([1]), 2)
     assert knn_top1(f, k=3, temperature=0.05, weighted=True) == 100.0
     assert knn_top1(f, k=3, temperature=0.05, weighted=False) == 0.0
+    # NASiam's SimSiam code: each vote weighs its raw cosine similarity. Class 1 has one neighbour at 1.0 and
+    # one at 0.1 (1.1 in all), class 0 three at 0.7 (2.1): cosine votes pick class 0, exp(sim / 0.05) class 1.
+    far = [0.7, 0.51**0.5]
+    bank = torch.tensor([[1.0, 0.0], [0.1, 0.99**0.5], far, far, [far[0], -far[1]]])
+    f = Features(bank, torch.tensor([1, 1, 0, 0, 0]), torch.tensor([[1.0, 0.0]]), torch.tensor([1]), 2)
+    assert knn_top1(f, k=5, temperature=0.05, weighted=True) == 100.0
+    assert knn_top1(f, k=5, temperature=0.05, weighted="cosine") == 0.0
+    # ... and where one vote each picks class 0 (3 against 2), cosine votes pick class 1 (1.9 against 0.6).
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.19**0.5], [0.2, 0.96**0.5], [0.2, -(0.96**0.5)], [0.2, 0.96**0.5]])
+    f = Features(bank, torch.tensor([1, 1, 0, 0, 0]), torch.tensor([[1.0, 0.0]]), torch.tensor([1]), 2)
+    assert knn_top1(f, k=5, weighted=False) == 0.0
+    assert knn_top1(f, k=5, weighted="cosine") == 100.0
+
+
+@pytest.mark.parametrize("value", [1, "exp", 0.5])
+def test_knn_votes_refuse_what_they_do_not_know(value):
+    with pytest.raises(SpecError, match="knn_weighted"):
+        load_spec("moco_cifar10", [f"eval.knn_weighted={value}"])
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
@@ -293,6 +321,32 @@ def test_pretraining_optimisers(optimizer):
     opt.step()
     assert not torch.equal(before, model.backbone.conv1.weight)
     assert scaled_lr(0.1, "none", 512) == 0.1
+
+
+def test_the_probes_resized_crops_cover_the_scale_and_mirror():
+    from nasiam_bench.probe import _view, probe_augmentation
+    from nasiam_bench.spec import EvalSection
+
+    x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    fill = torch.zeros(1, 3, 1, 1)
+    whole = EvalSection(linear_crop_scale=(1.0, 1.0))  # no ratio but ~1 fits: torchvision's whole-image fallback
+    out = _view(x, whole, fill, torch.Generator().manual_seed(0))
+    mirrored = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, x, strict=True)]
+    kept = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, x, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and any(mirrored) and any(kept)
+    wide = EvalSection(linear_crop_scale=(0.08, 1.0))
+    crops = _view(x, wide, fill, torch.Generator().manual_seed(0))
+    assert crops.shape == x.shape and torch.equal(crops, _view(x, wide, fill, torch.Generator().manual_seed(0)))
+    assert not any(
+        torch.allclose(c, i, atol=1e-3) or torch.allclose(c, i.flip(-1), atol=1e-3)
+        for c, i in zip(crops, x, strict=True)
+    )
+    assert probe_augmentation(wide) == "resized crop (8%-100%) and flip"
+    assert probe_augmentation(EvalSection()) == "crop and flip"
+    with pytest.raises(SpecError, match=r"eval.linear_crop_scale = \[1.0, 0.2\]: the smaller area first"):
+        load_spec("moco_cifar10", ["eval.linear_crop_scale=[1.0, 0.2]"])
+    with pytest.raises(SpecError, match=r"eval.linear_crop_scale = \[0.2\]: expected two values"):
+        load_spec("moco_cifar10", ["eval.linear_crop_scale=[0.2]"])
 
 
 def test_crop_and_flip_translates_and_mirrors():

@@ -188,3 +188,27 @@ def test_a_profile_sizes_the_schedule_per_framework(framework, tmp_path, monkeyp
     (tmp_path / "bad.toml").write_text(f"[{framework}.train]\nepoch = 12\n")
     with pytest.raises(SpecError, match=rf"bad.toml \[{framework}\]: unknown key train.epoch"):
         load_spec(f"{framework}_cifar10", ["profile=bad"])
+
+
+def test_an_optional_list_is_checked_as_a_list_and_unset_changes_no_identity(tmp_path):
+    path = write(tmp_path, GOOD)
+    unset = load_spec(path)
+    assert unset.eval.linear_milestones is None and "linear_milestones" not in unset.hashed_values()["eval"]
+    stepped = load_spec(path, ["eval.linear_milestones=[0.6, 0.8]"])
+    assert stepped.eval.linear_milestones == (0.6, 0.8) and run_id(stepped) != run_id(unset)
+    with pytest.raises(SpecError, match=r"eval.linear_milestones = 1.5 is out of range; expected in \[0.0, 1.0\]"):
+        load_spec(path, ["eval.linear_milestones=[0.6, 1.5]"])
+    with pytest.raises(SpecError, match=r"eval.linear_milestones = \[\]: expected at least one value"):
+        load_spec(path, ["eval.linear_milestones=[]"])
+    with pytest.raises(SpecError, match=r"eval.linear_milestones = 'x': expected a list of float"):
+        load_spec(path, ["eval.linear_milestones=x"])
+
+
+def test_a_value_of_two_kinds_takes_either_and_names_both_when_neither(tmp_path):
+    path = write(tmp_path, GOOD)
+    assert load_spec(path, ["eval.knn_weighted=cosine"]).eval.knn_weighted == "cosine"
+    assert load_spec(path, ["eval.knn_weighted=false"]).eval.knn_weighted is False
+    with pytest.raises(SpecError, match=r"eval.knn_weighted = 2 \(int\): expected bool or str"):
+        load_spec(path, ["eval.knn_weighted=2"])
+    with pytest.raises(SpecError, match=r"eval.knn_weighted = 'exp'; valid: True, False, cosine"):
+        load_spec(path, ["eval.knn_weighted=exp"])

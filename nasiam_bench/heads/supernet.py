@@ -128,6 +128,9 @@ class OpWeights:
     chosen: tuple[int, ...] | None = None
 
 
+ALPHA_INIT_STD = 1e-3  # DARTS' alpha initialisation; search.alpha_init_std rescales it before the search
+
+
 def softmax_weights(alpha: torch.Tensor) -> OpWeights:
     """DARTS: every op, weighted by the softmax of its layer's row of alpha."""
     return OpWeights(torch.softmax(alpha, dim=-1))
@@ -150,7 +153,7 @@ class SearchHead(nn.Module):
             for i, o in zip(cell.dims[:-1], cell.dims[1:], strict=True)
         )
         self.tail = cell.tail() if cell.tail else nn.Identity()
-        self.alpha = nn.Parameter(1e-3 * torch.randn(cell.layers, len(ops)))
+        self.alpha = nn.Parameter(ALPHA_INIT_STD * torch.randn(cell.layers, len(ops)))
         self.sampler: Callable[[torch.Tensor], OpWeights] = softmax_weights
         self._leader: list[SearchHead] = []  # a list: the online head must not become a submodule of its copy
 

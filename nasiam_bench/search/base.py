@@ -21,7 +21,7 @@ from torch import nn
 from nasiam_bench import distributed
 from nasiam_bench.checkpoints import load_state, save_state
 from nasiam_bench.frameworks.base import Framework
-from nasiam_bench.heads.supernet import SearchHead
+from nasiam_bench.heads.supernet import ALPHA_INIT_STD, SearchHead
 from nasiam_bench.loop import Callback, Epoch, TrainingDiverged, run_epochs, search_diverged
 from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.rng import rng_state, set_rng_state
@@ -253,6 +253,7 @@ class GradientStrategy(SearchStrategy):
         model = ctx.build_supernet()
         epochs = ctx.search.epochs
         self.attach(model, ctx.search, len(ctx.train_loader) * epochs, ctx.search.batch_size, ctx.amp)
+        self.init_alpha(ctx.search.alpha_init_std)
         self.perturb(ctx.search.alpha_perturbation, ctx.seed)
         progress = _SearchProgress(self, ctx)
         progress.restore()
@@ -271,6 +272,15 @@ class GradientStrategy(SearchStrategy):
             steps=self.steps,
             ended=progress.ended(),
         )
+
+    def init_alpha(self, std: float | None) -> None:
+        """Start alpha at ``std`` x N(0, 1) (0: zeros), rescaling the supernet's draw so that every other draw of
+        the search stays the same; None keeps the supernet's ``ALPHA_INIT_STD``."""
+        if std is None:
+            return
+        with torch.no_grad():
+            for head in self.heads.values():
+                head.alpha.mul_(std / ALPHA_INIT_STD)
 
     def perturb(self, scale: float | None, seed: int) -> None:
         """Add ``scale`` x N(0, 1) to alpha, from a generator of its own (the search's other draws stay as they
