@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasiam_bench.data.augment import random_resized_crop
+from nasiam_bench.data.augment import color_jitter, grayscale, random_resized_crop
 from nasiam_bench.features import EvalData, Features, extract
 from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.progress import progress
@@ -72,22 +72,36 @@ def crop_and_flip(x: torch.Tensor, pad: int, fill: torch.Tensor, g: torch.Genera
     return torch.where(flip, out.flip(-1), out)
 
 
+JITTER = (0.4, 0.4, 0.4, 0.1)  # SimCLR/utils.py, CIFAR_train_transform: ColorJitter(0.4, 0.4, 0.4, 0.1), p 0.8
+
+
 def probe_augmentation(e: EvalSection) -> str:
-    """How the augmented probe crops, as its records say."""
+    """How the augmented probe augments, as its records say."""
     if e.linear_crop_scale is None:
-        return "crop and flip"
-    low, high = e.linear_crop_scale
-    return f"resized crop ({low:.0%}-{high:.0%}) and flip"
+        crop = "crop and flip"
+    else:
+        low, high = e.linear_crop_scale
+        crop = f"resized crop ({low:.0%}-{high:.0%}) and flip"
+    return crop + (", colour jitter and grayscale" if e.linear_color_jitter else "")
 
 
-def _view(x: torch.Tensor, e: EvalSection, fill: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """A training view for the augmented probe: a pad-4 crop (a pad of 1/8 of the side) and flip, or
-    RandomResizedCrop over ``linear_crop_scale`` (ratio 3/4-4/3, the two-view recipe's batched crop) and flip."""
+def _view(x: torch.Tensor, e: EvalSection, mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A training view of normalised images for the augmented probe: a pad-4 crop (a pad of 1/8 of the side) and
+    flip, or RandomResizedCrop over ``linear_crop_scale`` (ratio 3/4-4/3, the two-view recipe's batched crop) and
+    flip; then, with ``linear_color_jitter``, the two-view recipe's colour jitter and grayscale."""
+    n = len(x)
     if e.linear_crop_scale is None:
-        return crop_and_flip(x, max(1, x.shape[-1] // 8), fill, g)
-    out = random_resized_crop(x, x.shape[-1], e.linear_crop_scale, (3 / 4, 4 / 3), g)
-    flip = (torch.rand(len(x), generator=g) < 0.5).view(-1, 1, 1, 1)
-    return torch.where(flip, out.flip(-1), out)
+        out = crop_and_flip(x, max(1, x.shape[-1] // 8), -mean / std, g)
+    else:
+        out = random_resized_crop(x, x.shape[-1], e.linear_crop_scale, (3 / 4, 4 / 3), g)
+        out = torch.where((torch.rand(n, generator=g) < 0.5).view(n, 1, 1, 1), out.flip(-1), out)
+    if not e.linear_color_jitter:
+        return out
+    pixels = (out * std + mean).clamp_(0.0, 1.0)  # jitter works on [0, 1] images
+    pixels = color_jitter(pixels, torch.rand(n, generator=g) < 0.8, torch.rand(n, 4, generator=g), JITTER)
+    gray = torch.rand(n, generator=g).lt(0.2).view(n, 1, 1, 1)
+    pixels = torch.where(gray, grayscale(pixels).expand_as(pixels), pixels)
+    return (pixels - mean) / std
 
 
 @torch.no_grad()
@@ -106,7 +120,7 @@ def augmented_probe(backbone: nn.Module, eval_data: EvalData, e: EvalSection, se
     device = next(backbone.parameters()).device
     test, test_labels = extract(backbone, eval_data.queries, "test features")
     images, labels = _images(eval_data)
-    fill = (-torch.tensor(eval_data.mean) / torch.tensor(eval_data.std)).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (eval_data.mean, eval_data.std))
     classifier = _classifier(test.shape[1], eval_data.num_classes, seed).to(device)
     batch = e.linear_batch_size
     lr = scaled_lr(e.linear_lr, "linear" if e.linear_optimizer == "sgd" else "none", batch)
@@ -117,7 +131,7 @@ def augmented_probe(backbone: nn.Module, eval_data: EvalData, e: EvalSection, se
         order = torch.randperm(len(images), generator=g)
         for start in range(0, len(images), batch):
             chosen = order[start : start + batch]
-            x = _view(images[chosen].float(), e, fill, g).to(device, memory_format=torch.channels_last)
+            x = _view(images[chosen].float(), e, mean, std, g).to(device, memory_format=torch.channels_last)
             with torch.no_grad():
                 features = backbone(x).float()
             loss = F.cross_entropy(classifier(features), labels[chosen].to(device))

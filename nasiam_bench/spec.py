@@ -224,6 +224,11 @@ class EvalSection:
         doc="the augmented probe's crops: RandomResizedCrop over [min, max] of the image's area (ratio 3/4-4/3) "
         "and flip, as NASiam's main_lincls for CIFAR; unset: a pad-4 random crop and flip",
     )
+    linear_color_jitter: bool | None = _opt(
+        None,
+        doc="the augmented probe's views also get ColorJitter 0.4/0.4/0.4/0.1 (p 0.8) and grayscale (p 0.2), "
+        "as NASiam's SimCLR linear.py; unset: none",
+    )
     linear_milestones: tuple[float, ...] | None = _opt(
         None,
         lo=0.0,

@@ -119,6 +119,7 @@ NASIAM_CODE = {
         "eval.linear_optimizer": "adam",
         "eval.linear_lr": 1e-3,
         "eval.linear_weight_decay": 1e-6,
+        "eval.linear_color_jitter": True,  # linear.py's CIFAR_train_transform: ColorJitter (p 0.8), RandomGrayscale
     },
 }
 
@@ -328,15 +329,15 @@ def test_the_probes_resized_crops_cover_the_scale_and_mirror():
     from nasiam_bench.spec import EvalSection
 
     x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    fill = torch.zeros(1, 3, 1, 1)
+    mean, std = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
     whole = EvalSection(linear_crop_scale=(1.0, 1.0))  # no ratio but ~1 fits: torchvision's whole-image fallback
-    out = _view(x, whole, fill, torch.Generator().manual_seed(0))
+    out = _view(x, whole, mean, std, torch.Generator().manual_seed(0))
     mirrored = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, x, strict=True)]
     kept = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, x, strict=True)]
     assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and any(mirrored) and any(kept)
     wide = EvalSection(linear_crop_scale=(0.08, 1.0))
-    crops = _view(x, wide, fill, torch.Generator().manual_seed(0))
-    assert crops.shape == x.shape and torch.equal(crops, _view(x, wide, fill, torch.Generator().manual_seed(0)))
+    crops = _view(x, wide, mean, std, torch.Generator().manual_seed(0))
+    assert crops.shape == x.shape and torch.equal(crops, _view(x, wide, mean, std, torch.Generator().manual_seed(0)))
     assert not any(
         torch.allclose(c, i, atol=1e-3) or torch.allclose(c, i.flip(-1), atol=1e-3)
         for c, i in zip(crops, x, strict=True)
@@ -347,6 +348,26 @@ def test_the_probes_resized_crops_cover_the_scale_and_mirror():
         load_spec("moco_cifar10", ["eval.linear_crop_scale=[1.0, 0.2]"])
     with pytest.raises(SpecError, match=r"eval.linear_crop_scale = \[0.2\]: expected two values"):
         load_spec("moco_cifar10", ["eval.linear_crop_scale=[0.2]"])
+
+
+def test_the_probes_colour_jitter_recolours_some_views_and_greys_about_a_fifth():
+    from nasiam_bench.probe import _view, probe_augmentation
+    from nasiam_bench.spec import EvalSection
+
+    pixels = torch.rand(400, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    x = (pixels - mean) / std
+    whole = EvalSection(linear_crop_scale=(1.0, 1.0))  # views are the image or its mirror but for the colour
+    plain = _view(x, whole, mean, std, torch.Generator().manual_seed(0))
+    jittered = EvalSection(linear_crop_scale=(1.0, 1.0), linear_color_jitter=True)
+    out = _view(x, jittered, mean, std, torch.Generator().manual_seed(0))
+    assert torch.equal(out, _view(x, jittered, mean, std, torch.Generator().manual_seed(0)))
+    back = out * std + mean
+    assert back.min() >= -1e-5 and back.max() <= 1 + 1e-5  # recoloured images stay images
+    grey = (back.amax(dim=1) - back.amin(dim=1)).flatten(1).amax(dim=1) < 1e-5
+    changed = (out - plain).flatten(1).abs().amax(dim=1) > 1e-3
+    assert 0.1 < grey.float().mean() < 0.3 and 0.7 < changed.float().mean() < 0.95
+    assert probe_augmentation(jittered) == "resized crop (100%-100%) and flip, colour jitter and grayscale"
 
 
 def test_crop_and_flip_translates_and_mirrors():

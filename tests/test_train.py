@@ -86,7 +86,8 @@ def test_nasiam_code_recipe_pretrains_and_evaluates_as_the_papers_code(framework
         log = [line.split(",") for line in (out / "log.csv").read_text().splitlines()]
         knn = [float(row[log[0].index("knn_top1")]) for row in log[1:]]
         assert result["selected_epoch"] == 1 + knn.index(max(knn))
-    protocol = "resized crop (8%-100%) and flip, best test epoch (1 of 1): selected on test"
+    colour = ", colour jitter and grayscale" if framework == "simclr" else ""  # SimCLR's linear.py recolours
+    protocol = f"resized crop (8%-100%) and flip{colour}, best test epoch (1 of 1): selected on test"
     assert result["linear_protocol"].startswith(protocol)
     assert 0 <= result["linear_top1"] <= result["linear_top5"] <= 100
 
