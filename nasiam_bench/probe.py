@@ -33,10 +33,13 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]
 
 
 def _optimizer(classifier: nn.Linear, e: EvalSection, steps_per_epoch: int, lr: float):
-    """The probe's optimiser and its per-step schedule: a cosine, or x 0.1 at each milestone epoch."""
+    """The probe's optimiser and its per-step schedule: a cosine, constant, or x 0.1 at each milestone epoch."""
     optimizer = build_optimizer(e.linear_optimizer, classifier.parameters(), lr, e.linear_weight_decay)
     milestones = tuple(round(m * e.linear_epochs) * steps_per_epoch for m in e.linear_milestones or ())
-    return optimizer, lr_schedule(optimizer, max(1, e.linear_epochs * steps_per_epoch), milestones=milestones)
+    per = steps_per_epoch if e.linear_lr_steps == "epoch" else 0
+    total = max(1, e.linear_epochs * steps_per_epoch)
+    kind = e.linear_schedule or "cosine"
+    return optimizer, lr_schedule(optimizer, total, kind=kind, milestones=milestones, steps_per_epoch=per)
 
 
 def linear_probe(f: Features, e: EvalSection, seed: int) -> tuple[float, float]:

@@ -15,8 +15,10 @@ import torch
 SCHEDULES = ("cosine", "constant")
 
 
-def _factor(total: int, warmup: int, fixed: bool, milestones: tuple[int, ...]) -> Callable[[int], float]:
+def _factor(total: int, warmup: int, fixed: bool, milestones: tuple[int, ...], per: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
+        if per:
+            step -= step % per  # once an epoch: the rate of the epoch's first step
         if fixed:
             return 1.0
         if step < warmup:
@@ -34,12 +36,20 @@ def lr_schedule(
     warmup_steps: int = 0,
     kind: str = "cosine",
     milestones: tuple[int, ...] = (),
+    steps_per_epoch: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step schedule for each of ``optimizer``'s groups; groups with ``fixed_lr`` (and every group of a
     ``constant`` schedule) stay constant. ``milestones``: the rate is multiplied by 0.1 from each of these steps
-    on, in place of the cosine."""
+    on, in place of the cosine. ``steps_per_epoch``: the rate changes once an epoch of that many steps, to the
+    rate of its first step (NASiam's code's ``adjust_learning_rate``); 0: every step."""
     factors = [
-        _factor(max(1, total_steps), warmup_steps, kind == "constant" or bool(g.get("fixed_lr")), milestones)
+        _factor(
+            max(1, total_steps),
+            warmup_steps,
+            kind == "constant" or bool(g.get("fixed_lr")),
+            milestones,
+            steps_per_epoch,
+        )
         for g in optimizer.param_groups
     ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)

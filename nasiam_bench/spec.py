@@ -31,7 +31,14 @@ RECIPES_DIR = REGISTRY_DIR / "recipes"
 # A recipe sets how a framework trains, never the scale of the schedule, which is the profile's.
 RECIPE_SECTIONS = ("framework", "search", "train", "eval", "data")
 RECIPE_DATA_KEYS = ("crop_scale",)  # of [data], only the augmentation: the rest says where and how much
-SCHEDULE_KEYS = ("search.epochs", "search.batch_size", "train.epochs", "train.batch_size", "eval.linear_epochs")
+SCHEDULE_KEYS = (
+    "search.epochs",
+    "search.batch_size",
+    "train.epochs",
+    "train.batch_size",
+    "eval.linear_epochs",
+    "eval.linear_batch_size",
+)
 
 
 HEAD_KINDS = ("baseline", "nasiam", "random", "paper")
@@ -133,6 +140,12 @@ class SearchSection:
     weight_decay: float = _opt(5e-4, lo=0.0, doc="the weights' weight decay during the search")
     lr_scaling: str = _opt("linear", choices=("linear", "none"), doc="search.lr x batch/256, or as it is")
     schedule: str = _opt("cosine", choices=("cosine", "constant"), doc="the weights' learning rate over the search")
+    lr_steps: str | None = _opt(
+        None,
+        choices=("step", "epoch"),
+        doc="the search's weights: learning rate changed every step, or once an epoch (NASiam's code); "
+        "unset: every step",
+    )
     encoder_momentum: float | None = _opt(
         None, lo=0.0, hi=1.0, doc="momentum of the key/target encoder during the search; unset: framework.momentum"
     )
@@ -187,6 +200,11 @@ class TrainSection:
     lr: float = _opt(0.06, lo=0.0, doc="base learning rate (at batch 256 with lr_scaling = linear)")
     lr_scaling: str = _opt("linear", choices=("linear", "none"), doc="train.lr x batch/256, or as it is")
     schedule: str = _opt("cosine", choices=("cosine", "constant"), doc="after the warm-up")
+    lr_steps: str | None = _opt(
+        None,
+        choices=("step", "epoch"),
+        doc="pre-training: learning rate changed every step, or once an epoch (NASiam's code); unset: every step",
+    )
     momentum: float = _opt(0.9, lo=0.0, hi=1.0)
     weight_decay: float = _opt(5e-4, lo=0.0)
     warmup_epochs: int = _opt(0, lo=0)
@@ -235,6 +253,17 @@ class EvalSection:
         hi=1.0,
         doc="the probe's lr x 0.1 from each of these fractions of eval.linear_epochs on (MoCo's main_lincls: "
         "epochs 60 and 80 of 100 are [0.6, 0.8]); unset: a cosine per step",
+    )
+    linear_schedule: str | None = _opt(
+        None,
+        choices=("cosine", "constant"),
+        doc="the probe's learning rate: a cosine to zero (eval.linear_milestones replace it by steps), or "
+        "constant (NASiam's SimCLR linear.py); unset: cosine",
+    )
+    linear_lr_steps: str | None = _opt(
+        None,
+        choices=("step", "epoch"),
+        doc="the probe: learning rate changed every step, or once an epoch (NASiam's code); unset: every step",
     )
     linear_weight_decay: float = _opt(1e-4, lo=0.0)
     linear_optimizer: str = _opt("sgd", choices=("sgd", "adam"), doc="the linear probe's optimiser")

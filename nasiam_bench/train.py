@@ -155,7 +155,8 @@ class PretrainRun:
         lr = scaled_lr(t.lr, t.lr_scaling, t.batch_size)
         self.optimizer = build_optimizer(t.optimizer, self.model.param_groups(), lr, t.weight_decay, t.momentum)
         warmup = t.warmup_epochs * self.steps_per_epoch
-        self.scheduler = lr_schedule(self.optimizer, self.total_steps, warmup, t.schedule)
+        per = self.steps_per_epoch if t.lr_steps == "epoch" else 0
+        self.scheduler = lr_schedule(self.optimizer, self.total_steps, warmup, t.schedule, steps_per_epoch=per)
         self.history: list[dict[str, Any]] = []
         self.epochs_done, self.train_seconds, self.images_seen = 0, 0.0, 0
         self.lockstep = 1  # how many heads shared its steps' device time (pretrain_lockstep)

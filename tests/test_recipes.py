@@ -10,7 +10,7 @@ from nasiam_bench.backbones import build_backbone
 from nasiam_bench.cli import main
 from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
 from nasiam_bench.search.base import GradientStrategy
-from nasiam_bench.spec import SpecError, load_spec
+from nasiam_bench.spec import SCHEDULE_KEYS, SpecError, load_spec
 from tests.test_search import _batches, _tiny_supernet
 
 # github.com/aheuillet/NASiam at e3a1a4c, read file by file: the flag defaults and the README's commands.
@@ -29,12 +29,14 @@ NASIAM_CODE = {
         "search.lr_scaling": "linear",
         "search.weight_decay": 5e-4,
         "search.schedule": "cosine",
+        "search.lr_steps": "epoch",  # adjust_learning_rate(..., epoch, ...) before each epoch
         # SimSiam/main_simsiam.py (README: --lr 0.06 --wd 5e-4 --fix-pred-lr)
         "train.optimizer": "sgd",
         "train.lr": 0.06,
         "train.lr_scaling": "linear",
         "train.weight_decay": 5e-4,
         "train.schedule": "cosine",
+        "train.lr_steps": "epoch",  # adjust_learning_rate(..., epoch, ...) before each epoch
         "train.warmup_epochs": 0,
         "train.amp": False,  # autocast(enabled=args.amp), and the README's commands pass no --amp
         "framework.projector_hidden": 0,  # StandardSimSiam: hidden = prev_dim
@@ -48,6 +50,7 @@ NASIAM_CODE = {
         "eval.linear_optimizer": "sgd",
         "eval.linear_lr": 30.0,
         "eval.linear_weight_decay": 0.0,
+        "eval.linear_lr_steps": "epoch",  # main_lincls.py: adjust_learning_rate before each epoch
     },
     "moco": {
         "data.crop_scale": (0.08, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
@@ -63,6 +66,7 @@ NASIAM_CODE = {
         "search.lr_scaling": "none",
         "search.weight_decay": 5e-4,
         "search.schedule": "cosine",
+        "search.lr_steps": "epoch",
         "search.encoder_momentum": 0.999,
         "search.paper_bn_eps_quirk": False,  # the defect is opt-in, in no recipe
         # MoCo/main_moco.py and moco/builder.py
@@ -71,6 +75,7 @@ NASIAM_CODE = {
         "train.lr_scaling": "none",
         "train.weight_decay": 5e-4,
         "train.schedule": "cosine",
+        "train.lr_steps": "epoch",
         "train.warmup_epochs": 0,
         "train.amp": False,  # fp32 training (autocast only around test()'s bank features)
         "framework.temperature": 0.1,
@@ -87,6 +92,7 @@ NASIAM_CODE = {
         "eval.linear_lr": 30.0,
         "eval.linear_milestones": (0.6, 0.8),  # MoCo/main_lincls.py: --schedule 60 80 of --epochs 100, x 0.1
         "eval.linear_weight_decay": 0.0,
+        "eval.linear_lr_steps": "epoch",
     },
     "simclr": {
         "data.crop_scale": (0.08, 1.0),  # its utils.py: the CIFAR RandomResizedCrop
@@ -119,6 +125,7 @@ NASIAM_CODE = {
         "eval.linear_optimizer": "adam",
         "eval.linear_lr": 1e-3,
         "eval.linear_weight_decay": 1e-6,
+        "eval.linear_schedule": "constant",  # linear.py: Adam, no schedule
         "eval.linear_color_jitter": True,  # linear.py's CIFAR_train_transform: ColorJitter (p 0.8), RandomGrayscale
     },
 }
@@ -169,12 +176,14 @@ def test_recipe_resolution_order_and_errors(tmp_path):
         load_spec("moco_cifar10", ["search.arch_betas=[0.9]"])
 
 
-def test_a_recipe_may_not_set_the_schedule(tmp_path, monkeypatch):
+@pytest.mark.parametrize("key", SCHEDULE_KEYS)
+def test_a_recipe_may_not_set_the_schedule(key, tmp_path, monkeypatch):
     import nasiam_bench.spec as spec_module
 
-    (tmp_path / "bad.toml").write_text("[recipe]\nstrict = true\n[moco.train]\nepochs = 800\n")
+    section, name = key.split(".")
+    (tmp_path / "bad.toml").write_text(f"[recipe]\nstrict = true\n[moco.{section}]\n{name} = 800\n")
     monkeypatch.setattr(spec_module, "RECIPES_DIR", tmp_path)
-    with pytest.raises(SpecError, match=r"moco.train.epochs is the schedule's scale: a profile sets it"):
+    with pytest.raises(SpecError, match=rf"moco.{key} is the schedule's scale: a profile sets it"):
         load_spec("moco_cifar10", ["recipe=bad"])
     (tmp_path / "bad.toml").write_text("[recipe]\nstrict = true\n[moco.data]\ntrain_subset = 10\n")
     with pytest.raises(SpecError, match=r"moco.data.train_subset: of \[data\] a recipe sets crop_scale"):

@@ -99,10 +99,12 @@ def search_heads(model: nn.Module) -> dict[str, SearchHead]:
 def weight_optimizer(
     groups: list[dict], search: SearchSection, batch_size: int, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The optimiser of the weights during a search, and its per-step schedule (fixed-lr groups kept)."""
+    """The optimiser of the weights during a search, and its per-step schedule (fixed-lr groups kept; changing
+    once an epoch of ``total_steps / search.epochs`` steps with ``search.lr_steps = "epoch"``)."""
     lr = scaled_lr(search.lr, search.lr_scaling, batch_size)
     optimizer = build_optimizer(search.weight_optimizer, groups, lr, search.weight_decay)
-    return optimizer, lr_schedule(optimizer, total_steps, kind=search.schedule)
+    per = max(1, total_steps // search.epochs) if search.lr_steps == "epoch" else 0
+    return optimizer, lr_schedule(optimizer, total_steps, kind=search.schedule, steps_per_epoch=per)
 
 
 @contextlib.contextmanager
