@@ -78,6 +78,15 @@ def _opt(
     return field(default=default, metadata=meta)
 
 
+def _lr_steps_opt(what: str) -> Any:
+    """``what``'s learning-rate steps: every step, or once an epoch as NASiam's code's ``adjust_learning_rate``."""
+    return _opt(
+        None,
+        choices=("step", "epoch"),
+        doc=f"{what}: learning rate changed every step, or once an epoch (NASiam's code); unset: every step",
+    )
+
+
 @dataclass(frozen=True)
 class ExperimentSection:
     name: str = _opt("", hashed=False, doc="a label for tables; not part of the run id")
@@ -140,12 +149,7 @@ class SearchSection:
     weight_decay: float = _opt(5e-4, lo=0.0, doc="the weights' weight decay during the search")
     lr_scaling: str = _opt("linear", choices=("linear", "none"), doc="search.lr x batch/256, or as it is")
     schedule: str = _opt("cosine", choices=("cosine", "constant"), doc="the weights' learning rate over the search")
-    lr_steps: str | None = _opt(
-        None,
-        choices=("step", "epoch"),
-        doc="the search's weights: learning rate changed every step, or once an epoch (NASiam's code); "
-        "unset: every step",
-    )
+    lr_steps: str | None = _lr_steps_opt("the search's weights")
     encoder_momentum: float | None = _opt(
         None, lo=0.0, hi=1.0, doc="momentum of the key/target encoder during the search; unset: framework.momentum"
     )
@@ -200,11 +204,7 @@ class TrainSection:
     lr: float = _opt(0.06, lo=0.0, doc="base learning rate (at batch 256 with lr_scaling = linear)")
     lr_scaling: str = _opt("linear", choices=("linear", "none"), doc="train.lr x batch/256, or as it is")
     schedule: str = _opt("cosine", choices=("cosine", "constant"), doc="after the warm-up")
-    lr_steps: str | None = _opt(
-        None,
-        choices=("step", "epoch"),
-        doc="pre-training: learning rate changed every step, or once an epoch (NASiam's code); unset: every step",
-    )
+    lr_steps: str | None = _lr_steps_opt("pre-training")
     momentum: float = _opt(0.9, lo=0.0, hi=1.0)
     weight_decay: float = _opt(5e-4, lo=0.0)
     warmup_epochs: int = _opt(0, lo=0)
@@ -260,11 +260,7 @@ class EvalSection:
         doc="the probe's learning rate: a cosine to zero (eval.linear_milestones replace it by steps), or "
         "constant (NASiam's SimCLR linear.py); unset: cosine",
     )
-    linear_lr_steps: str | None = _opt(
-        None,
-        choices=("step", "epoch"),
-        doc="the probe: learning rate changed every step, or once an epoch (NASiam's code); unset: every step",
-    )
+    linear_lr_steps: str | None = _lr_steps_opt("the probe")
     linear_weight_decay: float = _opt(1e-4, lo=0.0)
     linear_optimizer: str = _opt("sgd", choices=("sgd", "adam"), doc="the linear probe's optimiser")
     linear_epochs: int = _opt(10, lo=0)
