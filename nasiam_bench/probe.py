@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasiam_bench.data.augment import color_jitter, grayscale, random_resized_crop
+from nasiam_bench.data.augment import random_resized_crop, recolour
 from nasiam_bench.features import EvalData, Features, extract
 from nasiam_bench.optim import build_optimizer, scaled_lr
 from nasiam_bench.progress import progress
@@ -71,8 +71,13 @@ def crop_and_flip(x: torch.Tensor, pad: int, fill: torch.Tensor, g: torch.Genera
     rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
     out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-    flip = (torch.rand(n, generator=g) < 0.5).view(n, 1, 1, 1)
-    return torch.where(flip, out.flip(-1), out)
+    return random_flip(out, g)
+
+
+def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomHorizontalFlip (p 0.5), batched: each image mirrored or kept, drawn from ``g``."""
+    flip = (torch.rand(len(x), generator=g) < 0.5).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(-1), x)
 
 
 JITTER = (0.4, 0.4, 0.4, 0.1)  # SimCLR/utils.py, CIFAR_train_transform: ColorJitter(0.4, 0.4, 0.4, 0.1), p 0.8
@@ -96,15 +101,12 @@ def _view(x: torch.Tensor, e: EvalSection, mean: torch.Tensor, std: torch.Tensor
     if e.linear_crop_scale is None:
         out = crop_and_flip(x, max(1, x.shape[-1] // 8), -mean / std, g)
     else:
-        out = random_resized_crop(x, x.shape[-1], e.linear_crop_scale, (3 / 4, 4 / 3), g)
-        out = torch.where((torch.rand(n, generator=g) < 0.5).view(n, 1, 1, 1), out.flip(-1), out)
+        out = random_flip(random_resized_crop(x, x.shape[-1], e.linear_crop_scale, (3 / 4, 4 / 3), g), g)
     if not e.linear_color_jitter:
         return out
     pixels = (out * std + mean).clamp_(0.0, 1.0)  # jitter works on [0, 1] images
-    pixels = color_jitter(pixels, torch.rand(n, generator=g) < 0.8, torch.rand(n, 4, generator=g), JITTER)
-    gray = torch.rand(n, generator=g).lt(0.2).view(n, 1, 1, 1)
-    pixels = torch.where(gray, grayscale(pixels).expand_as(pixels), pixels)
-    return (pixels - mean) / std
+    jitter, u, gray = torch.rand(n, generator=g) < 0.8, torch.rand(n, 4, generator=g), torch.rand(n, generator=g) < 0.2
+    return (recolour(pixels, jitter, u, gray, JITTER) - mean) / std
 
 
 @torch.no_grad()

@@ -77,9 +77,7 @@ class TwoViewAugment(nn.Module):
 
         out = random_resized_crop(x, self.size, self.scale, self.ratio, g, rows, total)
         out = torch.where(rand(n).lt(0.5).view(n, 1, 1, 1), out.flip(-1), out)
-        out = color_jitter(out, rand(n).lt(self.p_jitter), rand(n, 4), self.jitter)
-        gray = grayscale(out).expand_as(out)
-        out = torch.where(rand(n).lt(self.p_gray).view(n, 1, 1, 1), gray, out)
+        out = recolour(out, rand(n).lt(self.p_jitter), rand(n, 4), rand(n).lt(self.p_gray), self.jitter)
         if self.p_blur > 0:
             sigmas = self.sigma[0] + rand(n) * (self.sigma[1] - self.sigma[0])
             out = torch.where(rand(n).lt(self.p_blur).view(n, 1, 1, 1), gaussian_blur(out, sigmas, self.sigma[1]), out)
@@ -163,6 +161,19 @@ def color_jitter(
     x = _blend(x, grayscale(x).mean(dim=(1, 2, 3), keepdim=True), contrast)
     x = _blend(x, grayscale(x), saturation)
     return shift_hue(x, hue)
+
+
+def recolour(
+    x: torch.Tensor,
+    jitter: torch.Tensor,
+    u: torch.Tensor,
+    gray: torch.Tensor,
+    strength: tuple[float, float, float, float],
+) -> torch.Tensor:
+    """The recipe's colour steps on [0, 1] images: ColorJitter where ``jitter`` (factors from ``u``), then
+    grayscale (three equal channels) where ``gray``."""
+    x = color_jitter(x, jitter, u, strength)
+    return torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
 
 
 def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
