@@ -18,7 +18,7 @@ OVERRIDES ?=
 BENCH_OPTIONS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget tables quirk clean
+.PHONY: help install system-deps test test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -86,6 +86,11 @@ compare-search: ## the search strategies side by side on MoCo and SimSiam (PROFI
 	for fw in moco simsiam; do \
 		$(BIN)/nasiam-bench bench $$fw profile=$(PROFILE) recipe=$(RECIPE) 'experiment.bench_strategies=$(COMPARED_STRATEGIES)' --dataset $(DATASET) --seeds 3 $(OVERRIDES) || exit $$?; \
 	done
+
+GT_SAMPLE ?= 100
+GT_SEEDS ?= 2
+groundtruth: ## the ground truth of FRAMEWORK's head space: GT_SAMPLE sampled genotypes, baseline, paper and committed picks, GT_SEEDS seeds (resumes)
+	$(BIN)/nasiam-bench groundtruth $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) --dataset $(DATASET) --sample $(GT_SAMPLE) --seeds $(GT_SEEDS) $(OVERRIDES) $(BENCH_OPTIONS)
 
 tables: ## regenerate results/<dataset>.md, .csv and plots from results/records
 	$(BIN)/nasiam-bench tables

@@ -179,6 +179,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_groundtruth(args: argparse.Namespace) -> int:
+    from nasiam_bench import groundtruth
+    from nasiam_bench.spec import bench_spec
+
+    spec = bench_spec(args.framework, args.dataset, list(args.overrides))
+    found_in = args.results or "results"  # the committed searches' picks
+    args.overrides = [*args.overrides, *groundtruth.overrides(spec, args.sample, args.sample_seed, found_in)]
+    if args.report:
+        return 0
+    return _cmd_bench(args)
+
+
 def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
     """``bench --plan``, ``--status``, and the submitit executors."""
     from nasiam_bench import executors, sweep
@@ -261,6 +273,56 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``bench`` (and of ``groundtruth``, a bench of many heads)."""
+    p.add_argument(
+        "framework",
+        help="a frameworks entry (registry/experiments/FRAMEWORK_DATASET.toml, else the defaults), or a spec file",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. profile=smoke strategy=gdas")
+    p.add_argument("--dataset", help="a datasets entry (default cifar10, or a spec file's own)")
+    p.add_argument("--seeds", type=COUNT, help="seeds 0..N-1 (default: the spec's seeds.values)")
+    p.add_argument("--runs", default="runs", help="checkpoints and searches (default ./runs)")
+    p.add_argument(
+        "--results",
+        help="records, tables and plots (default: ./results for the quick profile, whose tables the repo keeps; "
+        "RUNS/results-PROFILE for any other)",
+    )
+    p.add_argument("--source", help="dataset source when it is not prepared yet")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="pre-train the heads of a seed together on the same batches (one decode and augmentation a step)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=COUNT,
+        default=1,
+        help="processes that take the runs concurrently (one per GPU when several are visible; default 1); "
+        "with --executor submitit-local, the jobs that run at once",
+    )
+    p.add_argument("--plan", action="store_true", help="print the jobs, their states and expected device-hours")
+    p.add_argument("--status", action="store_true", help="print where each job ran, how long, and why it failed")
+    p.add_argument(
+        "--executor",
+        choices=["local", "submitit-local", "slurm"],
+        default="local",
+        help="local: in this process (default); submitit-local: the plan as cluster jobs on this machine; "
+        "slurm: submit the plan to SLURM",
+    )
+    p.add_argument("--launcher", metavar="FILE", help="a TOML file whose [launcher] table sets the job resources")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--qos")
+    p.add_argument("--gpus", type=COUNT, help="GPUs per job (default 1)")
+    p.add_argument("--cpus", type=COUNT, help="CPUs per job (default 8)")
+    p.add_argument("--mem-gb", type=float, dest="mem_gb", help="memory per job in GB")
+    p.add_argument("--time-min", type=COUNT, dest="time_min", help="time limit per job in minutes (default 240)")
+    p.add_argument("--array-parallelism", type=COUNT, dest="array_parallelism", help="array tasks at once (64)")
+    p.add_argument("--signal", help="what SLURM signals before a time-out or preemption: USR1, USR2 (default), TERM")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="NASiam benchmark suite: searched vs. standard SSL heads.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -317,53 +379,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_searches)
 
     p = sub.add_parser("bench", help="search, pre-train every head alike, evaluate, and write the tables")
-    p.add_argument(
-        "framework",
-        help="a frameworks entry (registry/experiments/FRAMEWORK_DATASET.toml, else the defaults), or a spec file",
-    )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. profile=smoke strategy=gdas")
-    p.add_argument("--dataset", help="a datasets entry (default cifar10, or a spec file's own)")
-    p.add_argument("--seeds", type=COUNT, help="seeds 0..N-1 (default: the spec's seeds.values)")
-    p.add_argument("--runs", default="runs", help="checkpoints and searches (default ./runs)")
-    p.add_argument(
-        "--results",
-        help="records, tables and plots (default: ./results for the quick profile, whose tables the repo keeps; "
-        "RUNS/results-PROFILE for any other)",
-    )
-    p.add_argument("--source", help="dataset source when it is not prepared yet")
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--lockstep",
-        action="store_true",
-        help="pre-train the heads of a seed together on the same batches (one decode and augmentation a step)",
-    )
-    p.add_argument(
-        "--jobs",
-        type=COUNT,
-        default=1,
-        help="processes that take the runs concurrently (one per GPU when several are visible; default 1); "
-        "with --executor submitit-local, the jobs that run at once",
-    )
-    p.add_argument("--plan", action="store_true", help="print the jobs, their states and expected device-hours")
-    p.add_argument("--status", action="store_true", help="print where each job ran, how long, and why it failed")
-    p.add_argument(
-        "--executor",
-        choices=["local", "submitit-local", "slurm"],
-        default="local",
-        help="local: in this process (default); submitit-local: the plan as cluster jobs on this machine; "
-        "slurm: submit the plan to SLURM",
-    )
-    p.add_argument("--launcher", metavar="FILE", help="a TOML file whose [launcher] table sets the job resources")
-    p.add_argument("--partition")
-    p.add_argument("--account")
-    p.add_argument("--qos")
-    p.add_argument("--gpus", type=COUNT, help="GPUs per job (default 1)")
-    p.add_argument("--cpus", type=COUNT, help="CPUs per job (default 8)")
-    p.add_argument("--mem-gb", type=float, dest="mem_gb", help="memory per job in GB")
-    p.add_argument("--time-min", type=COUNT, dest="time_min", help="time limit per job in minutes (default 240)")
-    p.add_argument("--array-parallelism", type=COUNT, dest="array_parallelism", help="array tasks at once (64)")
-    p.add_argument("--signal", help="what SLURM signals before a time-out or preemption: USR1, USR2 (default), TERM")
+    _bench_arguments(p)
     p.set_defaults(run=_cmd_bench)
+
+    p = sub.add_parser(
+        "groundtruth",
+        help="train a uniform sample of the search space, the baseline, the paper's genotype and the committed "
+        "searches' picks as bench runs (the ground truth), then report how well each predictor ranks them",
+    )
+    _bench_arguments(p)
+    p.add_argument("--sample", type=COUNT, default=100, help="distinct genotypes drawn uniformly (default 100)")
+    p.add_argument("--sample-seed", type=SEED, default=0, dest="sample_seed", help="the sample's seed (default 0)")
+    p.add_argument(
+        "--report", action="store_true", help="only write the report from the records there are (trains nothing)"
+    )
+    p.set_defaults(run=_cmd_groundtruth)
 
     p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")
     p.add_argument("--results", default="results")

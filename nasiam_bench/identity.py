@@ -6,7 +6,8 @@ The identities, each the hash of the parts it names:
 
 ``run``         an experiment, the rows of a table: the resolved spec but the seeds (a head that is not searched
                 without the search's settings), the genotype file's *ops* for ``head = genotype:FILE`` (not its
-                path), and the prepared dataset's digest (source digest and writer options).
+                path; ``head = ops:...`` with the same ops is the same run), and the prepared dataset's digest
+                (source digest and writer options).
 ``state``       one run of an experiment: its ``run`` identity, the seed and the ops of its heads (a re-searched
                 genotype is another state). Checkpoints and records carry it; nothing resumes or is reused under
                 another.
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nasiam_bench.data.prepare import data_root, read_meta
-from nasiam_bench.heads.genotype import load_genotype
+from nasiam_bench.heads.genotype import OPS_PREFIX, load_genotype, parse_ops_head
 from nasiam_bench.registry import SEARCH_STRATEGIES
 from nasiam_bench.spec import SearchSection, Spec, spec_from_dict
 
@@ -79,6 +80,8 @@ def _run_values(spec: Spec) -> dict[str, Any]:
     values = spec.hashed_values(skip)
     if e.head.startswith("genotype:"):
         values["experiment"]["head"] = {"genotype": genotype_file_ops(e.head.removeprefix("genotype:"))}
+    elif e.head.startswith(OPS_PREFIX):  # the same ops written out: the same run as their genotype file
+        values["experiment"]["head"] = {"genotype": parse_ops_head(e.head)}
     return values
 
 

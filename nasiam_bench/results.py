@@ -47,7 +47,10 @@ def git_commit() -> str:
 
 
 def record_path(results: str | Path, record: dict[str, Any]) -> Path:
-    name = f"{record['head']}-{record['run_id']}-seed{record['seed']}.json"
+    """``records/<dataset>/<framework>/<head>-<run id>-seed<n>.json``; a head written as a genotype (``ops:...``,
+    ``genotype:FILE``) by its kind, its run id telling the genotypes apart."""
+    head = record["head"].partition(":")[0]
+    name = f"{head}-{record['run_id']}-seed{record['seed']}.json"
     return Path(results) / "records" / record["dataset"] / record["framework"] / name
 
 

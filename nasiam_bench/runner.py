@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from nasiam_bench import distributed
+from nasiam_bench import distributed, label_free
+from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint
 from nasiam_bench.claims import RunClaimed, claim
 from nasiam_bench.data.datasets import DataError
 from nasiam_bench.data.prepare import open_prepared, prepare
@@ -25,7 +26,7 @@ from nasiam_bench.heads.resolve import resolve_genotype
 from nasiam_bench.identity import dataset_digest, identity, record_identities, run_id
 from nasiam_bench.layout import default_results, default_run_dir, default_search_dir
 from nasiam_bench.lockstep import Member, pretrain_lockstep
-from nasiam_bench.models import build_model
+from nasiam_bench.machine import machine
 from nasiam_bench.preflight import check_data, check_folder, check_machine
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
@@ -228,7 +229,7 @@ def job_done(spec: Spec, job: Job, runs, results) -> bool:
     if job.kind == "nasiam" and not job_done(spec, search_of(job), runs, results):
         return False  # its genotype is not known yet
     _, _, state, path = _target(job, spec_of(spec, job), runs, results)
-    return find_record(path, state) is not None
+    return usable_record(spec, job, path, state) is not None
 
 
 def _concurrently(jobs: int, framework, overrides, dataset, runs, results, device: str, lockstep: bool) -> None:
@@ -292,7 +293,7 @@ def _lockstep(heads: list[Job], spec: Spec, runs, results, device: str, progress
         if _search_pending(job, searches):
             continue
         run_spec, genotype, state, path = _target(job, spec_of(spec, job), runs, results)
-        if find_record(path, state) is None:
+        if usable_record(spec, job, path, state) is None:
             members.append(Member(run_spec, default_run_dir(run_spec, job.seed, runs), genotype))
     if len(members) < 2:
         return
@@ -307,10 +308,13 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
     """The record of a floor or head job, and whether this call made it: found (of this identity), or made under
     this process's claim; None when another live process has claimed the run."""
     run_spec, genotype, state, path = _target(job, spec, runs, results)
-    done = find_record(path, state)
+    done = usable_record(spec, job, path, state)
     if done is not None:
         print(f"{label}: done before, skipped", flush=True)
         return done, False
+    old = find_record(path, state)
+    if old is not None:
+        print(f"{label}: its record predates the label-free measures: made again", flush=True)
     with claim(path.with_suffix(".claim")) as other:
         if other is not None:
             print(f"{label}: claimed by {other}; skipped", flush=True)
@@ -327,8 +331,30 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
             return None, False
         record = {**record_base(run_spec, job.seed), **record, "dataset_digest": dataset_digest(run_spec)}
         record.update(record_identities(record))  # the ids rekey would give it: one way to say what it is
+        if old is not None:
+            record["replaced"] = _replaced(old, record, label)
         write_record(results, record)
         return record, True
+
+
+def usable_record(spec: Spec, job: Job, path: Path, state: str) -> dict[str, Any] | None:
+    """The record of a job's state at ``path``, unless the bench remakes records that lack the label-free
+    measures (``experiment.remake_without_measures``) and it is a head's record made before they existed."""
+    record = find_record(path, state)
+    if record is None or job.kind == FLOOR or not spec.experiment.remake_without_measures:
+        return record
+    return record if all(m in record for m in label_free.MEASURES) else None
+
+
+def _replaced(old: dict[str, Any], new: dict[str, Any], label: str) -> dict[str, Any]:
+    """What a re-made record keeps of the one it replaced, and a word when its accuracies moved (training is
+    deterministic on one kind of machine: another kind, or other code, takes another path)."""
+    kept = ("knn_top1", "linear_top1", "created", "git_commit", "device", "pretrain_seconds")
+    moved = [k for k in ("knn_top1", "linear_top1") if old.get(k) != new.get(k)]
+    if moved:
+        print(f"{label}: the re-made record differs from the old in {', '.join(moved)}: "
+              + ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in moved), flush=True)  # fmt: skip
+    return {k: old.get(k) for k in kept}
 
 
 def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progress: bool):
@@ -389,6 +415,7 @@ def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
         "pretrain_device_hours": 0.0,
         "eval_device_hours": device_hours(seconds, ctx.world_size),
         "device": device_name(ctx.device),
+        "machine": machine(ctx.device),
         "devices": ctx.world_size,
         "spec": spec.to_dict(),
     }
@@ -400,7 +427,11 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
     began = time.perf_counter()
     metrics = evaluate_checkpoint(str(trained.checkpoint), device=device)
     eval_seconds = time.perf_counter() - began
-    model = build_model(spec, genotype)
+    _, model = model_from_checkpoint(load_checkpoint(trained.checkpoint))
+    measures = {
+        **label_free.at_init(spec, seed, genotype, ctx.device),
+        **label_free.after_training(model, spec, ctx.device),
+    }
     searched = search is not None and spec.experiment.head == "nasiam"
     search_seconds = search.seconds if searched else 0.0
     return {
@@ -408,6 +439,7 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
         "strategy": spec.experiment.strategy if spec.experiment.head == "nasiam" else "-",
         "genotype": genotype,
         **metrics,
+        **measures,
         "head_params": sum(p.numel() for p in model.heads.parameters()),
         "knn_curve": [[row["epoch"], row["knn_top1"]] for row in trained.history if "knn_top1" in row],
         **(_search_facts(search) if searched else {}),
@@ -418,6 +450,7 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
         "pretrain_device_hours": device_hours(trained.train_seconds, trained.world_size),
         "eval_device_hours": device_hours(eval_seconds, trained.world_size),
         "device": trained.device,
+        "machine": machine(ctx.device),
         "devices": trained.world_size,
         "lockstep_heads": trained.lockstep,
         "device_shared_by": round(trained.device_shared_by, 2),
@@ -432,6 +465,8 @@ def _search_facts(search) -> dict[str, Any]:
     """What a searched head's record says of its search: what ended it, how decided it was, and how much of its
     genotype a rounding-level perturbation kept (when checked)."""
     facts: dict[str, Any] = {"search_ended": search.ended, "search_decision": search.decision}
+    if search.alpha:  # the final softmax(alpha) of each head: how the supernet ranks every genotype
+        facts["search_alpha"] = {head: {"ops": a["ops"], "final": a["final"]} for head, a in search.alpha.items()}
     if search.perturbation_agreement is not None:
         facts["perturbation_agreement"] = search.perturbation_agreement
     return facts

@@ -102,8 +102,10 @@ class ExperimentSection:
     bench_heads: tuple[str, ...] = _opt(
         ("baseline", "nasiam", "paper"),
         choices=HEAD_KINDS,
+        prefixes=("ops:",),
         hashed=False,
-        doc="the heads `bench` pre-trains and compares ('paper' where the paper published a genotype)",
+        doc="the heads `bench` pre-trains and compares ('paper' where the paper published a genotype; "
+        "ops:<head>=<op>,... a genotype by its ops, as `groundtruth` lists them)",
     )
     bench_strategies: tuple[str, ...] = _opt(
         (),
@@ -120,8 +122,14 @@ class ExperimentSection:
     head: str = _opt(
         "baseline",
         choices=HEAD_KINDS,
-        prefixes=("genotype:",),
-        doc="baseline | nasiam | random | paper | genotype:<file>",
+        prefixes=("genotype:", "ops:"),
+        doc="baseline | nasiam | random | paper | genotype:<file> | ops:<head>=<op>,<op>,...[;<head>=...]",
+    )
+    remake_without_measures: bool = _opt(
+        False,
+        hashed=False,
+        doc="bench: a head's record made before records kept the label-free measures is made again (its "
+        "accuracies checked against the old ones); `groundtruth` sets it",
     )
 
 

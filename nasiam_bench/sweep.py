@@ -129,7 +129,7 @@ class Costs:
                 continue
             if r["head"] == "nasiam" and r.get("spec", {}).get("search") != search:
                 continue  # searched under other settings
-            key = (r["head"], r.get("strategy", "-") if r["head"] == "nasiam" else "-")
+            key = (cost_kind(r["head"]), r.get("strategy", "-") if r["head"] == "nasiam" else "-")
             runs.setdefault(key, []).append(r.get("pretrain_device_hours", 0.0) + r.get("eval_device_hours", 0.0))
             if r["head"] == "nasiam" and r.get("search_device_hours"):
                 searches.setdefault(key[1], []).append(r["search_device_hours"])
@@ -143,7 +143,13 @@ class Costs:
             hours = self.search_hours.get(job.strategy)
             twin = spec_of(spec, job).experiment.perturbation_check
             return None if hours is None else hours * (2 if twin else 1)  # the perturbed twin costs as much
-        return self.hours.get((job.kind, job.strategy or "-"))
+        return self.hours.get((cost_kind(job.kind), job.strategy or "-"))
+
+
+def cost_kind(head: str) -> str:
+    """The heads that cost alike: every head given by its genotype (random, paper, ``ops:``, ``genotype:``) trains
+    an MLP of the same space; baseline and searched heads stand apart."""
+    return head if head in ("baseline", "nasiam", FLOOR) else "genotype"
 
 
 def _shape(spec: Spec) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from nasiam_bench.registry import NasiamBenchError
 # The paper's published genotypes, shipped with the suite; a user's saved ones live apart (saved_genotypes_dir).
 GENOTYPES_DIR = Path(__file__).resolve().parent.parent.parent / "registry" / "genotypes"
 SAVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+OPS_PREFIX = "ops:"  # a head written as its ops: ops:projector=linear_relu,identity,...;predictor=...
 
 
 class GenotypeError(NasiamBenchError):
@@ -81,6 +82,30 @@ def load_genotype(path: str | Path) -> Genotype:
         data.get("source", ""),
         data.get("alpha", {}),
     )
+
+
+def ops_head(heads: dict[str, list[str]]) -> str:
+    """A genotype as an ``experiment.head`` value: ``ops:projector=linear_relu,identity,...`` (heads apart by ``;``)."""
+    return OPS_PREFIX + ";".join(f"{head}={','.join(ops)}" for head, ops in heads.items())
+
+
+def parse_ops_head(text: str) -> dict[str, list[str]]:
+    """The genotype an ``ops:`` head names, its ops checked against the registered ones."""
+    heads: dict[str, list[str]] = {}
+    for part in text.removeprefix(OPS_PREFIX).split(";"):
+        head, sep, ops = part.partition("=")
+        if not sep or not head or not ops or head in heads:
+            raise GenotypeError(
+                f"experiment.head = {text!r}: write ops:HEAD=OP,OP,...[;HEAD=OP,...], each head once "
+                f"(e.g. ops:projector=linear_relu,identity,avgpool_3x3,linear_elu)"
+            )
+        heads[head] = ops.split(",")
+        unknown = [op for op in heads[head] if op not in every_op()]
+        if unknown:
+            raise GenotypeError(
+                f"experiment.head = {text!r}: unknown op {unknown[0]!r}; valid: {', '.join(every_op())}"
+            )
+    return heads
 
 
 def paper_genotype_path(framework: str, dataset: str, backbone: str) -> Path:

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from nasiam_bench.heads.genotype import load_genotype, paper_genotype_path, published_genotypes, sample_genotype
+from nasiam_bench.heads.genotype import (
+    OPS_PREFIX,
+    GenotypeError,
+    load_genotype,
+    paper_genotype_path,
+    parse_ops_head,
+    published_genotypes,
+    sample_genotype,
+)
 from nasiam_bench.heads.ops import search_space
 from nasiam_bench.layout import default_search_dir
 from nasiam_bench.registry import FRAMEWORKS
@@ -22,13 +30,16 @@ def searched_layers(spec: Spec) -> dict[str, int]:
 def resolve_genotype(spec: Spec, seed: int, runs: str | Path = "runs") -> dict[str, list[str]] | None:
     """The ops of the heads ``experiment.head`` asks for; None for the framework's baseline heads.
 
-    ``genotype:<file>``: a genotype file; ``paper``: the paper's for this framework, dataset and backbone;
+    ``genotype:<file>``: a genotype file; ``ops:<head>=<op>,...``: the ops themselves; ``paper``: the paper's for
+    this framework, dataset and backbone;
     ``nasiam``: what ``nasiam-bench search`` found for this spec and seed; ``random``: one sampled with the seed.
     """
     e = spec.experiment
     kind = e.head
     if kind == "baseline":
         return None
+    if kind.startswith(OPS_PREFIX):
+        return _checked_layers(parse_ops_head(kind), spec)
     if kind == "random":
         rng = np.random.default_rng([seed, 1])  # not the random search's own stream
         return sample_genotype(search_space(e.activations), searched_layers(spec), rng)
@@ -53,3 +64,13 @@ def resolve_genotype(spec: Spec, seed: int, runs: str | Path = "runs") -> dict[s
     if genotype.framework != e.framework:
         raise SpecError(f"{path}: a genotype of {genotype.framework} heads, not {e.framework}")
     return genotype.heads
+
+
+def _checked_layers(heads: dict[str, list[str]], spec: Spec) -> dict[str, list[str]]:
+    """An ``ops:`` genotype that names each searched head of the framework with its layer count."""
+    layers = searched_layers(spec)
+    given = {head: len(ops) for head, ops in heads.items()}
+    if given != layers:
+        want = ";".join(f"{head}=<{n} ops>" for head, n in layers.items())
+        raise GenotypeError(f"experiment.head = {spec.experiment.head!r}: {spec.experiment.framework} searches {want}")
+    return heads

@@ -24,6 +24,7 @@ from nasiam_bench.heads.supernet import SearchHead
 from nasiam_bench.identity import identity
 from nasiam_bench.io import atomic_write_json
 from nasiam_bench.layout import default_search_dir
+from nasiam_bench.machine import machine
 from nasiam_bench.models import build_model
 from nasiam_bench.plots import plot_alpha
 from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
@@ -99,7 +100,9 @@ def _written(result: SearchResult, spec: Spec, seed: int, out_dir: Path, search_
         "steps": result.steps,
         "ended": result.ended,
         "decision": result.decision,
+        "alpha": {head: {"ops": a["ops"], "final": a["final"]} for head, a in result.alpha.items()},
         "device": distributed.device_name(ctx_dist.device),
+        "machine": machine(ctx_dist.device),
         "world_size": ctx_dist.world_size,
     }
     atomic_write_json(out_dir / SUMMARY, summary)
@@ -128,7 +131,7 @@ def _finished(out_dir: Path, search_identity: str) -> tuple[SearchResult, Path |
         )
     result = SearchResult(
         summary["strategy"], summary["genotype"], scores=summary["scores"], seconds=summary["seconds"],
-        steps=summary["steps"], ended=summary["ended"], decision=summary["decision"],
+        steps=summary["steps"], ended=summary["ended"], decision=summary["decision"], alpha=summary.get("alpha", {}),
     )  # fmt: skip
     return result, out_dir / GENOTYPE if summary["genotype"] is not None else None
 

@@ -1,0 +1,84 @@
+"""The ground truth of a search space: which heads ``nasiam-bench groundtruth`` trains, each an ordinary run of the
+bench's plan (one record per genotype and seed, under the same identity, claim and resume as any other run, and
+under every executor).
+
+It trains a seeded, uniform sample of the space's genotypes (distinct, drawn without replacement), the framework's
+baseline heads, the paper's genotype (where it published one), and every genotype a committed search of the same
+comparison chose (each strategy, each seed), written as ``ops:`` heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasiam_bench.heads.genotype import ops_head, paper_genotype_path
+from nasiam_bench.heads.ops import search_space
+from nasiam_bench.heads.resolve import searched_layers
+from nasiam_bench.identity import comparison_id
+from nasiam_bench.results import load_records
+from nasiam_bench.spec import Spec, SpecError
+
+Genotype = dict[str, list[str]]
+
+
+def space_size(spec: Spec) -> int:
+    """How many genotypes the spec's search space holds: ops ** searched layers."""
+    return len(search_space(spec.experiment.activations)) ** sum(searched_layers(spec).values())
+
+
+def genotype_at(spec: Spec, index: int) -> Genotype:
+    """The ``index``-th genotype of the space (layer by layer, head by head, the first layer the slowest digit)."""
+    ops, layers = search_space(spec.experiment.activations), searched_layers(spec)
+    digits = []
+    for _ in range(sum(layers.values())):
+        index, digit = divmod(index, len(ops))
+        digits.append(ops[digit])
+    digits.reverse()
+    heads, start = {}, 0
+    for head, n in layers.items():
+        heads[head], start = digits[start : start + n], start + n
+    return heads
+
+
+def sample(spec: Spec, size: int, seed: int) -> list[Genotype]:
+    """``size`` distinct genotypes drawn uniformly from the space with ``seed`` (all of them when it holds fewer)."""
+    total = space_size(spec)
+    if size < 1:
+        raise SpecError(f"--sample {size}: give 1 or more")
+    rng = np.random.default_rng([seed, 31])  # not the random head's or the random search's stream
+    return [genotype_at(spec, int(i)) for i in rng.choice(total, size=min(size, total), replace=False)]
+
+
+def committed_picks(spec: Spec, results: str | Path) -> list[dict[str, Any]]:
+    """Every genotype a search chose in the records of ``results`` that pair with ``spec`` (the same comparison):
+    its strategy, search id, seed and genotype, in the records' order."""
+    base = spec.replace(head="baseline")
+    wanted = comparison_id(base)
+    picks = []
+    for r in load_records(results) if (Path(results) / "records").is_dir() else []:
+        if r["head"] == "nasiam" and r.get("genotype") and r["comparison_id"] == wanted:
+            picks.append(
+                {"strategy": r["strategy"], "search_id": r["search_id"], "seed": r["seed"], "genotype": r["genotype"]}
+            )
+    return picks
+
+
+def heads(spec: Spec, size: int, seed: int, results: str | Path) -> list[str]:
+    """The ``experiment.bench_heads`` of the ground truth: baseline, paper, the committed picks, then the sample
+    (each genotype once)."""
+    e = spec.experiment
+    listed = ["baseline"] + (["paper"] if paper_genotype_path(e.framework, e.dataset, e.backbone).is_file() else [])
+    for genotype in [p["genotype"] for p in committed_picks(spec, results)] + sample(spec, size, seed):
+        head = ops_head(genotype)
+        if head not in listed:
+            listed.append(head)
+    return listed
+
+
+def overrides(spec: Spec, size: int, seed: int, results: str | Path) -> list[str]:
+    """The bench overrides that make a bench the ground truth's: its heads, and records with the label-free
+    measures (older records of the same runs made again)."""
+    listed = ", ".join(f'"{h}"' for h in heads(spec, size, seed, results))
+    return [f"experiment.bench_heads=[{listed}]", "experiment.remake_without_measures=true"]
