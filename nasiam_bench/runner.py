@@ -271,7 +271,10 @@ def _target(job: Job, spec: Spec, runs, results) -> tuple[Spec, Any, str, Path]:
 
 
 def _run_spec(spec: Spec, job: Job) -> Spec:
-    return spec.replace(head="baseline" if job.kind == FLOOR else job.kind)
+    """The spec of one run: its head, and that head alone as the bench's heads (a record does not carry the list
+    of every head its bench trained: a ground truth's is a hundred long)."""
+    head = "baseline" if job.kind == FLOOR else job.kind
+    return spec.replace(head=head, bench_heads=(head,))
 
 
 def record_file(spec: Spec, job: Job, results) -> Path:
