@@ -148,7 +148,7 @@ def _cmd_searches(args: argparse.Namespace) -> int:
     from nasiam_bench.search_report import parse_variant, run_variants, write_report
 
     variants = [parse_variant(v, args.spec, args.overrides) for v in (args.variant or ["as given:"])]
-    rows = run_variants(variants, list(range(args.seeds)), args.runs, args.device)
+    rows = run_variants(variants, list(range(args.seeds)), args.runs, args.device, results=args.results)
     command = " ".join(["nasiam-bench", *sys.argv[1:]]) if args.command_line is None else args.command_line
     path = write_report(rows, args.report, args.title or f"Searches of {args.spec}", command)
     print(path.read_text())
@@ -373,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=COUNT, default=3, help="seeds 0..N-1 (default 3)")
     p.add_argument("--runs", default="runs", help="folder of search folders (default ./runs)")
     p.add_argument("--report", required=True, help="the Markdown report to write (plots go beside it)")
+    p.add_argument(
+        "--results", help="also keep each search's record (genotype, final softmax(alpha), machine) in DIR/searches"
+    )
     p.add_argument("--title", help="the report's heading")
     p.add_argument("--command-line", help="the command the report names to regenerate it (default: this one)")
     p.add_argument("--device", default="auto")

@@ -11,12 +11,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from nasiam_bench.identity import record_identities
+from nasiam_bench.identity import record_identities, search_id
 from nasiam_bench.io import atomic_write_json
 from nasiam_bench.registry import NasiamBenchError
-from nasiam_bench.spec import changes_results
+from nasiam_bench.spec import Spec, changes_results
 
 RECORD_FORMAT = "nasiam-bench/record/2"
+SEARCH_RECORD_FORMAT = "nasiam-bench/search-record/1"
 OLD_RECORD_FORMATS = ("nasiam-bench/record/1",)  # read through ``upgrade``
 DATASET_NOTES = {
     "cifar10": "the JPEG copy of CIFAR-10 (quality 75) in shared/datasets when prepared from it",
@@ -64,6 +65,37 @@ def write_record(results: str | Path, record: dict[str, Any]) -> Path:
     path = record_path(results, record)
     atomic_write_json(path, record)
     return path
+
+
+def search_record_path(results: str | Path, spec: Spec, seed: int) -> Path:
+    """``searches/<dataset>/<framework>/<strategy>-<search id>-seed<n>.json``: a search's record."""
+    e = spec.experiment
+    return Path(results) / "searches" / e.dataset / e.framework / f"{e.strategy}-{search_id(spec)}-seed{seed}.json"
+
+
+def write_search_record(results: str | Path, spec: Spec, seed: int, summary: dict[str, Any]) -> Path:
+    """Keep a finished search's summary (its genotype, final softmax(alpha), decision, machine) beside the run
+    records, with its spec and search id: the search folder lives under runs/, which is not kept."""
+    e = spec.experiment
+    record = {
+        "format": SEARCH_RECORD_FORMAT,
+        "git_commit": git_commit(),
+        **summary,
+        "dataset": e.dataset,
+        "framework": e.framework,
+        "profile": e.profile,
+        "search_id": search_id(spec),
+        "spec": spec.to_dict(),
+    }
+    path = search_record_path(results, spec, seed)
+    atomic_write_json(path, record)
+    return path
+
+
+def load_search_records(results: str | Path) -> list[dict[str, Any]]:
+    """Every search record under ``results/searches``."""
+    found = sorted((Path(results) / "searches").rglob("*.json"))
+    return [r for r in (json.loads(p.read_text()) for p in found) if r.get("format") == SEARCH_RECORD_FORMAT]
 
 
 def find_record(path: str | Path, state_identity: str) -> dict[str, Any] | None:

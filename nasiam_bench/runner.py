@@ -4,6 +4,7 @@ resumes from its checkpoint."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -29,9 +30,9 @@ from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.machine import machine
 from nasiam_bench.preflight import check_data, check_folder, check_machine
 from nasiam_bench.registry import NasiamBenchError
-from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record
+from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record, write_search_record
 from nasiam_bench.search.decision import PERTURBATION, agreement
-from nasiam_bench.search.run import finished_search, run_search
+from nasiam_bench.search.run import SUMMARY, finished_search, run_search
 from nasiam_bench.spec import Spec, SpecError, bench_spec
 from nasiam_bench.tables import FLOOR, write_tables
 from nasiam_bench.train import pretrain
@@ -367,6 +368,7 @@ def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progr
     if found is None:
         return None
     result, genotype_file = found
+    write_search_record(results, spec, seed, json.loads((out / SUMMARY).read_text()))
     if spec.experiment.perturbation_check and result.decision is not None:
         result.perturbation_agreement = _perturbation_check(spec, seed, result, label, runs, device, progress)
     if genotype_file is not None and (out / "alpha.png").is_file():

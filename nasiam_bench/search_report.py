@@ -18,8 +18,9 @@ from nasiam_bench.heads.genotype import load_genotype
 from nasiam_bench.heads.ops import PARAMETER_FREE_OPS
 from nasiam_bench.io import atomic_write_text
 from nasiam_bench.layout import default_search_dir
+from nasiam_bench.results import write_search_record
 from nasiam_bench.search.decision import DECIDED_EPOCHS, DECIDED_MARGIN, by_epoch
-from nasiam_bench.search.run import run_search
+from nasiam_bench.search.run import SUMMARY, run_search
 from nasiam_bench.spec import Spec, SpecError, load_spec, parse_override
 from nasiam_bench.strategy_table import parameter_free_share
 from nasiam_bench.tables import markdown
@@ -43,9 +44,15 @@ def parse_variant(text: str, spec: str, overrides: list[str]) -> Variant:
 
 
 def run_variants(
-    variants: list[Variant], seeds: list[int], runs: str | Path, device: str = "auto", progress: bool = True
+    variants: list[Variant],
+    seeds: list[int],
+    runs: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+    results: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Search every variant with every seed (finished searches are read back, interrupted ones resume)."""
+    """Search every variant with every seed (finished searches are read back, interrupted ones resume); with
+    ``results``, each search's record is kept there too."""
     rows = []
     for variant in variants:
         for seed in seeds:
@@ -54,7 +61,9 @@ def run_variants(
             result, genotype_file = run_search(variant.spec, seed, out, device=device, progress=progress)
             if genotype_file is None:
                 raise SpecError(f"variant {variant.label!r}: strategy 'none' searches nothing to compare")
-            summary = json.loads((out / "search.json").read_text())
+            summary = json.loads((out / SUMMARY).read_text())
+            if results is not None:
+                write_search_record(results, variant.spec, seed, summary)
             rows.append(
                 {
                     "variant": variant.label,
