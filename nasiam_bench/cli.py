@@ -180,15 +180,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_groundtruth(args: argparse.Namespace) -> int:
-    from nasiam_bench import groundtruth
+    from nasiam_bench.groundtruth import plan as groundtruth
+    from nasiam_bench.groundtruth.report import write_report
+    from nasiam_bench.layout import default_results
     from nasiam_bench.spec import bench_spec
 
-    spec = bench_spec(args.framework, args.dataset, list(args.overrides))
+    seeds = [] if args.seeds is None else [f"seeds.values={list(range(args.seeds))}"]
+    spec = bench_spec(args.framework, args.dataset, [*args.overrides, *seeds])
     found_in = args.results or "results"  # the committed searches' picks
-    args.overrides = [*args.overrides, *groundtruth.overrides(spec, args.sample, args.sample_seed, found_in)]
-    if args.report:
-        return 0
-    return _cmd_bench(args)
+    command = " ".join(["nasiam-bench", *sys.argv[1:]]) if args.command_line is None else args.command_line
+    if not args.report:
+        args.overrides = [*args.overrides, *groundtruth.overrides(spec, args.sample, args.sample_seed, found_in)]
+        _cmd_bench(args)
+        if args.plan or args.status or args.executor != "local":
+            return 0
+    results = args.results or default_results(spec, args.runs)
+    print(write_report(results, spec, args.sample, args.sample_seed, command))
+    return 0
 
 
 def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -396,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report", action="store_true", help="only write the report from the records there are (trains nothing)"
     )
+    p.add_argument("--command-line", help="the command the report names to regenerate it (default: this one)")
     p.set_defaults(run=_cmd_groundtruth)
 
     p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")

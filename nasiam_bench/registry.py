@@ -172,8 +172,15 @@ SEARCH_STRATEGIES: Registry = Registry(
     doc="how the heads are searched",
 )
 DATASETS: Registry = Registry("datasets", ("nasiam_bench.data.datasets",), doc="what data prepare reads")
+QUERY_STRATEGIES: Registry = Registry(
+    "query_strategies",
+    ("nasiam_bench.groundtruth.queries",),
+    doc="searches run against a ground-truth table, at no training cost",
+)
 
-REGISTRIES: dict[str, Registry] = {r.name: r for r in (BACKBONES, ACTIVATIONS, FRAMEWORKS, SEARCH_STRATEGIES, DATASETS)}
+REGISTRIES: dict[str, Registry] = {
+    r.name: r for r in (BACKBONES, ACTIVATIONS, FRAMEWORKS, SEARCH_STRATEGIES, DATASETS, QUERY_STRATEGIES)
+}
 
 
 def registry(name: str) -> Registry:

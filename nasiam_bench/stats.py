@@ -8,6 +8,7 @@ differences, not of the accuracies, says how sure a claim is.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,3 +102,60 @@ def paired_by_seed(head: pd.DataFrame, reference: pd.DataFrame, metric: str) -> 
         if key in ref.index and pd.notna(value) and pd.notna(ref[key])
     ]
     return paired_difference([p[0] for p in pairs], [p[1] for p in pairs])
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its ``CONFIDENCE`` interval [low, high] and the number of units it rests on."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.value:+.2f} [{self.low:+.2f}, {self.high:+.2f}]" if self.n else "–"
+
+
+def icc_oneway(values: np.ndarray, confidence: float = CONFIDENCE) -> Interval:
+    """The intraclass correlation ICC(1) of ``values`` [groups, repeats] (here genotypes x seeds): the share of the
+    variance that lies between groups, (MSB - MSW) / (MSB + (k - 1) MSW), with the F-distribution interval of
+    Shrout and Fleiss (1979). 1: the seeds agree on every genotype; 0: the genotypes differ no more than seeds."""
+    values = np.asarray(values, dtype=float)
+    n, k = values.shape
+    if n < 3 or k < 2:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    grand = values.mean()
+    msb = k * ((values.mean(axis=1) - grand) ** 2).sum() / (n - 1)
+    msw = ((values - values.mean(axis=1, keepdims=True)) ** 2).sum() / (n * (k - 1))
+    if msw == 0:
+        return Interval(1.0, 1.0, 1.0, n)
+    f, df1, df2 = msb / msw, n - 1, n * (k - 1)
+    tail = 0.5 + confidence / 2
+    f_low, f_high = f / stats.f.ppf(tail, df1, df2), f * stats.f.ppf(tail, df2, df1)
+    return Interval(
+        (msb - msw) / (msb + (k - 1) * msw), (f_low - 1) / (f_low + k - 1), (f_high - 1) / (f_high + k - 1), n
+    )
+
+
+def rank_correlations(
+    x: Sequence[float], y: Sequence[float], repeats: int = 2000, seed: int = 0, confidence: float = CONFIDENCE
+) -> dict[str, Interval]:
+    """Kendall's tau (tau-b) and Spearman's rho of ``x`` against ``y``, each with a percentile bootstrap interval
+    over the pairs (``repeats`` resamples, seeded)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:  # a constant ranks nothing
+        nothing = Interval(math.nan, math.nan, math.nan, 0)
+        return {"tau": nothing, "rho": nothing}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(repeats, n))
+    out = {}
+    for name, measure in (("tau", stats.kendalltau), ("rho", stats.spearmanr)):
+        value = float(measure(x, y)[0])
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)  # a resample of ties: NaN, left out
+            boot = np.array([measure(x[d], y[d])[0] for d in draws], dtype=float)
+        low, high = np.nanquantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+        out[name] = Interval(value, float(low), float(high), n)
+    return out
