@@ -18,7 +18,7 @@ from nasiam_bench.heads.genotype import load_genotype
 from nasiam_bench.heads.ops import PARAMETER_FREE_OPS
 from nasiam_bench.io import atomic_write_text
 from nasiam_bench.layout import default_search_dir
-from nasiam_bench.results import write_search_record
+from nasiam_bench.results import git_commit, write_search_record
 from nasiam_bench.search.decision import DECIDED_EPOCHS, DECIDED_MARGIN, by_epoch
 from nasiam_bench.search.run import SUMMARY, run_search
 from nasiam_bench.spec import Spec, SpecError, load_spec, parse_override
@@ -72,6 +72,7 @@ def run_variants(
                     "alpha": load_genotype(genotype_file).alpha,
                     "seconds": result.seconds,
                     "device": summary.get("device", "?"),
+                    "profile": variant.spec.experiment.profile,
                     "folder": out,
                 }
             )
@@ -154,7 +155,18 @@ def write_report(rows: list[dict[str, Any]], path: str | Path, title: str, comma
         .groupby("variant", sort=False)["share"]
         .agg(["mean", "min", "max", "count"])
     )
-    lines = [f"# {title}", "", f"Regenerate: `{command}`", "", "## Genotypes", "", markdown(_genotype_table(rows))]
+    made = f"Made by the code at commit {git_commit()}, {', '.join(sorted({r['profile'] for r in rows}))} profile"
+    lines = [
+        f"# {title}",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        made,
+        "",
+        "## Genotypes",
+        "",
+        markdown(_genotype_table(rows)),
+    ]
     lines += ["", "Share of parameter-free ops (identity, avgpool_3x3, maxpool_3x3) per genotype:", ""]
     for variant, s in summary.iterrows():
         lines.append(

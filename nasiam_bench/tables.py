@@ -15,6 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from nasiam_bench import strategy_table
 from nasiam_bench.heads.genotype import OPS_PREFIX
 from nasiam_bench.io import atomic_path, atomic_write_text
+from nasiam_bench.machine import machine_kind
 from nasiam_bench.plots import head_colour, legend_outside, marker, save
 from nasiam_bench.results import DATASET_NOTES, load_records, spec_differences, strategy_label
 from nasiam_bench.search.decision import DECIDED_EPOCHS, DECIDED_MARGIN, PERTURBATION
@@ -100,6 +101,7 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
         row["total_device_h"] = row["search_device_h"] + row["pretrain_device_h"]
         row["total_device_h_std"] = (group["search_device_hours"] + group["pretrain_device_hours"]).std(ddof=1)
         row["differs"] = ""
+        row["across_machines"] = _across_machines(group, frame)
         for prefix, metric in METRICS.items():
             d = _against_baseline(group, frame, metric)
             row.update({f"{prefix}_diff_{k}": v for k, v in vars(d).items()})
@@ -127,6 +129,26 @@ def _against_baseline(group: pd.DataFrame, frame: pd.DataFrame, metric: str) -> 
         return paired_difference([], [])
     baseline = frame[(frame["head"] == BASELINE) & frame["comparison_id"].notna()]
     return paired_by_seed(group, baseline, metric)
+
+
+def _across_machines(group: pd.DataFrame, frame: pd.DataFrame) -> str:
+    """How many of a head's seeds pair with a baseline run of another kind of machine (or one that did not record
+    its machine, when the head's did or the reverse): their paired difference mixes the machines' rounding."""
+    head = group["head"].iloc[0]
+    if head in (BASELINE, FLOOR) or "comparison_id" not in frame:
+        return ""
+    kinds = frame.assign(
+        _kind=[machine_kind(m if isinstance(m, dict) else None) for m in frame.get("machine", [None] * len(frame))]
+    )
+    baseline = kinds[kinds["head"] == BASELINE].drop_duplicates(["comparison_id", "seed"])
+    partner = baseline.set_index(["comparison_id", "seed"])["_kind"]
+    pairs = [
+        (kinds.loc[i, "_kind"], partner[key])
+        for i, key in zip(group.index, zip(group["comparison_id"], group["seed"], strict=True), strict=True)
+        if key in partner.index
+    ]
+    apart = sum(a != b for a, b in pairs)
+    return f"{apart} of {len(pairs)} seeds" if apart else ""
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -185,6 +207,8 @@ def presentable(table: pd.DataFrame) -> pd.DataFrame:
     ):
         shown[name] = table[column].map("{:.4f}".format)
     shown["device"] = table["device"]
+    if table["across_machines"].any():  # a paired difference whose runs took different rounding paths
+        shown["Δ paired across machines"] = table["across_machines"].map(lambda v: v or "–")
     if table["differs"].any():  # rows that would otherwise look alike
         shown["spec differs in"] = table["differs"].map(lambda v: v or "–")
     return shown
