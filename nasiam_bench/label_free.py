@@ -28,7 +28,7 @@ from nasiam_bench.registry import ACTIVATIONS
 from nasiam_bench.rng import seed_everything
 from nasiam_bench.spec import Spec
 
-HELD_OUT = 4096  # test images: above RankMe's 2,048, and above every head's output width here
+HELD_OUT = 4096  # test images (fewer where eval.test_subset is): above RankMe's 2,048 and every head's width
 VIEWS_SEED = 0  # the held-out subset and its views: the same for every run
 
 
@@ -44,7 +44,8 @@ def activation_types() -> tuple[type[nn.Module], ...]:
 
 def _held_out(spec: Spec, device: torch.device):
     data = open_prepared(spec.experiment.dataset, spec.data.root or None)
-    indices = stratified_subset(data.labels(data.eval_split), HELD_OUT, VIEWS_SEED)
+    size = min(HELD_OUT, spec.eval.test_subset or HELD_OUT)  # a smoke profile's few test images: as many here
+    indices = stratified_subset(data.labels(data.eval_split), size, VIEWS_SEED)
     config = LoaderConfig.from_spec(spec, VIEWS_SEED, spec.train.batch_size, device)
     views = ssl_loader(data, data.eval_split, config, indices)
     views.set_epoch(0)
@@ -78,11 +79,12 @@ def after_training(model: Framework, spec: Spec, device: torch.device) -> dict[s
         features.append(f.float().cpu())
         projected.append(model.heads["projector"](f).float().cpu())
     losses = [model(v1, v2)["loss"].float() for v1, v2, _ in views]
+    features = torch.cat(features)
     return {
-        "rankme_backbone": rankme(torch.cat(features)),
+        "rankme_backbone": rankme(features),
         "rankme_projector": rankme(torch.cat(projected)),
         "held_out_ssl_loss": torch.stack(losses).mean().item(),
-        "label_free_images": HELD_OUT,
+        "label_free_images": len(features),
     }
 
 

@@ -172,3 +172,41 @@ def test_the_report_regenerates_byte_for_byte_and_finds_the_planted_predictor(tm
     assert float(row.split("|")[3].split()[0]) > 0.8  # planted: tau near 1 against kNN
     assert "40 have both seeds" in text and "(a) Is there anything to find? The sampled heads differ" in text
     assert (path.parent / "moco_quick_ecdf.png").is_file() and (path.parent / "moco_quick_regret.png").is_file()
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_groundtruth_trains_ops_heads_as_bench_runs_with_their_measures_and_remakes_older_records(tmp_path):
+    import json
+
+    from nasiam_bench.results import load_records
+    from tests.conftest import SMOKE_BENCH, run_cli
+
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    options = [*SMOKE_BENCH[:-1], "--sample", "2", "--runs", str(runs), "--results", str(results)]
+    planned = run_cli("groundtruth", "moco", *options, "--plan")
+    assert planned.returncode == 0, planned.stderr
+    assert (
+        planned.stdout.count("moco ops:projector=") == 2 and "5 to do" in planned.stdout
+    )  # and floor, baseline, paper
+    done = run_cli("groundtruth", "moco", *options)
+    assert done.returncode == 0, done.stderr
+    records = {r["head"]: r for r in load_records(results)}
+    assert sum(h.startswith("ops:") for h in records) == 2 and {"baseline", "paper", "untrained"} <= set(records)
+    for head, r in records.items():
+        assert r["machine"]["cpu"] and r["machine"]["torch"]
+        if head != "untrained":
+            assert all(isinstance(r[m], float) for m in MEASURES), head
+            assert r["spec"]["experiment"]["bench_heads"] == [head]  # not the ground truth's whole list
+    table = (results / "cifar10.md").read_text()
+    assert "| baseline |" in table and "ops:" not in table  # the sample is the report's, not the table's
+    assert (results / "ground_truth" / "moco_smoke.md").is_file()
+    # A record of the baseline made before records kept the measures is made again, its accuracies unchanged
+    path = next((results / "records").rglob("baseline-*.json"))
+    old = json.loads(path.read_text())
+    json.dump({k: v for k, v in old.items() if k not in MEASURES}, path.open("w"))
+    again = run_cli("groundtruth", "moco", *options)
+    assert again.returncode == 0, again.stderr
+    assert "predates the label-free measures: made again" in again.stdout
+    remade = json.loads(path.read_text())
+    assert remade["replaced"]["knn_top1"] == remade["knn_top1"] == old["knn_top1"]
+    assert all(remade[m] == old[m] for m in MEASURES)
