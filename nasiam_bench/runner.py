@@ -87,7 +87,15 @@ def plan(spec: Spec, lockstep: bool = False) -> list[Job]:
                 jobs.append(Job(head, seed))
     if lockstep:  # a stable sort: per seed, the floor and the searches first
         jobs.sort(key=lambda j: (spec.seeds.values.index(j.seed), j.kind not in (FLOOR, "search")))
+    elif e.plan_by == "head":  # a stable sort: the floors, then each head's seeds (a search before its head)
+        heads_in_order = list(dict.fromkeys(_head_of(j) for j in jobs))
+        jobs.sort(key=lambda j: (j.kind != FLOOR, heads_in_order.index(_head_of(j))))
     return jobs
+
+
+def _head_of(job: Job) -> tuple[str, str]:
+    """The head a job serves: a search serves its strategy's searched head."""
+    return ("nasiam" if job.kind == "search" else job.kind), job.strategy
 
 
 def record_base(spec: Spec, seed: int) -> dict[str, Any]:

@@ -125,6 +125,13 @@ class ExperimentSection:
         prefixes=("genotype:", "ops:"),
         doc="baseline | nasiam | random | paper | genotype:<file> | ops:<head>=<op>,<op>,...[;<head>=...]",
     )
+    plan_by: str = _opt(
+        "seed",
+        choices=("seed", "head"),
+        hashed=False,
+        doc="the order of a bench's jobs: every head of one seed, then the next seed (a first look at every head); "
+        "or every seed of one head, then the next head (whole genotypes first: `groundtruth` sets it)",
+    )
     remake_without_measures: bool = _opt(
         False,
         hashed=False,

@@ -210,3 +210,27 @@ def test_groundtruth_trains_ops_heads_as_bench_runs_with_their_measures_and_rema
     remade = json.loads(path.read_text())
     assert remade["replaced"]["knn_top1"] == remade["knn_top1"] == old["knn_top1"]
     assert all(remade[m] == old[m] for m in MEASURES)
+
+
+def test_plan_by_head_puts_each_heads_seeds_together_searches_before_their_heads():
+    from nasiam_bench.runner import plan as bench_plan
+
+    spec = SPEC.replace(
+        **{"seeds.values": [0, 1], "experiment.bench_heads": ["baseline", "nasiam"], "experiment.plan_by": "head"}
+    )
+    order = [(j.kind, j.seed) for j in bench_plan(spec)]
+    assert order == [
+        ("untrained", 0),
+        ("untrained", 1),
+        ("baseline", 0),
+        ("baseline", 1),
+        ("search", 0),
+        ("nasiam", 0),
+        ("search", 1),
+        ("nasiam", 1),
+    ]
+    assert [(j.kind, j.seed) for j in bench_plan(spec.replace(**{"experiment.plan_by": "seed"}))][:3] == [
+        ("untrained", 0),
+        ("baseline", 0),
+        ("search", 0),
+    ]

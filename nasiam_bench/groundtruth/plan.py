@@ -78,7 +78,8 @@ def heads(spec: Spec, size: int, seed: int, results: str | Path) -> list[str]:
 
 
 def overrides(spec: Spec, size: int, seed: int, results: str | Path) -> list[str]:
-    """The bench overrides that make a bench the ground truth's: its heads, and records with the label-free
-    measures (older records of the same runs made again)."""
+    """The bench overrides that make a bench the ground truth's: its heads, records with the label-free measures
+    (older records of the same runs made again), and each genotype's seeds one after the other (a sweep stopped
+    half-way leaves whole genotypes)."""
     listed = ", ".join(f'"{h}"' for h in heads(spec, size, seed, results))
-    return [f"experiment.bench_heads=[{listed}]", "experiment.remake_without_measures=true"]
+    return [f"experiment.bench_heads=[{listed}]", "experiment.remake_without_measures=true", "experiment.plan_by=head"]
