@@ -189,6 +189,8 @@ def _cmd_groundtruth(args: argparse.Namespace) -> int:
     spec = bench_spec(args.framework, args.dataset, [*args.overrides, *seeds])
     found_in = args.results or "results"  # the committed searches' picks
     command = " ".join(["nasiam-bench", *sys.argv[1:]]) if args.command_line is None else args.command_line
+    if args.machine_check:
+        return _machine_check(args, spec, groundtruth)
     if not args.report:
         args.overrides = [*args.overrides, *groundtruth.overrides(spec, args.sample, args.sample_seed, found_in)]
         _cmd_bench(args)
@@ -197,6 +199,21 @@ def _cmd_groundtruth(args: argparse.Namespace) -> int:
     results = args.results or default_results(spec, args.runs)
     print(write_report(results, spec, args.sample, args.sample_seed, command))
     return 0
+
+
+def _machine_check(args: argparse.Namespace, spec, groundtruth) -> int:
+    """``groundtruth --machine-check N``: the baseline, the paper's genotype and the first N sampled genotypes
+    trained anew on this kind of machine, into a folder of its own, for the report to compare with the table."""
+    from pathlib import Path
+
+    from nasiam_bench.distributed import setup
+    from nasiam_bench.machine import machine, machine_slug
+
+    kind = machine_slug(machine(setup(args.device).device))
+    args.results = str(Path(args.results or "results") / "ground_truth" / "machines" / kind)
+    args.runs = str(Path(args.runs) / f"machine-check-{kind}")  # its own checkpoints: trained again, not reused
+    args.overrides = [*args.overrides, *groundtruth.overrides(spec, args.machine_check, args.sample_seed, args.results)]
+    return _cmd_bench(args)
 
 
 def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -405,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", action="store_true", help="only write the report from the records there are (trains nothing)"
     )
     p.add_argument("--command-line", help="the command the report names to regenerate it (default: this one)")
+    p.add_argument(
+        "--machine-check",
+        type=COUNT,
+        dest="machine_check",
+        help="train the baseline, the paper's genotype and the first N sampled genotypes again on this kind of "
+        "machine, into RESULTS/ground_truth/machines/<kind>/ (the report measures the machine's effect from them)",
+    )
     p.set_defaults(run=_cmd_groundtruth)
 
     p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")

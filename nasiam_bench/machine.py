@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import re
 import socket
 
 import torch
@@ -43,3 +44,8 @@ def machine_kind(facts: dict[str, str] | None) -> str:
     if not facts:
         return "unrecorded"
     return facts.get("gpu") or f"{facts.get('cpu')} ({facts.get('cpu_isa')})"
+
+
+def machine_slug(facts: dict[str, str]) -> str:
+    """The kind of machine as a folder name: ``amd-epyc-avx512``."""
+    return re.sub(r"[^a-z0-9]+", "-", machine_kind(facts).lower()).strip("-")

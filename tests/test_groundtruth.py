@@ -234,3 +234,23 @@ def test_plan_by_head_puts_each_heads_seeds_together_searches_before_their_heads
         ("baseline", 0),
         ("search", 0),
     ]
+
+
+def test_a_smaller_sample_is_the_start_of_a_larger_one():
+    assert plan.sample(SPEC, 5, 0) == plan.sample(SPEC, 100, 0)[:5]
+
+
+def test_the_report_measures_the_machines_effect_from_runs_trained_again(tmp_path, monkeypatch):
+    from nasiam_bench.groundtruth import report
+
+    monkeypatch.setattr(report, "BOOTSTRAP", 50)
+    monkeypatch.setattr(report, "QUERY_REPEATS", 2)
+    results = _results(tmp_path)
+    again = results / "ground_truth" / "machines" / "other-cpu"
+    for seed in (0, 1):
+        for genotype in plan.sample(SPEC, 3, 0):
+            moved = GroundTruth.load(results, SPEC).lookup(genotype)[seed]["knn_top1"] + 0.5
+            write_record(again, _record("ops", seed, genotype, moved, machine={"cpu": "other CPU", "cpu_isa": "Y"}))
+    text = write_report(results, SPEC, 40, 0, "make groundtruth").read_text()
+    section = text.split("## The machine's effect")[1]
+    assert "| other CPU (Y) | test CPU (X) | 6 | 0.50 | 0.50 |" in section

@@ -43,12 +43,14 @@ def genotype_at(spec: Spec, index: int) -> Genotype:
 
 
 def sample(spec: Spec, size: int, seed: int) -> list[Genotype]:
-    """``size`` distinct genotypes drawn uniformly from the space with ``seed`` (all of them when it holds fewer)."""
+    """``size`` distinct genotypes drawn uniformly from the space with ``seed`` (all of them when it holds fewer);
+    the first ``n`` of them are the sample of size ``n``."""
     total = space_size(spec)
     if size < 1:
         raise SpecError(f"--sample {size}: give 1 or more")
     rng = np.random.default_rng([seed, 31])  # not the random head's or the random search's stream
-    return [genotype_at(spec, int(i)) for i in rng.choice(total, size=min(size, total), replace=False)]
+    # a prefix of one permutation: a smaller sample of the same seed is the start of a larger one
+    return [genotype_at(spec, int(i)) for i in rng.permutation(total)[:size]]
 
 
 def committed_picks(spec: Spec, results: str | Path) -> list[dict[str, Any]]:

@@ -55,6 +55,7 @@ def write_report(results: str | Path, spec: Spec, size: int, seed: int, command:
         _regret(means, picks),
         _ops(means),
         _queries(truth, means, folder / f"{stem}_regret.png"),
+        _machines(truth, results, spec, sample),
         _answers(truth, sample, means, picks, supernets),
     ]
     _plot_ecdf(truth, means, picks, folder / f"{stem}_ecdf.png")
@@ -373,6 +374,38 @@ def _curves(truth: GroundTruth, means: pd.DataFrame) -> dict[str, np.ndarray]:
         name: regret_curves(name, ops, seeds, means[list(MEASURES[:3])], budget, QUERY_REPEATS)
         for name in QUERY_STRATEGIES.list()
     }
+
+
+def _machines(truth: GroundTruth, results: Path, spec: Spec, sample: list[str]) -> str:
+    """Runs trained again on another machine (``groundtruth --machine-check``) against the table's: a kind of
+    machine rounds its own way, so the same genotype and seed may train to other accuracies there."""
+    lines = [
+        "## The machine's effect",
+        "",
+        "The same genotypes and seeds trained again with `groundtruth --machine-check N` (records under "
+        "`ground_truth/machines/<kind>/`), against the table's runs: |Δ| of each pair, and the seed noise for scale.",
+        "",
+    ]
+    pairs = []
+    for folder in sorted((results / "ground_truth" / "machines").glob("*")):
+        again = GroundTruth.load(folder, spec).runs
+        joined = again.merge(truth.runs, on=["key", "seed"], suffixes=("_again", ""))
+        for (kind, here), group in joined.groupby(["machine_again", "machine"]):
+            row = {"re-run on": kind, "table's runs on": here, "pairs": len(group)}
+            for m in METRICS:
+                diff = (group[f"{m}_again"] - group[m]).abs()
+                row[f"{LABELS[m]} mean |Δ|"], row[f"{LABELS[m]} max |Δ|"] = f"{diff.mean():.2f}", f"{diff.max():.2f}"
+            pairs.append(row)
+    if not pairs:
+        return "\n".join([*lines, "No run was trained again on another machine yet."])
+    noise = _by_seed(truth, sample, "knn_top1")
+    scale = f"{np.abs(noise[:, 0] - noise[:, 1]).mean():.2f}" if len(noise) else "–"
+    lines += [
+        markdown(pd.DataFrame(pairs)),
+        "",
+        f"For scale: two seeds of one sampled genotype differ by {scale} kNN on average.",
+    ]
+    return "\n".join(lines)
 
 
 def _answers(
