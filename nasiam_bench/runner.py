@@ -331,6 +331,10 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
         if other is not None:
             print(f"{label}: claimed by {other}; skipped", flush=True)
             return None, False
+        done = usable_record(spec, job, path, state)  # made by the claim's last holder while this one looked
+        if done is not None:
+            print(f"{label}: done meanwhile, skipped", flush=True)
+            return done, False
         print(f"{label}: {'kNN of the untrained backbone' if job.kind == FLOOR else 'pre-train'}", flush=True)
         try:
             if job.kind == FLOOR:

@@ -73,6 +73,9 @@ def run_search(
     out_dir.mkdir(parents=True, exist_ok=True)
     claimed = exclusive(out_dir / "search.claim", f"the search in {out_dir}")
     with claimed if ctx_dist.is_main else contextlib.nullcontext():
+        cached = _finished(out_dir, search_identity)  # finished by the claim's last holder while this one looked
+        if cached is not None:
+            return cached
         seed_everything(seed)
         result = strategy.run(search_context(spec, seed, out_dir, ctx_dist, search_identity, progress))
         return _written(result, spec, seed, out_dir, search_identity, ctx_dist)
