@@ -24,7 +24,7 @@ from nasiam_bench.distributed import device_name
 from nasiam_bench.evaluate import eval_data_for, evaluate_checkpoint, untrained_knn
 from nasiam_bench.heads.genotype import paper_genotype_path
 from nasiam_bench.heads.resolve import resolve_genotype
-from nasiam_bench.identity import dataset_digest, identity, record_identities, run_id
+from nasiam_bench.identity import dataset_digest, identity, record_identities, run_id, search_id
 from nasiam_bench.layout import default_results, default_run_dir, default_search_dir
 from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.machine import machine
@@ -387,9 +387,8 @@ def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progr
         plots = Path(results) / "plots"
         plots.mkdir(parents=True, exist_ok=True)
         e = spec.experiment
-        shutil.copyfile(
-            out / "alpha.png", plots / f"alpha_{e.framework}_{e.dataset}_{e.strategy}_{e.profile}_seed{seed}.png"
-        )
+        name = f"alpha_{e.framework}_{e.dataset}_{e.strategy}_{search_id(spec)}_seed{seed}.png"  # one per search
+        shutil.copyfile(out / "alpha.png", plots / name)
     return result
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint
 from nasiam_bench.evaluate import eval_data_for, knn_encoder, spec_knn
-from nasiam_bench.results import RECORD_FORMAT, load_records, write_record
+from nasiam_bench.results import RECORD_FORMAT, load_records, load_search_records, write_record
 from nasiam_bench.runner import bench
 from nasiam_bench.tables import summarise, write_tables
 from tests.conftest import REPO, SMOKE_BENCH, TEST_DATA_ROOT
@@ -24,6 +24,10 @@ def test_smoke_bench_end_to_end_then_skips(smoke_bench, capsys):
     nasiam = stored["nasiam"]
     assert nasiam["strategy"] == "darts" and nasiam["search_device_hours"] > 0
     assert len(nasiam["genotype"]["projector"]) == 4 and nasiam["git_commit"]
+    final = nasiam["search_alpha"]["projector"]["final"]  # the supernet's ranking of every genotype, kept
+    assert len(final) == 4 and all(sum(layer) == pytest.approx(1.0) for layer in final)
+    (kept,) = load_search_records(results)
+    assert kept["search_id"] == nasiam["search_id"] and kept["alpha"] == nasiam["search_alpha"] and kept["machine"]
     assert stored["paper"]["genotype"]["projector"] == ["avgpool_3x3"] * 4
     for head in ("baseline", "nasiam", "paper"):
         r = stored[head]
@@ -47,7 +51,8 @@ def test_smoke_bench_end_to_end_then_skips(smoke_bench, capsys):
     csv = pd.read_csv(results / "cifar10.csv")
     assert csv.set_index("head").loc["paper", "knn_mean"] == pytest.approx(stored["paper"]["knn_top1"])
     assert (results / "cifar10_accuracy_vs_cost.png").stat().st_size > 5000
-    assert list((results / "plots").glob("alpha_moco_cifar10_darts_smoke_seed0.png"))
+    searched = stored["nasiam"]["search_id"]  # one heatmap per search: searches of other settings do not collide
+    assert (results / "plots" / f"alpha_moco_cifar10_darts_{searched}_seed0.png").is_file()
 
     stamps = {p: p.stat().st_mtime_ns for p in (results / "records").rglob("*.json")}
     bench("moco", SMOKE_BENCH, runs=runs, results=results, progress=False)
