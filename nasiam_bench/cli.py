@@ -163,6 +163,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.seeds < 1:
             raise NasiamBenchError(f"--seeds {args.seeds}: give 1 or more")
         overrides.append(f"seeds.values={list(range(args.seeds))}")
+    if args.lockstep and args.executor != "local":
+        raise NasiamBenchError(
+            f"--lockstep trains a seed's heads together in one process; --executor {args.executor} runs each job "
+            f"on its own: drop --lockstep, or use --executor local"
+        )
     if args.plan or args.status or args.executor != "local":
         return _bench_plan(args, overrides)
     bench(

@@ -22,7 +22,7 @@ from nasiam_bench.data.datasets import DataError
 from nasiam_bench.data.prepare import open_prepared, prepare
 from nasiam_bench.distributed import device_name
 from nasiam_bench.evaluate import eval_data_for, evaluate_checkpoint, untrained_knn
-from nasiam_bench.heads.genotype import paper_genotype_path
+from nasiam_bench.heads.genotype import OPS_PREFIX, paper_genotype_path
 from nasiam_bench.heads.resolve import resolve_genotype
 from nasiam_bench.identity import dataset_digest, identity, record_identities, run_id, search_id
 from nasiam_bench.layout import default_results, default_run_dir, default_search_dir
@@ -152,6 +152,9 @@ def bench(
 def ready_to_bench(spec: Spec, runs, results, device: str, source=None, on_this_machine: bool = True) -> None:
     """Before any run of a bench: its folders (and, when it runs ``on_this_machine``, the device and the loader's
     workers) checked, the code's commit read, the dataset prepared and its subsets checked."""
+    for head in spec.experiment.bench_heads:  # a genotype written out, checked before the floor runs
+        if head.startswith(OPS_PREFIX):
+            resolve_genotype(spec.replace(head=head), 0)
     folders = {"--runs": runs, "--results": results}
     if on_this_machine:
         check_machine(spec, device, folders)

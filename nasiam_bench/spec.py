@@ -603,6 +603,7 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
             raise SpecError(f"{where}: {key} = {list(pair)}: expected two values")
         if pair[0] > pair[1]:
             raise SpecError(f"{where}: {key} = {list(pair)}: the smaller area first ({list(pair[::-1])})")
+    _consistent(spec, where)
     seeds = spec.seeds.values
     if len(set(seeds)) != len(seeds):
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
@@ -616,6 +617,29 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
                 f"its options: {', '.join(options) or 'none'}"
             )
     return spec
+
+
+def _consistent(spec: Spec, where: str) -> None:
+    """Values each valid alone that contradict each other: refused rather than read one way silently."""
+    e, t, s = spec.eval, spec.train, spec.search
+    milestones = list(e.linear_milestones or ())
+    if milestones != sorted(set(milestones)):
+        raise SpecError(
+            f"{where}: eval.linear_milestones = {milestones}: give them once each, in increasing order "
+            f"({sorted(set(milestones))})"
+        )
+    if milestones and e.linear_schedule == "constant":
+        raise SpecError(
+            f"{where}: eval.linear_milestones = {milestones} with eval.linear_schedule = 'constant': the milestones "
+            f"step a schedule; unset one of them"
+        )
+    if s.tau_min > s.tau_max:
+        raise SpecError(f"{where}: search.tau_min = {s.tau_min} > search.tau_max = {s.tau_max}: GDAS anneals down")
+    if t.warmup_epochs > t.epochs:
+        raise SpecError(
+            f"{where}: train.warmup_epochs = {t.warmup_epochs} > train.epochs = {t.epochs}: the warm-up would "
+            f"outlast the run"
+        )
 
 
 def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any], where: str) -> Any:
@@ -632,6 +656,9 @@ def _check(key: str, value: Any, annotation: Any, meta: typing.Mapping[str, Any]
         if not value and not meta.get("empty_ok"):
             raise SpecError(f"{where}: {key} = []: expected at least one value")
         item_type = typing.get_args(annotation)[0]
+        twice = sorted({v for v in value if isinstance(v, str) and list(value).count(v) > 1})
+        if twice:  # a name given twice: an op twice in the space, a head or strategy benched twice
+            raise SpecError(f"{where}: {key} = {list(value)} names {twice} twice; give each once")
         return tuple(_check(key, v, item_type, meta, where) for v in value)
     value = _check_type(key, value, annotation, where)
     _check_value(key, value, meta, where)

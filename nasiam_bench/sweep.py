@@ -210,8 +210,15 @@ def describe_plan(table: pd.DataFrame) -> str:
     lines.append(", ".join(f"{counts[s]} {s}" for s in STATES if s in counts))
     left = table[table["state"] != "done"]
     unknown = int(left["device_hours"].isna().sum())
+    if unknown and unknown == len(left):  # no estimate at all is not an estimate of 0
+        lines.append(
+            f"expected device-hours: unknown ({unknown} jobs left have no finished run of their shape to go by)"
+        )
+        return "\n".join(lines)
+    floor = "at least " if unknown else ""
     lines.append(
-        f"expected device-hours: {left['device_hours'].sum():.3f} left, {table['device_hours'].sum():.3f} in all"
+        f"expected device-hours: {floor}{left['device_hours'].sum():.3f} left, {floor}"
+        f"{table['device_hours'].sum():.3f} in all"
         + (f" ({unknown} jobs left have no finished run of their shape to go by)" if unknown else "")
     )
     return "\n".join(lines)

@@ -40,6 +40,27 @@ def _cases(tmp):
         "negative seed": ([*pretrain, "--seed", "-1"], "argument --seed: -1: give 0 or more"),
         "no seeds": ([*bench, "--seeds", "0"], "argument --seeds: 0: give 1 or more"),
         "a seed twice": ([*bench, "seeds.values=[1,1]"], "seeds.values = [1, 1] names [1] twice"),
+        "unsorted milestones": ([*bench, "eval.linear_milestones=[0.8,0.6]"], "in increasing order ([0.6, 0.8])"),
+        "milestones of a constant schedule": (
+            [*bench, "eval.linear_milestones=[0.6]", "eval.linear_schedule=constant"],
+            "the milestones step a schedule",
+        ),
+        "temperatures reversed": ([*bench, "search.tau_min=5", "search.tau_max=1"], "GDAS anneals down"),
+        "warm-up past the end": ([*bench, "train.warmup_epochs=5", "train.epochs=2"], "would outlast the run"),
+        "lockstep under an executor": (
+            [*bench, "--lockstep", "--executor", "submitit-local"],
+            "--lockstep trains a seed's heads together in one process; --executor submitit-local runs each job",
+        ),
+        "an activation twice": (
+            [*bench, 'experiment.activations=["relu","relu","silu"]'],
+            "experiment.activations = ['relu', 'relu', 'silu'] names ['relu'] twice; give each once",
+        ),
+        "a head twice": ([*bench, 'experiment.bench_heads=["baseline","baseline"]'], "names ['baseline'] twice"),
+        "a strategy twice": ([*bench, 'experiment.bench_strategies=["darts","darts"]'], "names ['darts'] twice"),
+        "an ops head with an unknown op": (
+            [*bench, 'experiment.bench_heads=["ops:projector=linear_relu,linear_foo,identity,identity"]'],
+            "unknown op 'linear_foo'; valid: ",
+        ),
         "negative stop-after": ([*pretrain, "--stop-after", "-1"], "argument --stop-after: -1: give 1 or more"),
         "damaged meta.json": (
             ["pretrain", "moco_cifar10", "profile=smoke", f"data.root={damaged}", "--runs", str(tmp / "runs")],
