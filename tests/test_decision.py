@@ -158,3 +158,16 @@ def test_alpha_starts_at_zeros_when_told_as_the_papers_code(strategy, tmp_path):
         assert all(w == pytest.approx(uniform, abs=1e-7) for row in head["final"] for w in row)
         assert any(w != pytest.approx(uniform, abs=1e-7) for row in drawn.alpha[name]["final"] for w in row)
     assert zeros.steps == drawn.steps
+
+
+def test_a_search_the_cap_ended_says_so_even_when_its_genotype_was_stable():
+    from types import SimpleNamespace
+
+    from nasiam_bench.search.base import _SearchProgress
+
+    progress = _SearchProgress.__new__(_SearchProgress)  # only what ended() reads
+    progress.ctx = SimpleNamespace(search=SimpleNamespace(stop_when_stable=2, epochs=4))
+    progress.epoch, progress.should_stop = 4, True
+    assert progress.ended() == "epoch cap: 4 epochs"
+    progress.epoch = 3
+    assert progress.ended() == "stopping rule: genotype unchanged for 2 epochs, at epoch 3 of 4"

@@ -327,8 +327,9 @@ class _SearchProgress(Callback):
         return bool(k) and unchanged_for(self.alpha(), k)
 
     def ended(self) -> str:
-        if self.should_stop:
-            k, cap = self.ctx.search.stop_when_stable, self.ctx.search.epochs
+        """What ended the search: the stopping rule when it stopped before its cap, else the cap."""
+        k, cap = self.ctx.search.stop_when_stable, self.ctx.search.epochs
+        if self.should_stop and self.epoch < cap:
             return f"stopping rule: genotype unchanged for {k} epochs, at epoch {self.epoch} of {cap}"
         return f"epoch cap: {self.epoch} epochs"
 
