@@ -51,6 +51,10 @@ def _cases(tmp):
             [*bench, "--lockstep", "--executor", "submitit-local"],
             "--lockstep trains a seed's heads together in one process; --executor submitit-local runs each job",
         ),
+        "a genotype file of another layer count": (
+            [*pretrain, f"experiment.head=genotype:{tmp / 'short.toml'}", "--seed", "0"],
+            "moco searches projector=<4 ops>",
+        ),
         "an activation twice": (
             [*bench, 'experiment.activations=["relu","relu","silu"]'],
             "experiment.activations = ['relu', 'relu', 'silu'] names ['relu'] twice; give each once",
@@ -96,6 +100,7 @@ CASES = list(_cases(Path("/any")))  # the names; each test builds its own in its
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_exits_2_with_one_line_before_any_work(case, cifar10_data, tmp_path, monkeypatch, capsys):
     (tmp_path / "a-file").write_text("")
+    (tmp_path / "short.toml").write_text('framework = "moco"\n[heads]\nprojector = ["identity"]\n')
     (tmp_path / "damaged" / "cifar10").mkdir(parents=True)
     (tmp_path / "damaged" / "cifar10" / "meta.json").write_text('{"classes": ')
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", _offline)

@@ -63,11 +63,11 @@ def resolve_genotype(spec: Spec, seed: int, runs: str | Path = "runs") -> dict[s
     genotype = load_genotype(path)
     if genotype.framework != e.framework:
         raise SpecError(f"{path}: a genotype of {genotype.framework} heads, not {e.framework}")
-    return genotype.heads
+    return _checked_layers(genotype.heads, spec)  # refused here, before a run folder is made for it
 
 
 def _checked_layers(heads: dict[str, list[str]], spec: Spec) -> dict[str, list[str]]:
-    """An ``ops:`` genotype that names each searched head of the framework with its layer count."""
+    """A genotype that names each searched head of the framework with its layer count."""
     layers = searched_layers(spec)
     given = {head: len(ops) for head, ops in heads.items()}
     if given != layers:
