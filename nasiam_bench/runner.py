@@ -4,10 +4,13 @@ resumes from its checkpoint."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,14 +259,39 @@ def _concurrently(jobs: int, framework, overrides, dataset, runs, results, devic
         workers.append(context.Process(target=_worker, args=args, name=f"bench-worker-{k}"))
     for w in workers:
         w.start()
-    for w in workers:
-        w.join()
+    ended = signal.signal(signal.SIGTERM, _exit_on_term)  # a terminated parent ends its workers (below)
+    try:
+        for w in workers:
+            w.join()
+    finally:
+        signal.signal(signal.SIGTERM, ended)
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+                w.join()
     failed = [f"{w.name} (exit {w.exitcode})" for w in workers if w.exitcode != 0]
     if failed:
         raise NasiamBenchError(f"bench --jobs {jobs}: {', '.join(failed)} failed; its output above says why")
 
 
+def _exit_on_term(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _end_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies, however it dies (SIGKILL included), so a killed
+    ``bench --jobs N`` leaves no worker running on."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the line above: nothing would signal this one
+        raise SystemExit(1)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 def _worker(framework, overrides, dataset, runs, results, device, lockstep, visible) -> None:
+    _end_with_parent()
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible  # before this process touches CUDA
     spec = bench_spec(framework, dataset, overrides)

@@ -3,7 +3,12 @@ records; a run that shared its device says so, and its device-hours are its shar
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
+
+import pytest
 
 from nasiam_bench import occupancy
 from nasiam_bench.loop import Epoch
@@ -39,3 +44,59 @@ def test_two_jobs_record_what_one_records(smoke_bench, tmp_path, capsys):
         assert (mine["knn_top1"], mine.get("linear_top1")) == (other["knn_top1"], other.get("linear_top1"))
         assert mine["identity"] == other["identity"]
     assert all(r.get("device_shared_by", 1.0) >= 1.0 for r in together)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            found |= {int(p) for p in fh.read().split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.usefixtures("cifar10_data")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_jobs_parent_ends_its_workers(tmp_path, signum):
+    """``bench --jobs 2`` killed (not by a group Ctrl-C): its workers end with it, none runs on orphaned."""
+    args = ["bench", "moco", *SMOKE_BENCH, "train.epochs=50", "--jobs", "2"]
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "nasiam_bench", *args, "--runs", str(tmp_path / "r"), "--results", str(tmp_path / "s")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        workers: set[int] = set()
+        while len(workers) < 2 and time.time() < deadline:  # the two bench workers (spawn's tracker aside)
+            time.sleep(0.5)
+            workers = {p for p in _children(parent.pid) if "bench-worker" in _cmdline(p) or _is_spawned(p)}
+        assert len(workers) >= 2, "the workers did not start"
+        time.sleep(3)  # at work
+        os.kill(parent.pid, signum)
+        parent.wait(timeout=60)
+        deadline = time.time() + 30
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not any(_alive(w) for w in workers)
+    finally:
+        parent.kill()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline") as fh:
+            return fh.read().replace("\0", " ")
+    except FileNotFoundError:
+        return ""
+
+
+def _is_spawned(pid: int) -> bool:
+    return "multiprocessing.spawn" in _cmdline(pid) and "resource_tracker" not in _cmdline(pid)
