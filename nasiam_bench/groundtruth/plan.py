@@ -17,8 +17,9 @@ from nasiam_bench.heads.genotype import ops_head, paper_genotype_path
 from nasiam_bench.heads.ops import search_space
 from nasiam_bench.heads.resolve import searched_layers
 from nasiam_bench.identity import comparison_id
-from nasiam_bench.results import load_records
-from nasiam_bench.spec import Spec, SpecError
+from nasiam_bench.machine import machine_kind
+from nasiam_bench.results import load_records, load_search_records
+from nasiam_bench.spec import Spec, SpecError, spec_from_dict
 
 Genotype = dict[str, list[str]]
 
@@ -54,17 +55,26 @@ def sample(spec: Spec, size: int, seed: int) -> list[Genotype]:
 
 
 def committed_picks(spec: Spec, results: str | Path) -> list[dict[str, Any]]:
-    """Every genotype a search chose in the records of ``results`` that pair with ``spec`` (the same comparison):
-    its strategy, search id, seed and genotype, in the records' order."""
-    base = spec.replace(head="baseline")
-    wanted = comparison_id(base)
+    """Every genotype a search chose in ``results`` that pairs with ``spec`` (the same comparison): the searched
+    heads' records, then the searches recorded under ``searches/`` whose choice differs (a search run again on
+    another kind of machine, say). Each: its strategy, search id, seed, genotype and where it was found."""
+    wanted = comparison_id(spec.replace(head="baseline"))
     picks = []
     for r in load_records(results) if (Path(results) / "records").is_dir() else []:
         if r["head"] == "nasiam" and r.get("genotype") and r["comparison_id"] == wanted:
-            picks.append(
-                {"strategy": r["strategy"], "search_id": r["search_id"], "seed": r["seed"], "genotype": r["genotype"]}
-            )
+            picks.append(_pick(r, r["genotype"], "its head's record"))
+    known = {(p["search_id"], p["seed"], ops_head(p["genotype"])) for p in picks}
+    for r in load_search_records(results):
+        searched = spec_from_dict(r["spec"], where=f"search record {r['search_id']}").replace(head="baseline")
+        if r.get("genotype") and comparison_id(searched) == wanted:
+            if (r["search_id"], r["seed"], ops_head(r["genotype"])) not in known:
+                picks.append(_pick(r, r["genotype"], f"searched again on {machine_kind(r.get('machine'))}"))
     return picks
+
+
+def _pick(record: dict[str, Any], genotype: Genotype, found: str) -> dict[str, Any]:
+    keys = ("strategy", "search_id", "seed")
+    return {**{k: record[k] for k in keys}, "genotype": genotype, "found": found}
 
 
 def heads(spec: Spec, size: int, seed: int, results: str | Path) -> list[str]:

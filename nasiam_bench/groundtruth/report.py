@@ -95,7 +95,8 @@ def _picks(spec: Spec, results: Path, truth: GroundTruth) -> pd.DataFrame:
 
 
 def _search_label(pick: dict[str, Any]) -> str:
-    return f"{pick['strategy']} ({pick['search_id']})"
+    again = "" if pick["found"] == "its head's record" else f", {pick['found']}"
+    return f"{pick['strategy']} ({pick['search_id']}{again})"
 
 
 def _header(spec: Spec, truth: GroundTruth, sample: list[str], means: pd.DataFrame, command: str, stem: str) -> str:
