@@ -29,7 +29,7 @@ from typing import Any
 
 from nasiam_bench.data.prepare import data_root, read_meta
 from nasiam_bench.heads.genotype import OPS_PREFIX, load_genotype, parse_ops_head
-from nasiam_bench.registry import SEARCH_STRATEGIES
+from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
 from nasiam_bench.spec import SearchSection, Spec, spec_from_dict
 
 IDENTITY_VERSION = 2  # bump when what an identity covers changes: every id moves (see `nasiam-bench rekey`)
@@ -63,12 +63,72 @@ def identity(
     if kind == "search_state":
         parts.update(search=identity("search", spec, dataset=dataset), seed=seed)
     if kind == "comparison":
-        parts.update(spec=spec.hashed_values(("experiment.head", "experiment.strategy", "search", "seeds")))
+        skip = ("experiment.head", "experiment.strategy", "search", "seeds")
+        parts.update(spec=effective(spec).hashed_values(skip))
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def effective(spec: Spec) -> Spec:
+    """The spec as the run executes it, in one canonical form, so that two specs that run alike hash alike:
+    - an optional value given equal to what unset means is unset (``train.lr_steps = "step"``, ...);
+    - a value nothing reads is its default: the alpha options under a strategy that learns no alpha, the
+      augmented probe's options under the frozen probe, the search's layer counts of a head the framework does
+      not search; a layer count equal to the framework's own is 0 (its way of saying "the paper's");
+    - ``search.encoder_momentum`` equal to the framework's momentum, and ``search.stop_when_stable`` that cannot
+      stop a search of ``search.epochs``, are unset;
+    - the framework's own options are filled in with its defaults, ``head_width`` 1 unset.
+    Records keep the spec as written; identities hash this."""
+    changes: dict[str, Any] = {}
+    strategy = (
+        SEARCH_STRATEGIES.get(spec.experiment.strategy) if spec.experiment.strategy in SEARCH_STRATEGIES else None
+    )
+    gradient = getattr(strategy, "gradient", True)
+    frozen = spec.eval.linear_protocol == "frozen"
+    for section in ("search", "train", "eval"):
+        for f in dataclasses.fields(getattr(spec, section)):
+            key, value, meta = f"{section}.{f.name}", getattr(getattr(spec, section), f.name), f.metadata
+            unread = (meta.get("read_by") == "gradient" and not gradient) or (
+                meta.get("read_by") == "augmented probe" and frozen
+            )
+            if unread and value != f.default:
+                changes[key] = f.default
+            elif value is not None and meta.get("unset_means") is not None and value == meta["unset_means"]:
+                changes[key] = None
+    changes.update(_effective_search(spec, gradient))
+    changes.update(_effective_framework(spec))
+    return spec.replace(**changes) if changes else spec
+
+
+def _effective_search(spec: Spec, gradient: bool) -> dict[str, Any]:
+    s, changes = spec.search, {}
+    framework = FRAMEWORKS.get(spec.experiment.framework)
+    own = framework.search_cells(1, {"projector": 0, "predictor": 0}, spec.framework.given())
+    for head, count in s.layers().items():
+        if count and (head not in own or count == own[head].layers):
+            changes[f"search.{head}_layers"] = 0
+    options = framework.resolve_options(spec.framework.given())
+    if s.encoder_momentum is not None and s.encoder_momentum == options.get("momentum"):
+        changes["search.encoder_momentum"] = None
+    if gradient and s.stop_when_stable is not None and s.stop_when_stable >= s.epochs:
+        changes["search.stop_when_stable"] = None  # it needs more epochs than the search has: it never stops one
+    return changes
+
+
+def _effective_framework(spec: Spec) -> dict[str, Any]:
+    framework = FRAMEWORKS.get(spec.experiment.framework)
+    given = spec.framework.given()
+    changes = {f"framework.{k}": v for k, v in framework.OPTIONS.items() if k not in given}
+    for key, default in framework.COMMON_OPTIONS.items():
+        if given.get(key) == default:
+            changes[f"framework.{key}"] = None
+    return changes
+
+
 def _run_values(spec: Spec) -> dict[str, Any]:
+    spec = effective(spec)
+    if spec.experiment.head == "baseline":  # the framework's own heads: no searched layer shapes them
+        spec = spec.replace(**{"search.projector_layers": 0, "search.predictor_layers": 0})
     e = spec.experiment
     skip: tuple[str, ...] = ()
     if e.head != "nasiam":  # baseline, paper and random runs do not depend on how a search would run
@@ -86,6 +146,7 @@ def _run_values(spec: Spec) -> dict[str, Any]:
 
 
 def _search_values(spec: Spec) -> dict[str, Any]:
+    spec = effective(spec)
     reads = set(getattr(SEARCH_STRATEGIES.get(spec.experiment.strategy), "reads", ()))
     values = spec.hashed_values(("experiment.head", "seeds"))
     for section in ("train", "eval"):

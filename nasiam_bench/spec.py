@@ -58,6 +58,8 @@ def _opt(
     registry: str | None = None,
     hashed: bool = True,
     only: tuple[str, ...] = (),
+    unset_means: Any = None,
+    read_by: str = "",
     doc: str = "",
 ) -> Any:
     """A dataclass field carrying its validation rules in metadata; ``only``: the search strategies whose numbers
@@ -70,6 +72,8 @@ def _opt(
         "prefixes": prefixes,
         "registry": registry,
         "hashed": hashed,
+        "unset_means": unset_means,  # an optional value given equal to this is the same as unset
+        "read_by": read_by,  # "gradient": gradient searches only; "augmented probe": that probe only
         "doc": doc,
         "empty_ok": default == (),  # a list whose default is empty may be given empty
     }
@@ -83,6 +87,7 @@ def _lr_steps_opt(what: str) -> Any:
     return _opt(
         None,
         choices=("step", "epoch"),
+        unset_means="step",
         doc=f"{what}: learning rate changed every step, or once an epoch (NASiam's code); unset: every step",
     )
 
@@ -155,11 +160,15 @@ class SearchSection:
     epochs: int = _opt(10, lo=1)
     batch_size: int = _opt(64, lo=1)
     lr: float = _opt(0.05, lo=0.0, doc="weight learning rate during search")
-    arch_lr: float = _opt(3e-4, lo=0.0, doc="learning rate of the architecture weights alpha")
-    arch_weight_decay: float = _opt(1e-3, lo=0.0)
-    arch_optimizer: str = _opt("adam", choices=("adam", "adamw"))
-    arch_betas: tuple[float, ...] = _opt((0.5, 0.999), lo=0.0, hi=0.999999, doc="Adam's betas for alpha")
-    arch_steps: str = _opt("batch", choices=("batch", "epoch"), doc="an alpha step per weight step, or per epoch")
+    arch_lr: float = _opt(3e-4, read_by="gradient", lo=0.0, doc="learning rate of the architecture weights alpha")
+    arch_weight_decay: float = _opt(1e-3, read_by="gradient", lo=0.0)
+    arch_optimizer: str = _opt("adam", read_by="gradient", choices=("adam", "adamw"))
+    arch_betas: tuple[float, ...] = _opt(
+        (0.5, 0.999), read_by="gradient", lo=0.0, hi=0.999999, doc="Adam's betas for alpha"
+    )
+    arch_steps: str = _opt(
+        "batch", read_by="gradient", choices=("batch", "epoch"), doc="an alpha step per weight step, or per epoch"
+    )
     weight_optimizer: str = _opt("sgd", choices=("sgd", "adam"), doc="the weights' optimiser during the search")
     weight_decay: float = _opt(5e-4, lo=0.0, doc="the weights' weight decay during the search")
     lr_scaling: str = _opt("linear", choices=("linear", "none"), doc="search.lr x batch/256, or as it is")
@@ -169,7 +178,9 @@ class SearchSection:
         None, lo=0.0, hi=1.0, doc="momentum of the key/target encoder during the search; unset: framework.momentum"
     )
     paper_bn_eps_quirk: bool = _opt(
-        False, doc="MoCo's search space as NASiam's code builds it: BatchNorm1d(in, out) sets eps = out (a defect)"
+        False,
+        read_by="gradient",
+        doc="MoCo's search space as NASiam's code builds it: BatchNorm1d(in, out) sets eps = out (a defect)",
     )
     random_samples: int = _opt(4, lo=1, only=("random",), doc="genotypes sampled by the random strategy")
     random_rank: str = _opt(
@@ -181,6 +192,7 @@ class SearchSection:
     )
     beta_decay: float | None = _opt(
         None,
+        unset_means=25.0,
         lo=0.0,
         only=("beta_darts",),
         doc="beta_darts: the beta-decay loss's weight at the search's end (linear from 0); unset: 25",
@@ -189,17 +201,22 @@ class SearchSection:
     tau_min: float = _opt(0.1, lo=1e-3, only=("gdas",), doc="GDAS: ... and at the end (annealed linearly)")
     stop_when_stable: int | None = _opt(
         None,
+        read_by="gradient",
         lo=1,
         doc="gradient searches: stop once the genotype has not changed for this many epochs (DARTS+); "
         "search.epochs stays the cap; unset: run every epoch",
     )
     alpha_init_std: float | None = _opt(
         None,
+        unset_means=1e-3,
+        read_by="gradient",
         lo=0.0,
         doc="gradient searches: alpha starts at this x N(0, 1); 0: zeros, as NASiam's code; unset: 1e-3",
     )
     alpha_perturbation: float | None = _opt(
         None,
+        unset_means=0.0,
+        read_by="gradient",
         lo=0.0,
         doc="add this x N(0, 1) (a generator of its own) to alpha before the search: the perturbation "
         "check's twin (experiment.perturbation_check); unset: none",
@@ -252,6 +269,7 @@ class EvalSection:
     )
     linear_crop_scale: tuple[float, ...] | None = _opt(
         None,
+        read_by="augmented probe",
         lo=0.01,
         hi=1.0,
         doc="the augmented probe's crops: RandomResizedCrop over [min, max] of the image's area (ratio 3/4-4/3) "
@@ -259,6 +277,8 @@ class EvalSection:
     )
     linear_color_jitter: bool | None = _opt(
         None,
+        unset_means=False,
+        read_by="augmented probe",
         doc="the augmented probe's views also get ColorJitter 0.4/0.4/0.4/0.1 (p 0.8) and grayscale (p 0.2), "
         "as NASiam's SimCLR linear.py; unset: none",
     )
@@ -271,6 +291,7 @@ class EvalSection:
     )
     linear_schedule: str | None = _opt(
         None,
+        unset_means="cosine",
         choices=("cosine", "constant"),
         doc="the probe's learning rate: a cosine to zero (eval.linear_milestones replace it by steps), or "
         "constant (NASiam's SimCLR linear.py); unset: cosine",

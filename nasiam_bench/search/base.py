@@ -77,6 +77,8 @@ class SearchStrategy:
     # The values outside [search], [data], [framework] and [experiment] the strategy's numbers depend on: they are
     # part of its search identity (nasiam_bench.identity), and no other value of [train] or [eval] is.
     reads: tuple[str, ...] = ("train.amp",)
+    # Whether it learns alpha: only then do the [search] options marked read_by="gradient" change its numbers.
+    gradient = False
     # Host reads of device values a step makes by design (the loop itself makes none between its read points).
     reads_per_step = 0
 
@@ -124,6 +126,8 @@ class GradientStrategy(SearchStrategy):
 
     ``held_out``: whether alpha learns from the held-out half (bilevel); a single-level strategy sets it False and
     the loop then draws no held-out batches."""
+
+    gradient = True
 
     held_out = True
 
