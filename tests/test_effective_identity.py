@@ -84,7 +84,7 @@ def _another(key, f, current):
     if meta.get("registry"):
         names = registry(meta["registry"]).list()
         return [n for n in names if n not in (current or ())][:2] if isinstance(current, tuple) else None
-    if isinstance(current, bool) or (current is None and "jitter" in key or key.endswith(("quirk", "symmetric"))):
+    if isinstance(current, bool) or ((current is None and "jitter" in key) or key.endswith(("quirk", "symmetric"))):
         return not current
     if isinstance(current, tuple):
         return [min(v * 1.5, meta.get("hi") or 1e9) if v else 0.5 for v in current[:2]][: len(current)] or [0.5]
