@@ -7,6 +7,7 @@ differences, not of the accuracies, says how sure a claim is.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ class PairedDifference:
     low: float
     high: float
     verdict: str
+    left_out: int = 0  # the head's seeds with two reference runs of different run ids: paired with neither
 
     @property
     def half_width(self) -> float:
@@ -91,17 +93,20 @@ def paired_by_seed(head: pd.DataFrame, reference: pd.DataFrame, metric: str) -> 
     without a partner, or without the metric, are left out, and so is a seed whose reference is ambiguous (two
     reference runs of different run ids: which one is the partner is not for this function to guess)."""
     reference = reference[reference[metric].notna()] if metric in reference else reference.iloc[0:0]
+    ambiguous: set = set()
     if "run_id" in reference:
         runs = reference.groupby(["comparison_id", "seed"])["run_id"].transform("nunique")
+        ambiguous = set(zip(reference["comparison_id"][runs > 1], reference["seed"][runs > 1], strict=True))
         reference = reference[runs == 1]
     ref = reference.drop_duplicates(["comparison_id", "seed"]).set_index(["comparison_id", "seed"])[metric]
-    keys = zip(head["comparison_id"], head["seed"], strict=True)
+    keys = list(zip(head["comparison_id"], head["seed"], strict=True))
     pairs = [
         (value, ref[key])
         for key, value in zip(keys, head[metric], strict=True)
         if key in ref.index and pd.notna(value) and pd.notna(ref[key])
     ]
-    return paired_difference([p[0] for p in pairs], [p[1] for p in pairs])
+    found = paired_difference([p[0] for p in pairs], [p[1] for p in pairs])
+    return dataclasses.replace(found, left_out=sum(key in ambiguous for key in set(keys)))
 
 
 @dataclass(frozen=True)

@@ -162,9 +162,9 @@ def markdown(frame: pd.DataFrame) -> str:
 
 
 def _differences(table: pd.DataFrame, prefix: str) -> list[PairedDifference]:
-    fields = ("n", "mean", "low", "high", "verdict")
+    fields = ("n", "mean", "low", "high", "verdict", "left_out")
     columns = [table[f"{prefix}_diff_{f}"] for f in fields]
-    return [PairedDifference(int(n), *rest) for n, *rest in zip(*columns, strict=True)]
+    return [PairedDifference(int(n), m, lo, hi, v, int(left)) for n, m, lo, hi, v, left in zip(*columns, strict=True)]
 
 
 def _column_difference(table: pd.DataFrame, prefix: str) -> list[str]:
@@ -172,7 +172,14 @@ def _column_difference(table: pd.DataFrame, prefix: str) -> list[str]:
 
 
 def _column_verdict(table: pd.DataFrame, prefix: str) -> list[str]:
-    return ["–" if d.n == 0 else f"{d.verdict} (n={d.n})" for d in _differences(table, prefix)]
+    return [_verdict_text(d) for d in _differences(table, prefix)]
+
+
+def _verdict_text(d: PairedDifference) -> str:
+    """The verdict and its pairs; seeds left unpaired (two baseline runs of one seed) are said, never dropped
+    silently."""
+    left = f"; {d.left_out} seed(s) left out: two baseline runs of different run ids" if d.left_out else ""
+    return ("–" if d.n == 0 else f"{d.verdict} (n={d.n})") + left if d.n or d.left_out else "–"
 
 
 def presentable(table: pd.DataFrame) -> pd.DataFrame:

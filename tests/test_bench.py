@@ -220,6 +220,20 @@ def test_heads_are_paired_with_the_baseline_of_the_same_seed_and_comparison(tmp_
     assert "95% Student-t interval" in text
 
 
+def test_a_seed_with_two_baseline_runs_is_left_out_and_the_row_says_so(tmp_path):
+    records = [_record("baseline", s, 40.0 + s, 45.0) for s in range(3)]
+    records.append({**_record("baseline", 0, 39.0, 44.0), "run_id": "baseline-other"})  # same comparison and seed
+    records += [_record("nasiam", s, 41.0 + s, 46.0, "darts", 0.01) for s in range(3)]
+    table = summarise(records).set_index(["head", "run_id"])
+    n = table.loc[("nasiam", "nasiam-lr0.06")]
+    assert n["knn_diff_n"] == 2 and n["knn_diff_left_out"] == 1
+    for rec in records:
+        write_record(tmp_path, rec)
+    write_tables(tmp_path)
+    text = (tmp_path / "cifar10.md").read_text()
+    assert "n/a (n=2); 1 seed(s) left out: two baseline runs of different run ids" in text
+
+
 def test_records_without_a_baseline_of_their_comparison_are_not_paired():
     records = [_record("baseline", s, 40.0 + s) for s in range(3)]
     records += [{**_record("nasiam", s, 45.0, strategy="darts"), "comparison_id": "another"} for s in range(3)]
