@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from nasiam_bench import distributed, label_free
-from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint
+from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint, read_state
 from nasiam_bench.claims import RunClaimed, claim
 from nasiam_bench.data.datasets import DataError
 from nasiam_bench.data.prepare import open_prepared, prepare
@@ -337,7 +337,9 @@ def _lockstep(heads: list[Job], spec: Spec, runs, results, device: str, progress
             continue
         run_spec, genotype, state, path = _target(job, spec_of(spec, job), runs, results)
         if usable_record(spec, job, path, state) is None:
-            members.append(Member(run_spec, default_run_dir(run_spec, job.seed, runs), genotype))
+            out = default_run_dir(run_spec, job.seed, runs)
+            set_aside_other_state(out, state)
+            members.append(Member(run_spec, out, genotype))
     if len(members) < 2:
         return
     print(f"lockstep seed {heads[0].seed}: {', '.join(m.spec.experiment.head for m in members)}", flush=True)
@@ -468,8 +470,23 @@ def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
     }
 
 
+def set_aside_other_state(out: Path, state: str) -> None:
+    """A run folder whose checkpoint holds another state under the same run id (a searched head whose search chose
+    again): moved aside whole, to ``<folder>-state-<its identity>``, so that the run starts again and nothing of
+    the old one is lost."""
+    path = out / "checkpoint.pt"
+    if not path.is_file():
+        return
+    held = read_state(path, "pretrain")["identity"]
+    if held != state:
+        aside = out.with_name(f"{out.name}-state-{held}")
+        print(f"{out}: holds the run of state {held}, not {state} (another genotype): moved to {aside}", flush=True)
+        out.rename(aside)
+
+
 def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool, search, ctx) -> dict[str, Any]:
     out = default_run_dir(spec, seed, runs)
+    set_aside_other_state(out, identity("state", spec, seed, genotype))
     trained = pretrain(spec, seed, out, genotype=genotype, device=device, progress=progress, runs=runs)
     began = time.perf_counter()
     metrics = evaluate_checkpoint(str(trained.checkpoint), device=device)

@@ -268,3 +268,24 @@ def test_smoke_bench_with_two_seeds_pairs_each_head_with_its_seeds_baseline(tmp_
     assert table.loc["random", "knn_diff_mean"] == pytest.approx(expected)
     assert "n/a (n=2)" in (results / "cifar10.md").read_text()
     assert (results / "cifar10_moco_smoke_reference_knn_curves.png").stat().st_size > 5000
+
+
+def test_a_searched_head_whose_search_chose_again_is_trained_again_with_nothing_lost(smoke_bench, tmp_path, capsys):
+    import shutil
+
+    from nasiam_bench.heads.genotype import load_genotype
+
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    shutil.copytree(smoke_bench.runs, runs, ignore=shutil.ignore_patterns("results-*"))
+    shutil.copytree(smoke_bench.results, results)
+    (searched,) = runs.glob("search-moco-*/seed0/genotype.toml")
+    old = load_genotype(searched)
+    other = {"projector": ["identity"] * 4}
+    assert other != old.heads
+    type(old)(old.framework, other, old.dataset, old.backbone, "chosen again", old.alpha).save(searched)
+    bench("moco", SMOKE_BENCH, runs=runs, results=results, progress=False)
+    out = capsys.readouterr().out
+    assert "(another genotype): moved to" in out  # the old run set aside, not overwritten
+    record = {r["head"]: r for r in load_records(results)}["nasiam"]
+    assert record["genotype"] == other
+    assert len(list(runs.glob("moco-cifar10-*/seed0-state-*/checkpoint.pt"))) == 1
