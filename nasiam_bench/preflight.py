@@ -4,6 +4,7 @@ checked when it loads (``spec.py``); these are the checks that need the machine 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -31,13 +32,37 @@ def check_device(device: str) -> None:
 
 
 def check_folder(path: str | Path, option: str) -> None:
-    """``path`` is a folder this process can write, or one it can create (nothing is created here)."""
+    """``path`` is a folder this process can write, or one it can create: tried for real (``os.access`` says yes
+    to root where ``mkdir`` fails, in ``/proc`` say), and what the trial made removed again."""
     path = Path(path)
     existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor or "."))
     if not existing.is_dir():
         raise NasiamBenchError(f"{option} {path}: {existing} is a file, not a folder; give a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise NasiamBenchError(f"{option} {path}: this user cannot write in {existing}; give a folder you can write")
+    failed = _write_trial(path)
+    if failed is not None:
+        raise NasiamBenchError(f"{option} {path}: cannot write there ({failed}); give a folder you can write")
+
+
+def _write_trial(path: Path) -> str | None:
+    """Make ``path`` (and its missing parents) and a file in it, then remove what was made; why it failed, or
+    None."""
+    made: list[Path] = []
+    try:
+        for folder in reversed([p for p in [path, *path.parents] if not p.exists()]):
+            folder.mkdir()
+            made.append(folder)
+        trial = path / f".nasiam-bench-write-trial-{os.getpid()}"
+        trial.touch()
+        trial.unlink()
+        return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    finally:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def check_workers(workers: int, where: str = "data.workers") -> None:

@@ -55,6 +55,10 @@ def _cases(tmp):
             [*pretrain, f"experiment.head=genotype:{tmp / 'short.toml'}", "--seed", "0"],
             "moco searches projector=<4 ops>",
         ),
+        "results folder that cannot be made": (
+            [*bench, "--results", "/proc/nb-results"],
+            "/proc/nb-results: cannot write",
+        ),
         "an activation twice": (
             [*bench, 'experiment.activations=["relu","relu","silu"]'],
             "experiment.activations = ['relu', 'relu', 'silu'] names ['relu'] twice; give each once",
