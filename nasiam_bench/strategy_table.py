@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from nasiam_bench.heads.ops import LINEAR_PREFIX, PARAMETER_FREE_OPS
@@ -195,9 +196,17 @@ def plot_strategies(table: pd.DataFrame, path: Path, dataset: str) -> Path:
     """Per framework: each strategy's kNN difference to the baseline (mean and 95% interval) against its search
     device-hours (mean ± std), one colour and marker per strategy (hollow: a second search of it, under other
     settings), the share of parameter-free ops in the legend below each panel."""
+    return save(strategies_figure(table, dataset), path)
+
+
+def strategies_figure(table: pd.DataFrame, dataset: str):
+    """The figure of ``plot_strategies``: one subfigure a framework, its legend below its panel and inside the
+    figure (constrained layout makes room for it)."""
     groups = [(tuple(rows[GROUP].iloc[0]), rows) for _, rows in table.groupby("comparison_id", sort=False)]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 5.2), layout="constrained", squeeze=False)
-    for ax, (key, rows) in zip(axes[0], groups, strict=True):
+    fig = plt.figure(figsize=(7.5 * len(groups), 7.0), layout="constrained")
+    subfigures = np.atleast_1d(fig.subfigures(1, len(groups)))
+    for subfigure, (key, rows) in zip(subfigures, groups, strict=True):
+        ax = subfigure.subplots()
         seen: set[str] = set()
         for row in rows.itertuples(index=False):
             d = row.knn_vs_baseline
@@ -222,6 +231,6 @@ def plot_strategies(table: pd.DataFrame, path: Path, dataset: str) -> Path:
         ax.set_title(f"{dataset} {key[2]} ({key[0]} profile, {key[1]} recipe)", fontsize=9)
         ax.set_xlabel("search device-hours, mean ± std over seeds")
         ax.set_ylabel("kNN Δ vs baseline (points), mean and 95% CI")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # below the axes: covers no point
+        subfigure.legend(fontsize=7, loc="outside lower center")  # below the axes: covers no point
         ax.grid(alpha=0.3)
-    return save(fig, path)
+    return fig

@@ -90,3 +90,20 @@ def test_records_without_a_recipe_are_compared_as_recipe_none():
     records = [{k: v for k, v in r.items() if k != "recipe"} for r in _records()]
     table = compare_strategies(records)
     assert list(table["recipe"]) == ["(none)", "(none)"] and list(table["strategy"]) == ["darts", "random"]
+
+
+def test_the_strategy_figures_legends_lie_inside_the_figure():
+    """Each panel's legend, however long its labels, is drawn inside the figure (not cut at its edges)."""
+    from nasiam_bench.results import load_records
+    from nasiam_bench.strategy_table import compare_strategies, strategies_figure
+    from tests.conftest import REPO
+
+    records = [r for r in load_records(REPO / "results") if r["dataset"] == "cifar10"]
+    fig = strategies_figure(compare_strategies(records), "cifar10")
+    fig.canvas.draw()
+    inside = fig.bbox.padded(1)
+    legends = [legend for subfigure in fig.subfigs for legend in subfigure.legends]
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent(fig.canvas.get_renderer())
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
