@@ -416,6 +416,8 @@ def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progr
     write_search_record(results, spec, seed, json.loads((out / SUMMARY).read_text()))
     if spec.experiment.perturbation_check and result.decision is not None:
         result.perturbation_agreement = _perturbation_check(spec, seed, result, label, runs, device, progress)
+        if result.perturbation_agreement is None:  # its twin runs elsewhere: the search is not done until it is
+            return None
     if genotype_file is not None and (out / "alpha.png").is_file():
         plots = Path(results) / "plots"
         plots.mkdir(parents=True, exist_ok=True)

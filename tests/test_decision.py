@@ -171,3 +171,36 @@ def test_a_search_the_cap_ended_says_so_even_when_its_genotype_was_stable():
     assert progress.ended() == "epoch cap: 4 epochs"
     progress.epoch = 3
     assert progress.ended() == "stopping rule: genotype unchanged for 2 epochs, at epoch 3 of 4"
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_a_search_whose_twin_another_process_runs_is_pending_and_its_head_waits(tmp_path, capsys):
+    """Bench B meets the perturbed twin of its search claimed by bench A: the search is not done until the twin
+    is, so B trains no head without its perturbation_agreement; once the twin is free, the record carries it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from nasiam_bench.layout import default_search_dir
+    from nasiam_bench.runner import perturbed_twin
+    from nasiam_bench.spec import bench_spec
+
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    overrides = ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.train_subset=128", "eval.test_subset=200"]
+    overrides += ["bench_heads=['nasiam']", "experiment.perturbation_check=true"]
+    twin = default_search_dir(perturbed_twin(bench_spec("moco", None, overrides)), 0, runs)
+    twin.mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        claimed = {"host": os.uname().nodename, "pid": sleeper.pid, "started": "now", "token": "a"}
+        (twin / "search.claim").write_text(json.dumps(claimed))
+        bench("moco", overrides, runs=runs, results=results, progress=False)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert "its search is running elsewhere; skipped" in capsys.readouterr().out
+    assert not [r for r in load_records(results) if r["head"] == "nasiam"]
+    bench("moco", overrides, runs=runs, results=results, progress=False)  # the twin's claim is stale now
+    (record,) = [r for r in load_records(results) if r["head"] == "nasiam"]
+    assert 0.0 <= record["perturbation_agreement"] <= 1.0
