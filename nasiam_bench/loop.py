@@ -46,7 +46,7 @@ class Epoch:
     last: dict[str, Any] = field(default_factory=dict)  # the last step's outputs (its embedding, say)
     seconds: float = 0.0
     row: dict[str, Any] = field(default_factory=dict)  # what callbacks add for the epoch's log row
-    shared_by: float = 1.0  # the mean number of runs on its device during the epoch (occupancy.py)
+    shared_by: float = 1.0  # wall over device time: the mean number of runs on its device in the epoch (occupancy.py)
 
     @property
     def device_seconds(self) -> float:
@@ -108,7 +108,7 @@ def _epochs(loader, epochs, step, callbacks, desc, total, progress, diverged, re
             callback.epoch_start(index)
         loader.set_epoch(index)
         epoch, began, unread = Epoch(index), time.perf_counter(), _Unread(index, callbacks, diverged)
-        sharing = occupancy.count()
+        share = occupancy.device_seconds()
         label = f"{desc} {index + 1}/{total or epochs.stop}"
         bar = progress_of(loader, label, unit="step", enabled=progress)
         for i, batch in enumerate(bar):
@@ -122,7 +122,8 @@ def _epochs(loader, epochs, step, callbacks, desc, total, progress, diverged, re
                 unread.read()
         unread.read()
         epoch.seconds = time.perf_counter() - began
-        epoch.shared_by = (sharing + occupancy.count()) / 2
+        device = occupancy.device_seconds() - share  # its share of the device, integrated over the epoch
+        epoch.shared_by = epoch.seconds / device if device > 0 else 1.0
         for callback in callbacks:
             callback.epoch_end(epoch)
         if STOP_REQUESTED.is_set():  # its checkpoint is written: the run resumes from here

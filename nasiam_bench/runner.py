@@ -31,6 +31,7 @@ from nasiam_bench.identity import dataset_digest, identity, record_identities, r
 from nasiam_bench.layout import default_results, default_run_dir, default_search_dir
 from nasiam_bench.lockstep import Member, pretrain_lockstep
 from nasiam_bench.machine import machine
+from nasiam_bench.occupancy import device_time, occupying
 from nasiam_bench.preflight import check_data, check_folder, check_machine
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.results import device_hours, find_record, git_commit, record_path, write_record, write_search_record
@@ -370,14 +371,16 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
             return done, False
         print(f"{label}: {'kNN of the untrained backbone' if job.kind == FLOOR else 'pre-train'}", flush=True)
         try:
-            if job.kind == FLOOR:
-                record = _floor(run_spec, job.seed, ctx)
-            else:
-                search = searches.get((job.seed, job.strategy))
-                record = _run_head(run_spec, job.seed, genotype, runs, device, progress, search, ctx)
+            with device_time(ctx.device) as job_time:  # every phase: set-up, training, evaluation, measures
+                if job.kind == FLOOR:
+                    record = _floor(run_spec, job.seed, ctx)
+                else:
+                    search = searches.get((job.seed, job.strategy))
+                    record = _run_head(run_spec, job.seed, genotype, runs, device, progress, search, ctx)
         except RunClaimed as exc:  # its run folder is another bench's (one with other results)
             print(f"{label}: skipped: {exc}", flush=True)
             return None, False
+        record["job_device_hours"] = device_hours(job_time[1], ctx.world_size)
         record = {**record_base(run_spec, job.seed), **record, "dataset_digest": dataset_digest(run_spec)}
         record.update(record_identities(record))  # the ids rekey would give it: one way to say what it is
         if old is not None:
@@ -431,7 +434,8 @@ def _searched(spec: Spec, seed: int, out: Path, what: str, device: str, progress
     """``run_search`` into ``out``, saying so; None (and why) when another live process holds the folder."""
     print(f"{what} -> {out}", flush=True)
     try:
-        return run_search(spec, seed, out, device=device, progress=progress)
+        with occupying(distributed.setup(device).device):  # its set-up counted as on the device too
+            return run_search(spec, seed, out, device=device, progress=progress)
     except RunClaimed as exc:
         print(f"{what}: skipped: {exc}", flush=True)
         return None
@@ -451,9 +455,9 @@ def perturbed_twin(spec: Spec) -> Spec:
 
 
 def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
-    began = time.perf_counter()
-    knn = untrained_knn(spec, seed, eval_data_for(spec, seed, ctx.device), ctx.device)
-    seconds = time.perf_counter() - began
+    with device_time(ctx.device) as spent:
+        knn = untrained_knn(spec, seed, eval_data_for(spec, seed, ctx.device), ctx.device)
+    seconds, device_seconds = spent
     return {
         "head": FLOOR,
         "strategy": "-",
@@ -464,7 +468,7 @@ def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
         "eval_seconds": seconds,
         "search_device_hours": 0.0,
         "pretrain_device_hours": 0.0,
-        "eval_device_hours": device_hours(seconds, ctx.world_size),
+        "eval_device_hours": device_hours(device_seconds, ctx.world_size),
         "device": device_name(ctx.device),
         "machine": machine(ctx.device),
         "devices": ctx.world_size,
@@ -490,14 +494,14 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
     out = default_run_dir(spec, seed, runs)
     set_aside_other_state(out, identity("state", spec, seed, genotype))
     trained = pretrain(spec, seed, out, genotype=genotype, device=device, progress=progress, runs=runs)
-    began = time.perf_counter()
-    metrics = evaluate_checkpoint(str(trained.checkpoint), device=device)
-    eval_seconds = time.perf_counter() - began
-    _, model = model_from_checkpoint(load_checkpoint(trained.checkpoint))
-    measures = {
-        **label_free.at_init(spec, seed, genotype, ctx.device),
-        **label_free.after_training(model, spec, ctx.device),
-    }
+    with device_time(ctx.device) as spent:  # the evaluation and the label-free measures
+        metrics = evaluate_checkpoint(str(trained.checkpoint), device=device)
+        _, model = model_from_checkpoint(load_checkpoint(trained.checkpoint))
+        measures = {
+            **label_free.at_init(spec, seed, genotype, ctx.device),
+            **label_free.after_training(model, spec, ctx.device),
+        }
+    eval_seconds, eval_device_seconds = spent
     searched = search is not None and spec.experiment.head == "nasiam"
     search_seconds = search.seconds if searched else 0.0
     return {
@@ -514,7 +518,7 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
         "eval_seconds": eval_seconds,
         "search_device_hours": device_hours(search_seconds, trained.world_size),
         "pretrain_device_hours": device_hours(trained.train_seconds, trained.world_size),
-        "eval_device_hours": device_hours(eval_seconds, trained.world_size),
+        "eval_device_hours": device_hours(eval_device_seconds, trained.world_size),
         "device": trained.device,
         "machine": machine(ctx.device),
         "devices": trained.world_size,

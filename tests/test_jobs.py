@@ -100,3 +100,33 @@ def _cmdline(pid: int) -> str:
 
 def _is_spawned(pid: int) -> bool:
     return "multiprocessing.spawn" in _cmdline(pid) and "resource_tracker" not in _cmdline(pid)
+
+
+def test_an_occupancy_integrates_its_share_of_the_device_over_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(occupancy, "LEDGER", tmp_path)
+    monkeypatch.setattr(occupancy, "SAMPLE_S", 0.02)
+    with occupancy.device_time("cpu") as spent:
+        time.sleep(0.5)  # alone: all of it
+        folder = tmp_path / occupancy.device_key("cpu")
+        other = folder / "elsewhere.claim"
+        other.write_text(json.dumps({"host": "another-host", "pid": 1, "started": "now"}))
+        time.sleep(1.0)  # shared with one more run: half of it
+        other.unlink()
+    wall, device = spent
+    assert wall == pytest.approx(1.5, abs=0.2)
+    assert device == pytest.approx(0.5 + 1.0 / 2, abs=0.15)
+
+
+@pytest.mark.usefixtures("cifar10_data")
+def test_concurrent_records_claim_no_more_device_time_than_there_was(tmp_path):
+    """``bench --jobs 2``: the device-seconds of every phase of every record (each job's, and each search's) sum
+    to at most the wall time the bench took on its one device."""
+    overrides = [*SMOKE_BENCH[:-1], "train.epochs=2", "experiment.bench_heads=['baseline','nasiam','random']"]
+    began = time.perf_counter()
+    records = bench("moco", overrides, runs=tmp_path / "r", results=tmp_path / "s", progress=False, jobs=2)
+    wall = time.perf_counter() - began
+    jobs = sum(r["job_device_hours"] for r in records) * 3600
+    searches = sum(r["search_device_hours"] for r in records if r["head"] == "nasiam") * 3600
+    assert 0 < jobs + searches <= wall
+    shared = [r for r in records if r["head"] != "untrained"]
+    assert any(r["device_shared_by"] > 1.0 for r in shared)  # two workers did share the CPU
