@@ -51,7 +51,9 @@ def pretrain_lockstep(
         if ctx.is_main:
             for m in members:
                 claims.enter_context(exclusive(m.out_dir / "run.claim", f"the run in {m.out_dir}"))
-        lanes = _lanes(members, seed, ctx, resume)
+        lanes: list[_Lane] = []
+        claims.callback(lambda: [lane.run.close() for lane in lanes])  # on a fall-back too
+        _lanes(members, seed, ctx, resume, lanes)
         if len({lane.run.epochs_done for lane in lanes}) > 1:
             raise SpecError("lockstep: the heads' checkpoints are at different epochs; resume them one by one")
         first = lanes[0].run
@@ -89,9 +91,10 @@ def _check_shared(members: list[Member]) -> None:
             raise SpecError(f"lockstep: {m.out_dir} differs from {members[0].out_dir} in {', '.join(differs)}")
 
 
-def _lanes(members: list[Member], seed: int, ctx, resume: bool) -> list[_Lane]:
-    """Each member's run, built as its separate run builds it (seeded first), the first one's loader shared."""
-    lanes, loader = [], None
+def _lanes(members: list[Member], seed: int, ctx, resume: bool, lanes: list[_Lane]) -> list[_Lane]:
+    """Each member's run, built as its separate run builds it (seeded first), the first one's loader shared,
+    appended to ``lanes`` as it is built (so that a failure closes those built)."""
+    loader = None
     for index, m in enumerate(members):
         seed_everything(seed)
         run = PretrainRun(m.spec, seed, m.out_dir, m.genotype, ctx, loader=loader)

@@ -224,12 +224,17 @@ class PretrainRun:
         }
         save_state(self.checkpoint, "pretrain", self.identity, state)
 
+    def close(self) -> None:
+        """Close its TensorBoard writer (once; a run that never trains, a lockstep that falls back, closes too)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
     def finish(self) -> PretrainResult:
         finished = self.epochs_done >= self.spec.train.epochs
         if finished and self.ctx.is_main:
             export_backbone(self.model.backbone, self.out_dir / "backbone.pt")
-        if self.writer is not None:
-            self.writer.close()
+        self.close()
         return PretrainResult(
             self.out_dir,
             self.epochs_done,

@@ -62,3 +62,30 @@ def test_a_lockstep_bench_records_what_a_plain_bench_records(smoke_bench, tmp_pa
         assert a["identity"] == b["identity"]
         if a["head"] != "untrained":
             assert a["lockstep_heads"] == 1 and b["lockstep_heads"] == 3
+
+
+def test_a_lockstep_that_falls_back_closes_every_writer_it_opened(tmp_path, monkeypatch):
+    """Heads whose checkpoints are at different epochs are refused (the bench then trains them one by one), and
+    the TensorBoard writers the lockstep opened for them are closed."""
+    from nasiam_bench import train
+
+    opened = []
+
+    class Writer:
+        closed = False
+
+        def __init__(self, *args):
+            opened.append(self)
+
+        def add_scalar(self, *args):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    members = _members("moco", tmp_path)
+    pretrain(members[0].spec, 0, members[0].out_dir, genotype=members[0].genotype, stop_after=1, progress=False)
+    monkeypatch.setattr(train, "_tensorboard", Writer)
+    with pytest.raises(SpecError, match="checkpoints are at different epochs"):
+        pretrain_lockstep(members, 0, progress=False)
+    assert len(opened) == 2 and all(w.closed for w in opened)
