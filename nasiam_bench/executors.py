@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 import time
 import tomllib
 import traceback
@@ -22,6 +23,7 @@ from typing import Any
 import submitit
 import torch
 
+from nasiam_bench.held_signal import preemption_signal, release
 from nasiam_bench.loop import STOP_REQUESTED, StopRequested
 from nasiam_bench.registry import NasiamBenchError
 from nasiam_bench.runner import Job, job_name, plan, run_job, search_of
@@ -29,6 +31,8 @@ from nasiam_bench.spec import Spec, bench_spec
 from nasiam_bench.sweep import here, job_dir, job_state, read_status, write_status
 from nasiam_bench.tables import write_tables
 
+# A SLURM task's interpreter: Python with the preemption signal held until the job's handlers are in place.
+HELD = f"{sys.executable} -m nasiam_bench.held_signal {sys.executable}"
 LAUNCHER_OPTIONS = ("partition", "account", "qos", "gpus", "cpus", "mem_gb", "time_min", "array_parallelism", "signal")
 SIGNALS = ("USR1", "USR2", "TERM")
 
@@ -128,7 +132,10 @@ class BenchJob(submitit.helpers.Checkpointable):
             requeued=requeued, error="",
         )  # fmt: skip
         requeue = _stop_at_epoch_end()
+        release()  # a preemption signal held since the job started is delivered now, to the handler above
         try:
+            if STOP_REQUESTED.is_set():  # signalled while it started: requeued before it begins
+                raise StopRequested("stopped on request while starting (a preemption or time-out signal)")
             found = run_job(spec, self.job, b.runs, b.results, b.device, progress=True)  # lines in its log
         except StopRequested:  # at an epoch's end, its checkpoint written: requeued through submitit
             write_status(folder, state="requeued", seconds=_spent(before, began))
@@ -146,7 +153,7 @@ class BenchJob(submitit.helpers.Checkpointable):
 def _stop_at_epoch_end() -> Callable[[], None]:
     """On the preemption signal, let the running loop stop at its epoch's end (unwinding from anywhere else could
     leave the loader's threads behind) and return the call that then requeues the job: submitit's own handler."""
-    number = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+    number = preemption_signal()
     submitits = signal.getsignal(number)
     if not callable(submitits):  # not in a submitit job
         return lambda: None
@@ -243,7 +250,7 @@ def submit_slurm(bench: Bench, launcher: Launcher, executor_for: Callable[[Path]
     heads = [j for j in jobs if search_of(j) in searches]
     free = [j for j in jobs if j not in searches and j not in heads]
     logs = Path(bench.runs) / "slurm"
-    make = executor_for or (lambda folder: submitit.SlurmExecutor(folder=folder, max_num_timeout=3))
+    make = executor_for or (lambda folder: submitit.SlurmExecutor(folder=folder, max_num_timeout=3, python=HELD))
     ids = []
     after_searches = None
     for group, dependency in ((free, None), (searches, None), (heads, "aftercorr")):

@@ -262,3 +262,38 @@ def test_launcher_settings_are_checked_before_anything_is_submitted(tmp_path):
         executors.Launcher.load(signal="HUP")
     with pytest.raises(NasiamBenchError, match="time_min = 0"):
         executors.Launcher.load(time_min=0)
+
+
+STARTING = """
+import signal, sys, time
+time.sleep(1.5)  # importing torch and submitit: no handler yet
+got = []
+signal.signal(signal.SIGUSR2, lambda *_: got.append(True))  # the job's handler, in place at last
+from nasiam_bench.held_signal import release
+release()
+print("held, then handled" if got else "never came")
+"""
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held", "plain"])
+def test_a_preemption_signal_during_start_up_is_held_until_the_handler_is_in_place(held):
+    """SLURM's time-out signal may come while a job still imports: through ``held_signal`` (every SLURM task's
+    interpreter) it waits for the job's handler; a plain interpreter dies of it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from nasiam_bench.executors import HELD
+
+    command = [*(HELD.split() if held else [sys.executable]), "-c", STARTING]
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env={**os.environ, "SUBMITIT_PREEMPT_SIGNAL": "USR2"}
+    )
+    time.sleep(0.7)
+    child.send_signal(signal.SIGUSR2)
+    out, _ = child.communicate(timeout=60)
+    if held:
+        assert child.returncode == 0 and out.strip() == "held, then handled"
+    else:
+        assert child.returncode == -signal.SIGUSR2
