@@ -17,6 +17,10 @@ DEVICE ?= auto
 OVERRIDES ?=
 BENCH_OPTIONS ?=
 
+# Where a bench finds a dataset's offline archive to prepare it from (the package looks beside nothing by itself).
+NASIAM_SOURCES ?= $(abspath ../shared/datasets)
+export NASIAM_SOURCES
+
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps test test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
 

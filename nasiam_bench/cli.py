@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nasiam_bench import catalogue
 from nasiam_bench.registry import REGISTRIES, NasiamBenchError, registry
 
 PROG = "nasiam-bench"
@@ -42,6 +44,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.registry is None:
         for name, reg in REGISTRIES.items():  # not their sizes: that would import every entry (torch, timm)
             print(f"{name:<18} {reg.doc} (nasiam-bench list {name})")
+        for kind in catalogue.KINDS:
+            print(f"{kind:<18} the catalogue's {kind}, and where each comes from (nasiam-bench list {kind})")
+        return 0
+    if args.registry in catalogue.KINDS:
+        found = {n: p for n, p in catalogue.entries(args.registry).items() if fnmatch.fnmatchcase(n, args.pattern)}
+        if not found:
+            raise NasiamBenchError(f"no {args.registry} entry matches {args.pattern!r}")
+        print("\n".join(f"{name:<32} {catalogue.origin(path)}" for name, path in found.items()))
         return 0
     names = registry(args.registry).list(args.pattern)
     if not names:
@@ -307,7 +317,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``bench`` (and of ``groundtruth``, a bench of many heads)."""
     p.add_argument(
         "framework",
-        help="a frameworks entry (registry/experiments/FRAMEWORK_DATASET.toml, else the defaults), or a spec file",
+        help="a frameworks entry (catalogue/experiments/FRAMEWORK_DATASET.toml, else the defaults), or a spec file",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. profile=smoke strategy=gdas")
     p.add_argument("--dataset", help="a datasets entry (default cifar10, or a spec file's own)")
@@ -357,18 +367,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="NASiam benchmark suite: searched vs. standard SSL heads.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    parser.add_argument(
+        "--catalogue",
+        metavar="DIR",
+        action="append",
+        help="a folder of your own profiles/, recipes/, experiments/, genotypes/, looked in before the shipped "
+        "catalogue (repeatable; also $NASIAM_CATALOGUE)",
+    )
     p = sub.add_parser("list", help="list registries, or the entries of one (fnmatch PATTERN, e.g. 'res*')")
-    p.add_argument("registry", nargs="?", help=f"one of: {', '.join(REGISTRIES)}")
+    p.add_argument("registry", nargs="?", help=f"one of: {', '.join([*REGISTRIES, *catalogue.KINDS])}")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(run=_cmd_list)
 
     p = sub.add_parser("show", help="print an experiment spec resolved with its profile and overrides, as TOML")
-    p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
+    p.add_argument("spec", help="a TOML path, or a name in catalogue/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=5 profile=smoke")
     p.set_defaults(run=_cmd_show)
 
     p = sub.add_parser("pretrain", help="pre-train a backbone with the spec's framework (resumes by default)")
-    p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
+    p.add_argument("spec", help="a TOML path, or a name in catalogue/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--seed", type=SEED, help="one seed (default: every seed of seeds.values)")
     p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
@@ -379,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_pretrain)
 
     p = sub.add_parser("search", help="search the heads with the spec's strategy; writes the genotype")
-    p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
+    p.add_argument("spec", help="a TOML path, or a name in catalogue/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--seed", type=SEED, help="one seed (default: every seed of seeds.values)")
     p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
@@ -392,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_search)
 
     p = sub.add_parser("searches", help="search variants of a spec with several seeds; report genotypes and alpha")
-    p.add_argument("spec", help="a TOML path, or a name in registry/experiments/")
+    p.add_argument("spec", help="a TOML path, or a name in catalogue/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="for every variant")
     p.add_argument(
         "--variant",
@@ -498,6 +515,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse(argv)
+        if args.catalogue:  # before any spec is read; the processes it starts inherit it
+            given = [str(Path(d).resolve()) for d in args.catalogue]
+            os.environ[catalogue.ENV] = os.pathsep.join([*given, *filter(None, [os.environ.get(catalogue.ENV)])])
         return args.run(args)
     except NasiamBenchError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

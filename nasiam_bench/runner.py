@@ -41,7 +41,7 @@ from nasiam_bench.spec import Spec, SpecError, bench_spec
 from nasiam_bench.tables import FLOOR, write_tables
 from nasiam_bench.train import pretrain
 
-SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+SOURCES = "NASIAM_SOURCES"  # folders of offline dataset archives (<dataset>.tar.gz), joined by os.pathsep
 
 
 @dataclass(frozen=True)
@@ -52,17 +52,17 @@ class Job:
 
 
 def ensure_data(spec: Spec, source: str | Path | None = None) -> None:
-    """Prepare the spec's dataset if it is not: from ``source``, the offline archive beside the checkout, or a
-    torchvision download (CIFAR)."""
+    """Prepare the spec's dataset if it is not: from ``source``, an offline archive ``<dataset>.tar.gz`` in a
+    folder of ``$NASIAM_SOURCES`` (the Makefile gives ``../shared/datasets``), or a torchvision download (CIFAR)."""
     name, root = spec.experiment.dataset, spec.data.root or None
     try:
         open_prepared(name, root)
         return
     except DataError:
         pass
-    archive = SHARED_DATASETS / f"{name}.tar.gz"
-    if source is None and archive.is_file():
-        source = archive
+    if source is None:
+        folders = [Path(p) for p in os.environ.get(SOURCES, "").split(os.pathsep) if p]
+        source = next((f / f"{name}.tar.gz" for f in folders if (f / f"{name}.tar.gz").is_file()), None)
     prepare(name, source, download=source is None, root=root, workers=spec.data.workers)
 
 

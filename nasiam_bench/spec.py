@@ -1,7 +1,7 @@
 """Experiment specs: frozen dataclasses read from TOML, overlaid with a profile and ``key=value`` overrides.
 
-Resolution order, later wins: the dataclass defaults, the profile (``registry/profiles/<profile>.toml``: the
-schedule's scale), the recipe (``registry/recipes/<recipe>.toml``: the hyperparameters of the framework chosen, from
+Resolution order, later wins: the dataclass defaults, the profile (``catalogue/profiles/<profile>.toml``: the
+schedule's scale), the recipe (``catalogue/recipes/<recipe>.toml``: the hyperparameters of the framework chosen, from
 its paper or from NASiam's code), the experiment file (what defines the experiment; a value written there is
 deliberate), the command-line overrides. So the TOML that ``show`` prints loads back to the same spec. Every value is
 checked at load; an error names the file, the key, the bad value and what is valid. The hash of the resolved spec
@@ -22,12 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nasiam_bench import catalogue
 from nasiam_bench.registry import NasiamBenchError, registry
 
-REGISTRY_DIR = Path(__file__).resolve().parent.parent / "registry"
-EXPERIMENTS_DIR = REGISTRY_DIR / "experiments"
-PROFILES_DIR = REGISTRY_DIR / "profiles"
-RECIPES_DIR = REGISTRY_DIR / "recipes"
 # A recipe sets how a framework trains, never the scale of the schedule, which is the profile's.
 RECIPE_SECTIONS = ("framework", "search", "train", "eval", "data")
 RECIPE_DATA_KEYS = ("crop_scale",)  # of [data], only the augmentation: the rest says where and how much
@@ -95,8 +92,8 @@ def _lr_steps_opt(what: str) -> Any:
 @dataclass(frozen=True)
 class ExperimentSection:
     name: str = _opt("", hashed=False, doc="a label for tables; not part of the run id")
-    profile: str = _opt("quick", doc="overlay from registry/profiles/")
-    recipe: str = _opt("reference", doc="overlay from registry/recipes/: reference (the papers) | nasiam-code")
+    profile: str = _opt("quick", doc="overlay from catalogue/profiles/")
+    recipe: str = _opt("reference", doc="overlay from catalogue/recipes/: reference (the papers) | nasiam-code")
     framework: str = _opt("simsiam", registry="frameworks")
     backbone: str = _opt("resnet18", registry="backbones")
     cifar_stem: bool = _opt(True, doc="3x3 stride-1 stem without max-pool, for 32x32 images")
@@ -413,14 +410,14 @@ def _plain(value: Any) -> Any:
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), profile: str | None = None) -> Spec:
-    """Read an experiment TOML (a path, or the name of a file in ``registry/experiments/``) and resolve it."""
+    """Read an experiment TOML (a path, or the name of a file in ``catalogue/experiments/``) and resolve it."""
     path = resolve_spec_path(path)
     return _resolve(_read_toml(path), str(path), overrides, profile)
 
 
 def bench_spec(target: str, dataset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """The spec ``bench TARGET`` runs: a spec file when ``TARGET`` is a path (as given; ``dataset`` overrides its
-    dataset), else the framework ``TARGET`` on ``dataset`` (default cifar10): its file in ``registry/experiments/``
+    dataset), else the framework ``TARGET`` on ``dataset`` (default cifar10): its file in ``catalogue/experiments/``
     when there is one, else the defaults with that framework (one a plugin registered, say)."""
     if target.endswith(".toml") or os.sep in target or Path(target).is_file():
         given = [f"experiment.dataset={dataset}"] if dataset else []
@@ -431,11 +428,12 @@ def bench_spec(target: str, dataset: str | None = None, overrides: list[str] | t
         raise SpecError(f"bench {target}: {frameworks.unknown_message(target)} (or give a spec file's path)")
     if dataset not in datasets:
         raise SpecError(f"--dataset {dataset}: {datasets.unknown_message(dataset)}")
-    named = EXPERIMENTS_DIR / f"{target}_{dataset}.toml"
-    if named.is_file():
+    named = catalogue.find("experiments", f"{target}_{dataset}")
+    if named is not None:
         return load_spec(named, overrides)
     raw = {"experiment": {"name": f"{target}-{dataset}", "framework": target, "dataset": dataset}}
-    return _resolve(raw, f"{target} on {dataset} (the defaults: no {named.name})", overrides, None)
+    where = f"{target} on {dataset} (the defaults: no {target}_{dataset}.toml in the catalogue)"
+    return _resolve(raw, where, overrides, None)
 
 
 def _resolve(raw: dict[str, Any], where: str, overrides, profile: str | None) -> Spec:
@@ -463,19 +461,19 @@ def resolve_spec_path(path: str | Path) -> Path:
     candidate = Path(path)
     if candidate.is_file():
         return candidate
-    named = EXPERIMENTS_DIR / (candidate.name if candidate.suffix == ".toml" else f"{candidate.name}.toml")
-    if named.is_file() and candidate.parent == Path("."):
+    named = catalogue.find("experiments", candidate.stem if candidate.suffix == ".toml" else candidate.name)
+    if named is not None and candidate.parent == Path("."):
         return named
-    known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))) or "(none)"
-    raise SpecError(f"spec file {str(path)!r} not found; give a path or one of registry/experiments/: {known}")
+    known = ", ".join(catalogue.entries("experiments")) or "(none)"
+    raise SpecError(f"spec file {str(path)!r} not found; give a path or one of the catalogue's experiments: {known}")
 
 
 def available_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+    return list(catalogue.entries("recipes"))
 
 
 def _recipe_path(name: str) -> Path:
-    return RECIPES_DIR / f"{name}.toml"
+    return catalogue.find("recipes", name) or catalogue.shipped("recipes") / f"{name}.toml"
 
 
 def load_recipe(name: str, framework: str) -> dict[str, Any]:
@@ -519,11 +517,11 @@ def recipe_keys(spec: Spec) -> list[str]:
 
 
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+    return list(catalogue.entries("profiles"))
 
 
 def _profile_path(name: str) -> Path:
-    return PROFILES_DIR / f"{name}.toml"
+    return catalogue.find("profiles", name) or catalogue.shipped("profiles") / f"{name}.toml"
 
 
 def load_profile(name: str, framework: str | None = None) -> dict[str, Any]:
@@ -733,6 +731,6 @@ def spec_to_toml(spec: Spec, run_id: str = "") -> str:
     header += (f", from {spec.source}" if spec.source else "") + "\n"
     e = spec.experiment
     keys = recipe_keys(spec)
-    header += f"# recipe {e.recipe!r} ({_recipe_path(e.recipe).relative_to(REGISTRY_DIR.parent)}) for {e.framework}: "
+    header += f"# recipe {e.recipe!r} ({catalogue.shown(_recipe_path(e.recipe))}) for {e.framework}: "
     header += (f"sets {', '.join(keys)}" if keys else "sets nothing (the defaults)") + "\n"
     return header + tomli_w.dumps(spec.to_dict())

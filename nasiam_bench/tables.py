@@ -318,7 +318,7 @@ def _document(
         "`no difference detected` when it covers 0 (not evidence that the heads are equal), `n/a` below 3 seeds. "
         "Device-hours: wall time × devices. `checkpoint`: `final` evaluates the last epoch; `best on test` the epoch "
         "whose test kNN was the best, a figure selected on the test split (NASiam's code's protocol), optimistic by "
-        "construction. The recipe names the hyperparameters (`registry/recipes/`; `(none)`: recorded before recipes).",
+        "construction. The recipe names the hyperparameters (`catalogue/recipes/`; `(none)`: recorded before recipes).",
         "",
         markdown(shown),
         "",

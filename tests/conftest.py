@@ -56,6 +56,7 @@ def run_cli(*args: str, extra_path: Path | None = None) -> subprocess.CompletedP
 
 
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+os.environ.setdefault("NASIAM_SOURCES", str(SHARED_DATASETS))  # where a bench finds an archive to prepare from
 TEST_DATA_ROOT = REPO / ".cache" / "test-data"  # kept between runs: preparing is skipped when up to date
 
 

@@ -178,11 +178,11 @@ def test_recipe_resolution_order_and_errors(tmp_path):
 
 @pytest.mark.parametrize("key", SCHEDULE_KEYS)
 def test_a_recipe_may_not_set_the_schedule(key, tmp_path, monkeypatch):
-    import nasiam_bench.spec as spec_module
-
     section, name = key.split(".")
+    monkeypatch.setenv("NASIAM_CATALOGUE", str(tmp_path))  # a user's catalogue folder, before the shipped one
+    tmp_path = tmp_path / "recipes"
+    tmp_path.mkdir()
     (tmp_path / "bad.toml").write_text(f"[recipe]\nstrict = true\n[moco.{section}]\n{name} = 800\n")
-    monkeypatch.setattr(spec_module, "RECIPES_DIR", tmp_path)
     with pytest.raises(SpecError, match=rf"moco.{key} is the schedule's scale: a profile sets it"):
         load_spec("moco_cifar10", ["recipe=bad"])
     (tmp_path / "bad.toml").write_text("[recipe]\nstrict = true\n[moco.data]\ntrain_subset = 10\n")
@@ -201,7 +201,7 @@ def test_the_recipes_crop_reaches_the_two_view_loader():
 def test_show_prints_the_recipe_in_effect(capsys):
     assert main(["show", "moco_cifar10", "recipe=nasiam-code"]) == 0
     out = capsys.readouterr().out
-    assert "# recipe 'nasiam-code' (registry/recipes/nasiam-code.toml) for moco: sets search.arch_optimizer" in out
+    assert "# recipe 'nasiam-code' (catalogue/recipes/nasiam-code.toml) for moco: sets search.arch_optimizer" in out
     assert 'recipe = "nasiam-code"' in out and "temperature = 0.1" in out and "symmetric = true" in out
     assert "encoder_momentum = 0.999" in out and "momentum = 0.99" in out
 

@@ -108,7 +108,7 @@ def test_bad_input_exits_2_with_one_line_before_any_work(case, cifar10_data, tmp
     (tmp_path / "damaged" / "cifar10").mkdir(parents=True)
     (tmp_path / "damaged" / "cifar10" / "meta.json").write_text('{"classes": ')
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", _offline)
-    monkeypatch.setattr(runner, "SHARED_DATASETS", tmp_path / "no-archives")
+    monkeypatch.setenv(runner.SOURCES, str(tmp_path / "no-archives"))
     args, message = _cases(tmp_path)[case]
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert main(args) == 2

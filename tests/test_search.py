@@ -182,7 +182,7 @@ def _count_layer(op, d_in, d_out):
 FEATURES = {"resnet18": 512, "resnet50": 2048}
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "registry" / "genotypes" / "*.toml"))))
+@pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "nasiam_bench" / "catalogue" / "genotypes" / "*.toml"))))
 def test_every_paper_genotype_builds_with_the_expected_parameter_count(path):
     genotype = load_genotype(path)
     d = FEATURES[genotype.backbone]

@@ -4,9 +4,10 @@ import tomllib
 
 import pytest
 
+from nasiam_bench import catalogue
 from nasiam_bench.identity import run_id
 from nasiam_bench.registry import FRAMEWORKS
-from nasiam_bench.spec import PROFILES_DIR, Spec, SpecError, available_profiles, load_spec, parse_override, spec_to_toml
+from nasiam_bench.spec import Spec, SpecError, available_profiles, load_spec, parse_override, spec_to_toml
 
 
 def write(tmp_path, text, name="exp.toml"):
@@ -31,7 +32,7 @@ def test_file_then_profile_then_overrides(tmp_path):
     spec = load_spec(write(tmp_path, GOOD))
     assert spec.experiment.framework == "moco" and spec.train.lr == 0.03
     assert spec.experiment.profile == "quick"
-    quick = tomllib.loads((PROFILES_DIR / "quick.toml").read_text())
+    quick = tomllib.loads(catalogue.find("profiles", "quick").read_text())
     assert spec.train.epochs == quick["train"]["epochs"] and spec.experiment.width == quick["experiment"]["width"]
     explicit = load_spec(write(tmp_path, GOOD + "    epochs = 7\n", name="explicit.toml"))
     assert explicit.train.epochs == 7  # a schedule value written in the file beats the profile
@@ -50,7 +51,7 @@ def test_override_values_are_parsed_as_toml():
     assert parse_override("train.lr=1e-3") == ("train.lr", 0.001)
     assert parse_override("train.amp=false") == ("train.amp", False)
     assert parse_override("framework=moco") == ("framework", "moco")
-    assert parse_override("head=genotype:registry/genotypes/x.toml") == ("head", "genotype:registry/genotypes/x.toml")
+    assert parse_override("head=genotype:catalogue/genotypes/x.toml") == ("head", "genotype:catalogue/genotypes/x.toml")
 
 
 def test_run_id_is_stable_and_tracks_what_changes_results(tmp_path):
@@ -175,12 +176,12 @@ def test_invalid_toml_and_missing_file(tmp_path):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_a_profile_sizes_the_schedule_per_framework(framework, tmp_path, monkeypatch):
-    import nasiam_bench.spec as spec_module
-
+    (tmp_path / "profiles").mkdir()
+    tmp_path = tmp_path / "profiles"  # a user's catalogue folder: looked in before the shipped one
     (tmp_path / "sized.toml").write_text(
         f"[train]\nepochs = 6\n\n[{framework}.train]\nepochs = 12\n\n[{framework}.eval]\nknn_every = 3\n"
     )
-    monkeypatch.setattr(spec_module, "PROFILES_DIR", tmp_path)
+    monkeypatch.setenv("NASIAM_CATALOGUE", str(tmp_path.parent))
     for other in FRAMEWORKS.list():
         spec = load_spec(f"{other}_cifar10", ["profile=sized"])
         assert spec.train.epochs == (12 if other == framework else 6), other

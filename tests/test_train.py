@@ -12,7 +12,7 @@ from tests.conftest import REPO, TEST_DATA_ROOT
 
 # The frameworks NASiam's code covers: those its recipe has tables for.
 NASIAM_CODE_FRAMEWORKS = sorted(
-    set(tomllib.loads((REPO / "registry" / "recipes" / "nasiam-code.toml").read_text())) - {"recipe"}
+    set(tomllib.loads((REPO / "nasiam_bench" / "catalogue" / "recipes" / "nasiam-code.toml").read_text())) - {"recipe"}
 )
 
 pytestmark = pytest.mark.usefixtures("cifar10_data")

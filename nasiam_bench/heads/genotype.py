@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from nasiam_bench import catalogue
 from nasiam_bench.heads.ops import build_op, every_op
 from nasiam_bench.heads.supernet import Cell
 from nasiam_bench.io import atomic_write_text
 from nasiam_bench.registry import NasiamBenchError
 
-# The paper's published genotypes, shipped with the suite; a user's saved ones live apart (saved_genotypes_dir).
-GENOTYPES_DIR = Path(__file__).resolve().parent.parent.parent / "registry" / "genotypes"
+# The paper's published genotypes, shipped with the suite (a user's catalogue never adds to them); a user's saved
+# ones live apart (saved_genotypes_dir).
+GENOTYPES_DIR = catalogue.shipped("genotypes")
 SAVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 OPS_PREFIX = "ops:"  # a head written as its ops: ops:projector=linear_relu,identity,...;predictor=...
 
@@ -143,7 +145,7 @@ def sample_genotype(ops: list[str], layers: dict[str, int], rng: np.random.Gener
 
 
 def published_genotypes() -> list[str]:
-    """The names of the paper's genotypes shipped in ``registry/genotypes/``."""
+    """The names of the paper's genotypes shipped in ``catalogue/genotypes/``."""
     return sorted(p.stem for p in GENOTYPES_DIR.glob("*.toml"))
 
 
