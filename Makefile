@@ -22,7 +22,7 @@ NASIAM_SOURCES ?= $(abspath ../shared/datasets)
 export NASIAM_SOURCES
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
+.PHONY: help install system-deps check-installed test test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,7 +54,11 @@ install-offline: ## install the suite from WHEELHOUSE into PYTHON's environment 
 	@$(PYTHON) -c 'import torch, torchvision' 2>/dev/null || { echo "install-offline: $(PYTHON) has no torch and torchvision; install them first (or PYTHON=...)" >&2; exit 2; }
 	@test -d $(WHEELHOUSE) || { echo "install-offline: no wheelhouse at $(WHEELHOUSE) (make wheelhouse, or WHEELHOUSE=DIR)" >&2; exit 2; }
 	$(PYTHON) -m pip install --no-index --find-links $(WHEELHOUSE) 'nasiam-bench[ffcv,dev]'
-	$(PYTHON) -m nasiam_bench list
+	bash scripts/check-installed.sh $(PYTHON) $(CHECK_DATA)
+
+CHECK_DATA ?= $(wildcard $(CURDIR)/.cache/test-data)
+check-installed: ## the wheel installed with --no-index into a fresh environment: show, bench --plan and a smoke bench, outside the checkout
+	bash scripts/install-check.sh $(VENV) $(CHECK_DATA)
 
 test: ## all tests, in TEST_WORKERS processes (pytest-xdist); the benchmarks run once each at smoke size, unmeasured
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --benchmark-disable --durations=25
