@@ -11,6 +11,7 @@ checked at load; an error names the file, the key, the bad value and what is val
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import os
@@ -317,9 +318,13 @@ class FrameworkSection:
     head_width: float | None = _opt(
         None, lo=0.001, hi=1.0, doc="the heads' hidden and output sizes as a fraction of the paper's (every framework)"
     )
+    # A registered framework's own options (its OPTIONS, a plugin's say), as (name, value) pairs: checked against
+    # them when the spec is built, written and hashed as keys of [framework] like the fields above.
+    plugin: tuple[tuple[str, Any], ...] = _opt((), hashed=False, doc="(a plugin framework's options)")
 
-    def given(self) -> dict[str, float | int]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+    def given(self) -> dict[str, Any]:
+        named = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "plugin"}
+        return {**named, **dict(self.plugin)}
 
 
 @dataclass(frozen=True)
@@ -340,8 +345,11 @@ class Spec:
     source: str = field(default="", compare=False, metadata={"hashed": False})
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """The resolved spec as plain TOML-able data (sections only)."""
-        return {s.name: _plain(dataclasses.asdict(getattr(self, s.name))) for s in _sections()}
+        """The resolved spec as plain TOML-able data (sections only; a plugin's options as [framework] keys)."""
+        out = {s.name: _plain(dataclasses.asdict(getattr(self, s.name))) for s in _sections()}
+        out["framework"].pop("plugin", None)
+        out["framework"].update({k: _plain(v) for k, v in self.framework.plugin})
+        return out
 
     def hashed_values(self, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
         """The resolved values that can change a result (fields marked ``hashed``), but the ``skip``ped sections
@@ -359,7 +367,11 @@ class Spec:
             }
             for sec in _sections()
             if sec.name not in skip
-        }
+        } | ({} if "framework" in skip else {"framework": self._framework_values()})
+
+    def _framework_values(self) -> dict[str, Any]:
+        """The [framework] values a result depends on: the given ones, a plugin's options with them."""
+        return {k: _plain(v) for k, v in self.framework.given().items()}
 
     def replace(self, **overrides: Any) -> Spec:
         """A copy with ``section.key`` (or unique short key) overrides applied and validated."""
@@ -570,7 +582,7 @@ def _resolve_key(key: str, where: str) -> tuple[str, str]:
         if section not in sections:
             raise SpecError(f"{where}: unknown section {section!r} in {key!r}; valid: {', '.join(sections)}")
         fields = _section_fields(section)
-        if name not in fields:
+        if name not in fields and section != "framework":  # a framework's own options are checked when built
             raise SpecError(f"{where}: unknown key {key!r}; valid in [{section}]: {', '.join(fields)}")
         return section, name
     owners = [s for s in sections if key in _section_fields(s)]
@@ -592,7 +604,7 @@ def _merge(base: dict[str, Any], overlay: dict[str, Any], where: str) -> dict[st
             raise SpecError(f"{where}: {section} must be a table ([{section}]), got {table!r}")
         fields = _section_fields(section)
         for key, value in table.items():
-            if key not in fields:
+            if key not in fields and section != "framework":  # a framework's own options: checked when built
                 raise SpecError(f"{where}: unknown key {section}.{key}; valid in [{section}]: {', '.join(fields)}")
             out.setdefault(section, {})[key] = value
     return out
@@ -604,9 +616,13 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
         values = raw.get(info.name, {})
         hints = typing.get_type_hints(info.type_cls)
         kwargs = {}
-        for name, f in _section_fields(info.name).items():
+        fields = _section_fields(info.name)
+        for name, f in fields.items():
             value = values.get(name, f.default)  # defaults too: a registry name may be missing from this install
-            if value is not None:
+            if name == "plugin":  # a framework's own options: the keys no field names (checked below)
+                value = tuple(sorted((k, v) for k, v in values.items() if k not in fields)) or value
+                kwargs[name] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in value)
+            elif value is not None:
                 kwargs[name] = _check(f"{info.name}.{name}", value, hints[name], f.metadata, where)
         sections[info.name] = info.type_cls(**kwargs)
     spec = Spec(**sections, source=source)
@@ -627,15 +643,32 @@ def _build(raw: dict[str, Any], where: str, source: str) -> Spec:
     if len(set(seeds)) != len(seeds):
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
         raise SpecError(f"{where}: seeds.values = {list(seeds)} names {twice} twice; give each seed once")
+    _framework_options(spec, where)
+    return spec
+
+
+def _framework_options(spec: Spec, where: str) -> None:
+    """Every [framework] key is an option of the spec's framework (a plugin's own ones too, of its defaults'
+    type); an unknown one is named with the close ones."""
     framework = registry("frameworks").get(spec.experiment.framework)
     options = framework.option_names()
     for key in spec.framework.given():
         if key not in options:
+            close = difflib.get_close_matches(key, options, n=2)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             raise SpecError(
-                f"{where}: framework.{key} does not apply to {spec.experiment.framework}; "
+                f"{where}: framework.{key} does not apply to {spec.experiment.framework}{hint}; "
                 f"its options: {', '.join(options) or 'none'}"
             )
-    return spec
+    for key, value in spec.framework.plugin:
+        default = framework.OPTIONS.get(key, framework.COMMON_OPTIONS.get(key))
+        if default is not None and not _is_kind(value, type(default)) and not (
+            isinstance(default, float) and _is_kind(value, int)
+        ):
+            raise SpecError(
+                f"{where}: framework.{key} = {value!r} ({type(value).__name__}): {spec.experiment.framework}'s "
+                f"option takes a {type(default).__name__} (its default: {default!r})"
+            )
 
 
 def _consistent(spec: Spec, where: str) -> None:

@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -152,3 +155,43 @@ def test_help_and_list_start_without_importing_torch(argv):
     )
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+FRAMEWORK_PLUGIN = """
+from nasiam_bench.frameworks.simclr import SimCLR
+
+
+class LambdaCLR(SimCLR):
+    OPTIONS = {**SimCLR.OPTIONS, "lambd": 0.005}  # an option of its own, beside SimCLR's temperature
+"""
+
+
+def test_a_plugin_frameworks_own_option_is_set_from_a_spec_and_the_command_line(tmp_path):
+    site = write_plugin(
+        tmp_path / "site",
+        "nasiam-plugin-fw",
+        FRAMEWORK_PLUGIN,
+        {"nasiam_bench.frameworks": {"lambdaclr": "nasiam_plugin_fw:LambdaCLR"}},
+    )
+    spec = tmp_path / "lambda.toml"
+    spec.write_text('[experiment]\nframework = "lambdaclr"\n\n[framework]\nlambd = 0.01\n')
+    shown = run_cli("show", str(spec), "profile=smoke", extra_path=site)
+    assert shown.returncode == 0, shown.stderr
+    assert "lambd = 0.01" in shown.stdout
+    other = run_cli("show", str(spec), "profile=smoke", "framework.lambd=0.02", extra_path=site)
+    assert "lambd = 0.02" in other.stdout
+
+    def run_id(out: str) -> str:
+        return out.split("run id ")[1].split()[0].rstrip(",")
+
+    assert run_id(shown.stdout) != run_id(other.stdout)  # the option joins the identity
+    bad = run_cli("show", str(spec), "framework.lambd=true", extra_path=site)
+    assert bad.returncode == 2 and "framework.lambd = True (bool): lambdaclr's option takes a float" in bad.stderr
+    typo = run_cli("show", str(spec), "framework.lamdb=0.1", extra_path=site)
+    assert typo.returncode == 2 and "(did you mean lambd?)" in typo.stderr
+    reached = subprocess.run(
+        [sys.executable, "-c", f"from nasiam_bench.models import build_model; from nasiam_bench.spec import load_spec; "
+         f"print(build_model(load_spec({str(spec)!r}, ['profile=smoke'])).options['lambd'])"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(site)}, timeout=120,
+    )  # fmt: skip
+    assert reached.stdout.strip() == "0.01", reached.stderr  # the option reaches the framework
