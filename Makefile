@@ -42,7 +42,7 @@ install: system-deps ## create .venv and install the package (editable) with its
 	@command -v $(PYTHON) >/dev/null || { echo "install: $(PYTHON) not found; nasiam-bench needs Python 3.11 (PYTHON=...)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ffcv]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ffcv,wandb]'
 	$(BIN)/nasiam-bench list
 
 PYTHON_VERSION ?= 3.12

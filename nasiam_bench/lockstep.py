@@ -101,6 +101,7 @@ def _lanes(members: list[Member], seed: int, ctx, resume: bool, lanes: list[_Lan
         loader = run.loader
         if resume:
             run.restore()
+        run.track()
         lanes.append(_Lane(run, index, len(members)))
     return lanes
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from nasiam_bench import distributed, label_free
+from nasiam_bench import distributed, label_free, tracking
 from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint, read_state
 from nasiam_bench.claims import RunClaimed, claim
 from nasiam_bench.data.datasets import DataError
@@ -386,6 +386,8 @@ def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, pr
         if old is not None:
             record["replaced"] = _replaced(old, record, label)
         write_record(results, record)
+        if record.get("wandb_id"):  # the record as its W&B run's summary
+            tracking.log_record(run_spec, default_run_dir(run_spec, job.seed, runs), record["wandb_id"], record)
         return record, True
 
 
@@ -527,6 +529,7 @@ def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool
         "peak_memory_mb": trained.peak_memory_mb,
         "images_per_s": trained.images_per_second,
         "checkpoint": str(trained.checkpoint),
+        **({"wandb_id": trained.wandb_id} if trained.wandb_id else {}),
         "spec": spec.to_dict(),
     }
 

@@ -135,6 +135,13 @@ class ExperimentSection:
         doc="the order of a bench's jobs: every head of one seed, then the next seed (a first look at every head); "
         "or every seed of one head, then the next head (whole genotypes first: `groundtruth` sets it)",
     )
+    wandb: str = _opt(
+        "off",
+        choices=("off", "offline", "online"),
+        hashed=False,
+        doc="track pre-training with Weights & Biases (pip install 'nasiam-bench[wandb]'): offline (files in the "
+        "run folder, `wandb sync` later) or online",
+    )
     remake_without_measures: bool = _opt(
         False,
         hashed=False,
@@ -662,8 +669,10 @@ def _framework_options(spec: Spec, where: str) -> None:
             )
     for key, value in spec.framework.plugin:
         default = framework.OPTIONS.get(key, framework.COMMON_OPTIONS.get(key))
-        if default is not None and not _is_kind(value, type(default)) and not (
-            isinstance(default, float) and _is_kind(value, int)
+        if (
+            default is not None
+            and not _is_kind(value, type(default))
+            and not (isinstance(default, float) and _is_kind(value, int))
         ):
             raise SpecError(
                 f"{where}: framework.{key} = {value!r} ({type(value).__name__}): {spec.experiment.framework}'s "

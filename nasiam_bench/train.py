@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasiam_bench import distributed
+from nasiam_bench import distributed, tracking
 from nasiam_bench.checkpoints import BEST_CHECKPOINT, load_state, save_state
 from nasiam_bench.claims import exclusive
 from nasiam_bench.compile import compile_model
@@ -65,6 +65,7 @@ class PretrainResult:
     world_size: int = 1
     lockstep: int = 1  # heads that shared its steps (train_seconds is its share)
     device_shared_by: float = 1.0  # runs on its device at once, on average over its epochs (occupancy.py)
+    wandb_id: str | None = None  # its W&B run (experiment.wandb), None without one
 
     @property
     def checkpoint(self) -> Path:
@@ -124,6 +125,8 @@ def _pretrain(run: PretrainRun, resume: bool, stop_after: int | None, progress: 
     spec, ctx, t = run.spec, run.ctx, run.spec.train
     if resume:
         run.restore()
+    if run.epochs_to_run(stop_after):
+        run.track()
     desc = f"{spec.experiment.framework} epoch"
     show = progress and ctx.is_main
     run_epochs(
@@ -162,6 +165,7 @@ class PretrainRun:
         self.lockstep = 1  # how many heads shared its steps' device time (pretrain_lockstep)
         self.wall_seconds = 0.0  # train_seconds is the device's time: wall time over the runs sharing it
         self.writer = _tensorboard(out_dir) if ctx.is_main else None
+        self.tracking, self.wandb_id = tracking.Tracking(), None  # W&B: started once the run is restored
         self.use_amp = t.amp and ctx.device.type == "cuda"
 
     def step(self, epoch: int, i: int, batch) -> dict[str, Any]:
@@ -204,6 +208,13 @@ class PretrainRun:
         self.train_seconds, self.images_seen = state["train_seconds"], state["images_seen"]
         self.lockstep = state.get("lockstep", 1)
         self.wall_seconds = state.get("wall_seconds", self.train_seconds)
+        self.wandb_id = state.get("wandb_id")
+
+    def track(self) -> None:
+        """Start (or continue, by the id its checkpoint keeps) its W&B run, when the spec asks for one."""
+        if self.ctx.is_main and self.tracking.run is None:
+            self.tracking = tracking.start(self.spec, self.seed, self.identity, self.out_dir, self.wandb_id)
+            self.wandb_id = self.tracking.id or self.wandb_id
 
     def save(self) -> None:
         state = {
@@ -221,6 +232,7 @@ class PretrainRun:
             "images_seen": self.images_seen,
             "lockstep": self.lockstep,
             "wall_seconds": self.wall_seconds,
+            "wandb_id": self.wandb_id,
         }
         save_state(self.checkpoint, "pretrain", self.identity, state)
 
@@ -229,6 +241,7 @@ class PretrainRun:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        self.tracking.finish()
 
     def finish(self) -> PretrainResult:
         finished = self.epochs_done >= self.spec.train.epochs
@@ -247,6 +260,7 @@ class PretrainRun:
             self.ctx.world_size,
             self.lockstep,
             self.wall_seconds / self.train_seconds if self.train_seconds else 1.0,
+            self.wandb_id,
         )
 
 
@@ -339,6 +353,7 @@ class _Saver(Callback):
         run.history.append(epoch.row)
         run.epochs_done = epoch.index + 1
         if run.ctx.is_main:
+            run.tracking.log(epoch.row, step=epoch.index + 1)
             run.save()
             _write_log(run.out_dir, run.history)
             for key, value in epoch.row.items():
