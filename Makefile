@@ -22,7 +22,7 @@ NASIAM_SOURCES ?= $(abspath ../shared/datasets)
 export NASIAM_SOURCES
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps check-installed test test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
+.PHONY: help install system-deps check-installed test slurm-up test-slurm test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,8 +60,14 @@ CHECK_DATA ?= $(wildcard $(CURDIR)/.cache/test-data)
 check-installed: ## the wheel installed with --no-index into a fresh environment: show, bench --plan and a smoke bench, outside the checkout
 	bash scripts/install-check.sh $(VENV) $(CHECK_DATA)
 
-test: ## all tests, in TEST_WORKERS processes (pytest-xdist); the benchmarks run once each at smoke size, unmeasured
-	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --benchmark-disable --durations=25
+test: ## all tests but the SLURM ones, in TEST_WORKERS processes (pytest-xdist); the benchmarks run once each at smoke size, unmeasured
+	$(BIN)/python -m pytest tests -m "not slurm" -n $(TEST_WORKERS) --dist loadgroup --benchmark-disable --durations=25
+
+slurm-up: ## a single-node SLURM cluster on this Debian/Ubuntu machine (as root): slurm-wlm, munge, one partition
+	bash scripts/slurm-up.sh
+
+test-slurm: ## the tests marked slurm, against the cluster sinfo answers for (make slurm-up); they skip without one
+	$(BIN)/python -m pytest tests -m slurm -rs --durations=5
 
 test-gpu: ## the tests marked cuda (they skip without a GPU), on a CUDA machine
 	$(BIN)/python -m pytest tests -m cuda --ignore=tests/benchmarks

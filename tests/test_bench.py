@@ -35,9 +35,9 @@ def test_smoke_bench_end_to_end_then_skips(smoke_bench, capsys):
         assert r["pretrain_device_hours"] == pytest.approx(r["pretrain_seconds"] / 3600)
         assert r["head_params"] > 0 and r["images_per_s"] > 0 and r["peak_memory_mb"] > 0
         assert r["spec"]["experiment"]["head"] == head and r["seed"] == 0
-    # The same seed and data for every head: the runs differ in their head only.
+    # The same seed and data for every head: the runs differ in their head only (each names it as its bench's).
     specs = [
-        dict(stored[h]["spec"], experiment={**stored[h]["spec"]["experiment"], "head": "-"})
+        dict(stored[h]["spec"], experiment={**stored[h]["spec"]["experiment"], "head": "-", "bench_heads": "-"})
         for h in ("baseline", "nasiam", "paper")
     ]
     assert specs[0] == specs[1] == specs[2]

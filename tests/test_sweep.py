@@ -207,6 +207,8 @@ def test_slurm_submits_the_plan_as_arrays_with_their_resources_and_dependencies(
     calls = tmp_path / "sbatch.json"
     (bin_dir / "sbatch").write_text(STAND_IN.format(python=sys.executable, log=str(calls)))
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit looks for srun to know it is on SLURM
+    # a squeue that cannot reach its controller (a real one may run here: make slurm-up)
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho 'squeue: error: Unable to contact slurm controller' >&2\nexit 1\n")
     for tool in bin_dir.iterdir():
         tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -233,7 +235,7 @@ def test_slurm_submits_the_plan_as_arrays_with_their_resources_and_dependencies(
     search = sweep.job_dir(spec, Job("search", 1, "darts"), runs)
     assert sweep.read_status(search)["job_id"] == "102_1"
     assert (search / "slurm").is_symlink()  # the log folder, from the run's own folder
-    assert sweep.job_state(spec, Job("search", 1, "darts"), runs, results) == "queued"  # no squeue here: standing
+    assert sweep.job_state(spec, Job("search", 1, "darts"), runs, results) == "queued"  # squeue cannot answer: standing
 
     # Submitted again while SLURM still lists every job: nothing is submitted twice.
     queue = tmp_path / "queue.json"

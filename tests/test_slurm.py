@@ -1,0 +1,97 @@
+"""The bench on a real single-node SLURM cluster (``make slurm-up``; CI starts one): a smoke plan submitted with
+``--executor slurm`` runs to the records the in-process bench makes, and a pre-training task signalled as SLURM
+signals one before its time limit is requeued by SLURM and ends with the record of an uninterrupted run. The tests
+skip, saying why, where ``sinfo`` does not answer."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from nasiam_bench import executors, sweep
+from nasiam_bench.results import load_records
+from nasiam_bench.runner import Job
+from tests.test_sweep import REQUEUED, SMOKE, _bench, _key, _same_results
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("cifar10_data")]
+
+
+def _cluster() -> str | None:
+    """Why there is no cluster to test on, or None."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM here (sinfo not found; make slurm-up starts a single-node cluster, as root)"
+    found = subprocess.run(["sinfo", "--noheader", "--states=idle,mixed,allocated"], capture_output=True, text=True)
+    if found.returncode != 0 or not found.stdout.strip():
+        return f"sinfo does not answer with a usable node ({found.stderr.strip() or 'none idle'}): make slurm-up"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    why = _cluster()
+    if why:
+        pytest.skip(why)
+
+
+def _launcher(tmp_path: Path, **more) -> executors.Launcher:
+    """What one CPU node gives a job: no GPU, one core."""
+    return executors.Launcher(gpus=0, cpus=1, mem_gb=3, time_min=20, **more)
+
+
+def _drained(ids: list[str], timeout: float = 600.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        queued = subprocess.run(["squeue", "--noheader", "--format=%i", "--jobs", ",".join(ids)], capture_output=True,
+                                text=True).stdout.split()  # fmt: skip
+        if not queued:
+            return
+        time.sleep(2)
+    pytest.fail(f"SLURM jobs {ids} still queued after {timeout:.0f} s")
+
+
+def test_a_plan_submitted_to_slurm_records_what_the_bench_records(smoke_bench, tmp_path):
+    b = _bench(tmp_path, SMOKE)
+    ids = executors.submit_slurm(b, _launcher(tmp_path))
+    assert ids
+    _drained(ids)
+    alone = {_key(r): r for r in smoke_bench.records}
+    made = {_key(r): r for r in load_records(b.results)}
+    assert made.keys() == alone.keys()
+    for key, record in made.items():
+        _same_results(record, alone[key])
+    assert (Path(b.results) / "cifar10.md").is_file()  # the last job wrote the tables
+    states = sweep.status_table(b.spec(), b.runs, b.results)
+    assert set(states["state"]) == {"done"} and set(states["executor"]) == {"slurm"}
+
+
+def _restarts(job_id: str) -> int:
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    return int(shown.split("Restarts=")[1].split()[0]) if "Restarts=" in shown else 0
+
+
+def test_a_task_signalled_before_its_time_limit_is_requeued_and_ends_with_the_same_record(tmp_path):
+    from nasiam_bench.runner import run_job
+    from tests.test_sweep import _folders
+
+    uninterrupted = run_job(_bench(tmp_path / "alone", REQUEUED).spec(), Job("baseline", 0),
+                            *_folders(tmp_path / "alone"))  # fmt: skip
+    b = _bench(tmp_path / "cluster", [*REQUEUED, "experiment.bench_heads=['baseline']"])
+    spec, job = b.spec(), Job("baseline", 0)
+    folder = sweep.job_dir(spec, job, b.runs)
+    ids = executors.submit_slurm(b, _launcher(tmp_path))
+    log = folder / "log.csv"
+    end = time.monotonic() + 300
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 2) and time.monotonic() < end:
+        time.sleep(0.2)  # the first epoch's checkpoint
+    task = sweep.read_status(folder)["job_id"]
+    subprocess.run(["scancel", "--signal=USR2", "--full", task], check=True)  # as SLURM signals before the limit
+    _drained(ids)
+    assert _restarts(task) >= 1 or sweep.read_status(folder).get("requeued", 0) >= 1
+    status = sweep.read_status(folder)
+    assert status["state"] == "done" and status["requeued"] >= 1
+    (record,) = [r for r in load_records(b.results) if r["head"] == "baseline"]
+    _same_results(record, uninterrupted)
