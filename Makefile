@@ -104,7 +104,7 @@ compare-search: ## the search strategies side by side on MoCo and SimSiam (PROFI
 GT_SAMPLE ?= 100
 GT_SEEDS ?= 2
 groundtruth: ## the ground truth of FRAMEWORK's head space: GT_SAMPLE sampled genotypes, baseline, paper and committed picks, GT_SEEDS seeds (resumes)
-	$(BIN)/nasiam-bench groundtruth $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) --dataset $(DATASET) --sample $(GT_SAMPLE) --seeds $(GT_SEEDS) $(OVERRIDES) $(BENCH_OPTIONS)
+	$(BIN)/nasiam-bench groundtruth $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) --dataset $(DATASET) --sample $(GT_SAMPLE) --seeds $(GT_SEEDS) --command-line "make groundtruth" $(OVERRIDES) $(BENCH_OPTIONS)
 
 tables: ## regenerate results/<dataset>.md, .csv and plots from results/records
 	$(BIN)/nasiam-bench tables

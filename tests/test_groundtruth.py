@@ -254,3 +254,16 @@ def test_the_report_measures_the_machines_effect_from_runs_trained_again(tmp_pat
     text = write_report(results, SPEC, 40, 0, "make groundtruth").read_text()
     section = text.split("## The machine's effect")[1]
     assert "| other CPU (Y) | test CPU (X) | 6 | 0.50 | 0.50 |" in section
+
+
+def test_the_report_of_a_sweep_that_has_trained_only_the_picks_says_so(tmp_path, monkeypatch):
+    """A sweep stopped before its sample (picks trained, no sampled genotype with both seeds) still reports."""
+    from nasiam_bench.groundtruth import report
+
+    monkeypatch.setattr(report, "BOOTSTRAP", 20)
+    pick = {"projector": ["linear_elu"] * 4}
+    for seed in (0, 1):
+        write_record(tmp_path, _record("nasiam", seed, pick, 30.0, strategy="darts"))
+        write_record(tmp_path, _record("ops", seed, pick, 30.5 + seed))
+    text = write_report(tmp_path, SPEC, 40, 0, "make groundtruth").read_text()
+    assert "No sampled genotype has both seeds yet." in text and "0 of 80 sample runs are done" in text

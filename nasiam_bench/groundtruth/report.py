@@ -117,7 +117,8 @@ def _header(spec: Spec, truth: GroundTruth, sample: list[str], means: pd.DataFra
             f"{plan.space_size(spec):,} of the space; {len(means)} have both seeds, {len(trained)} of "
             f"{2 * len(sample)} sample runs are done.",
             "- Machines: " + "; ".join(f"{kind}: {n} runs" for kind, n in machines.items()) + ".",
-            f"- Files: `{stem}.csv` (one row per genotype), `{stem}_ecdf.png`, `{stem}_regret.png`.",
+            f"- Files: `{stem}.csv` (one row per genotype), `{stem}_ecdf.png`, and `{stem}_regret.png` once 10 "
+            f"sampled genotypes have every seed.",
         ]
     )
 
@@ -477,8 +478,8 @@ def _plot_ecdf(truth: GroundTruth, means: pd.DataFrame, picks: pd.DataFrame, pat
         baseline = truth.lookup(BASELINE)
         if baseline:
             ax.axvline(np.mean([r[m] for r in baseline.values()]), color="C0", ls="--", label="baseline")
-        for strategy, group in picks.dropna(subset=[m]).groupby("strategy"):
-            y = [_percentile(means[m], v) / 100 for v in group[m]] if not means.empty else []
+        for strategy, group in picks.dropna(subset=[m]).groupby("strategy") if not means.empty else ():
+            y = [_percentile(means[m], v) / 100 for v in group[m]]
             ax.scatter(group[m], y, color=strategy_colour(strategy), label=f"{strategy} picks", zorder=3, s=18)
         ax.set_xlabel(f"{LABELS[m]} top-1 % (mean over seeds)")
         ax.set_ylabel("share of the sample at or below")
