@@ -256,7 +256,7 @@ def _concurrently(jobs: int, framework, overrides, dataset, runs, results, devic
     workers = []
     for k in range(jobs):
         visible = str(k % gpus) if gpus > 1 else None
-        args = (framework, list(overrides), dataset, str(runs), str(results), device, lockstep, visible)
+        args = (framework, list(overrides), dataset, str(runs), str(results), device, lockstep, visible, os.getpid())
         workers.append(context.Process(target=_worker, args=args, name=f"bench-worker-{k}"))
     for w in workers:
         w.start()
@@ -279,20 +279,20 @@ def _exit_on_term(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def _end_with_parent() -> None:
+def _end_with_parent(parent: int) -> None:
     """Linux: this process gets SIGTERM when its parent dies, however it dies (SIGKILL included), so a killed
     ``bench --jobs N`` leaves no worker running on."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before the line above: nothing would signal this one
+    if os.getppid() != parent:  # the parent died before the line above: nothing would signal this one
         raise SystemExit(1)
 
 
 PR_SET_PDEATHSIG = 1
 
 
-def _worker(framework, overrides, dataset, runs, results, device, lockstep, visible) -> None:
-    _end_with_parent()
+def _worker(framework, overrides, dataset, runs, results, device, lockstep, visible, parent: int) -> None:
+    _end_with_parent(parent)
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible  # before this process touches CUDA
     spec = bench_spec(framework, dataset, overrides)
