@@ -94,7 +94,9 @@ class Launcher:
             "time": self.time_min,
             "array_parallelism": self.array_parallelism,
             "signal_delay_s": self.signal_delay_s,
-            "setup": [f"export SUBMITIT_PREEMPT_SIGNAL={self.signal}", *self.setup],
+            # The batch shell ignores the preemption signal (`scancel --full` signals it too, and a shell or srun
+            # it kills while the task starts fails the job): the task handles it.
+            "setup": [f"trap '' {self.signal}", f"export SUBMITIT_PREEMPT_SIGNAL={self.signal}", *self.setup],
             "additional_parameters": {"signal": f"{self.signal}@{self.signal_delay_s}"},
         }
 

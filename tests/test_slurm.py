@@ -42,13 +42,16 @@ def _launcher(tmp_path: Path, **more) -> executors.Launcher:
     return executors.Launcher(gpus=0, cpus=1, mem_gb=3, time_min=20, **more)
 
 
-def _drained(ids: list[str], timeout: float = 600.0) -> None:
+def _drained(ids: list[str], timeout: float = 600.0, seen=None) -> None:
+    """Wait until SLURM lists none of ``ids``; ``seen()`` is called at each look (to read ``--status`` meanwhile)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         queued = subprocess.run(["squeue", "--noheader", "--format=%i", "--jobs", ",".join(ids)], capture_output=True,
                                 text=True).stdout.split()  # fmt: skip
         if not queued:
             return
+        if seen is not None:
+            seen()
         time.sleep(2)
     pytest.fail(f"SLURM jobs {ids} still queued after {timeout:.0f} s")
 
@@ -57,7 +60,9 @@ def test_a_plan_submitted_to_slurm_records_what_the_bench_records(smoke_bench, t
     b = _bench(tmp_path, SMOKE)
     ids = executors.submit_slurm(b, _launcher(tmp_path))
     assert ids
-    _drained(ids)
+    states: set[str] = set()  # what --status says while the jobs run
+    _drained(ids, seen=lambda: states.update(sweep.status_table(b.spec(), b.runs, b.results)["state"]))
+    assert states & {"queued", "running"} and not states & {"failed", "to do"}
     alone = {_key(r): r for r in smoke_bench.records}
     made = {_key(r): r for r in load_records(b.results)}
     assert made.keys() == alone.keys()
@@ -95,3 +100,25 @@ def test_a_task_signalled_before_its_time_limit_is_requeued_and_ends_with_the_sa
     assert status["state"] == "done" and status["requeued"] >= 1
     (record,) = [r for r in load_records(b.results) if r["head"] == "baseline"]
     _same_results(record, uninterrupted)
+
+
+def test_a_job_signalled_while_it_starts_is_requeued_not_lost(tmp_path):
+    """The preemption signal sent as soon as SLURM starts the task (Python still importing, before any handler):
+    the job is requeued or runs on, and ends with its record, never dead with no record and no error."""
+    b = _bench(tmp_path, [*SMOKE, "experiment.bench_heads=['baseline']"])
+    spec, job = b.spec(), Job("baseline", 0)
+    ids = executors.submit_slurm(b, _launcher(tmp_path))
+    folder = sweep.job_dir(spec, job, b.runs)
+    task = sweep.read_status(folder)["job_id"]
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        state = subprocess.run(["squeue", "--noheader", "--format=%T", "--jobs", task], capture_output=True,
+                               text=True).stdout.strip()  # fmt: skip
+        if state == "RUNNING":
+            break
+        time.sleep(0.05)
+    subprocess.run(["scancel", "--signal=USR2", "--full", task], check=True)  # while it starts
+    _drained(ids)
+    status = sweep.read_status(folder)
+    assert status["state"] == "done", status
+    assert [r for r in load_records(b.results) if r["head"] == "baseline"]
