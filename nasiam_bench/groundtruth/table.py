@@ -65,10 +65,6 @@ class GroundTruth:
         means = runs[runs["key"].isin(full)].groupby("key")[[*METRICS, *MEASURES, "head_params"]].mean()
         return means if keys is None else means.reindex([k for k in keys if k in means.index])
 
-    def machines(self) -> list[str]:
-        """The kinds of machine that made the runs."""
-        return sorted(self.runs["machine"].unique())
-
 
 _COLUMNS = ["key", "head", "seed", *METRICS, *MEASURES, "head_params", "machine", "created"]
 
