@@ -51,6 +51,7 @@ class Launcher:
     array_parallelism: int = 64
     signal: str = "USR2"  # sent signal_delay_s before the time limit (SLURM's --signal), and on preemption
     signal_delay_s: int = 120
+    requeues: int = 3  # how often a job whose time runs out is requeued (submitit's max_num_timeout)
     setup: tuple[str, ...] = ()  # shell lines before each job (module load, activating the environment)
 
     @classmethod
@@ -78,10 +79,10 @@ class Launcher:
             raise NasiamBenchError(f"[launcher] mem_gb = {self.mem_gb!r}: give a number of GB above 0")
         if self.signal not in SIGNALS:
             raise NasiamBenchError(f"[launcher] signal = {self.signal!r}: give one of {', '.join(SIGNALS)}")
-        for name in ("gpus", "cpus", "time_min", "array_parallelism", "signal_delay_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < (0 if name == "gpus" else 1):
-                raise NasiamBenchError(f"[launcher] {name} = {value!r}: give a whole number of 1 or more")
+        for name in ("gpus", "cpus", "time_min", "array_parallelism", "signal_delay_s", "requeues"):
+            value, least = getattr(self, name), 0 if name in ("gpus", "requeues") else 1
+            if not isinstance(value, int) or value < least:
+                raise NasiamBenchError(f"[launcher] {name} = {value!r}: give a whole number of {least} or more")
 
     def slurm_parameters(self) -> dict[str, Any]:
         """The settings as submitit's ``SlurmExecutor`` takes them (sbatch's flags; memory in GB)."""
@@ -222,7 +223,7 @@ def run_local(bench: Bench, launcher: Launcher, at_once: int = 2, poll_s: float 
 
 def _submit_local(bench: Bench, spec: Spec, job: Job, launcher: Launcher, gpu: int | None):
     folder = job_dir(spec, job, bench.runs)
-    executor = submitit.LocalExecutor(folder=folder / "submitit")
+    executor = submitit.LocalExecutor(folder=folder / "submitit", max_num_timeout=launcher.requeues)
     gpu_parameters = {"gpus_per_node": 1, "visible_gpus": [gpu]} if gpu is not None else {"gpus_per_node": 0}
     executor.update_parameters(timeout_min=launcher.time_min, signal_delay_s=launcher.signal_delay_s, **gpu_parameters)
     walk = {"host": here(), "pid": os.getpid()}  # the process that will start it: queued while it lives
@@ -252,7 +253,9 @@ def submit_slurm(bench: Bench, launcher: Launcher, executor_for: Callable[[Path]
     heads = [j for j in jobs if search_of(j) in searches]
     free = [j for j in jobs if j not in searches and j not in heads]
     logs = Path(bench.runs) / "slurm"
-    make = executor_for or (lambda folder: submitit.SlurmExecutor(folder=folder, max_num_timeout=3, python=HELD))
+    make = executor_for or (
+        lambda folder: submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.requeues, python=HELD)
+    )
     ids = []
     after_searches = None
     for group, dependency in ((free, None), (searches, None), (heads, "aftercorr")):

@@ -4,12 +4,13 @@ expected to cost, and the status file an executor's job keeps in its folder (whe
 The states come from what is on disk, so every executor (the local walk, ``--jobs``, submitit's local executor,
 SLURM) and every later ``--plan`` or ``--status`` read them alike: a record or a finished search is ``done``, a live
 claim is ``running``; the status file adds ``queued`` (submitted, not started, and still in SLURM's queue or in a
-live local walk) and ``failed`` (with its last error line)."""
+live local walk) and ``failed`` (with its last error line, or SLURM's account of a job that ended without one)."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import signal
 import socket
 import statistics
 import subprocess
@@ -75,40 +76,87 @@ def here() -> str:
 
 
 def job_state(spec: Spec, job: Job, runs: str | Path, results: str | Path) -> str:
-    """One of ``STATES``, read from disk."""
+    """One of ``STATES``, read from disk (and, for a job submitted to SLURM, from SLURM)."""
     if job_done(spec, job, runs, results):
         return "done"
     if any(holder(path) is not None for path in _claim_files(spec, job, runs, results)):
         return "running"
-    status = read_status(job_dir(spec, job, runs))
+    folder = job_dir(spec, job, runs)
+    status = read_status(folder)
     state = {"requeued": "queued"}.get(status.get("state"), status.get("state"))
+    if status.get("executor") == "slurm" and state in ("queued", "running"):
+        return _slurm_state(folder, status, state)
     if state == "running" and status.get("host") == here() and alive(status.get("pid", -1)):
         return "running"  # started, not yet at its claim (loading data)
     if state == "queued":
-        return "queued" if still_queued(status) else "to do"  # cancelled, or lost with the walk that held it
+        return "queued" if still_queued(status) else "to do"  # lost with the walk that held it
     return "failed" if state == "failed" else "to do"
 
 
 def still_queued(status: dict[str, Any]) -> bool:
-    """Whether a job marked queued still waits where it was submitted: in SLURM's queue (``squeue`` lists its id),
-    or in the submitit-local walk of a process still alive on this host. Where ``squeue`` cannot be asked (no SLURM
-    here, or it failed), the submission is taken as standing: submitting it again could run it twice."""
-    if status.get("executor") == "slurm":
-        return _slurm_lists(str(status.get("job_id", "")))
+    """Whether a job marked queued by submitit's local executor still waits: the walk that will start it (a process
+    on this host) is alive."""
     submitter = status.get("submitted_by") or {}
     return submitter.get("host") == here() and alive(int(submitter.get("pid", -1)))
 
 
-def _slurm_lists(job_id: str) -> bool:
+# SLURM's job states (``scontrol show job``) of a job still to start, and of one at work; any other has ended.
+SLURM_WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT", "SUSPENDED"}
+SLURM_ACTIVE = {"RUNNING", "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+
+def slurm_job(job_id: str) -> dict[str, str] | None:
+    """SLURM's fields of a job (``scontrol show job``, which knows pending, running and recently ended jobs alike;
+    there is no ``sacct`` without an accounting database): ``{}`` where SLURM has forgotten it, None where SLURM
+    cannot be asked (not here, or its controller does not answer)."""
     try:
         found = subprocess.run(
-            ["squeue", "--noheader", "--format=%i", "--jobs", job_id], capture_output=True, text=True, timeout=60
+            ["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired):
-        return True
+        return None
     if found.returncode != 0:  # a job SLURM has forgotten is an "invalid job id"; any other failure tells nothing
-        return "invalid job id" not in found.stderr.lower()
-    return bool(found.stdout.strip())
+        return {} if "invalid job id" in found.stderr.lower() else None
+    first = found.stdout.splitlines()[0] if found.stdout.strip() else ""
+    return dict(field.split("=", 1) for field in first.split() if "=" in field)
+
+
+def _slurm_state(folder: Path, status: dict[str, Any], state: str) -> str:
+    """The state of a job submitted to SLURM, marked queued or running by its status file: SLURM's word while it
+    knows the job at work or waiting. A job that left SLURM with no record and no error of its own (killed while it
+    started, before its handlers were in place, or cancelled) has failed: SLURM's account of its end is kept in
+    its status file, since SLURM forgets an ended job within minutes. Where SLURM cannot be asked, the status
+    file's word stands (submitting the job again could run it twice)."""
+    job_id = str(status.get("job_id", ""))
+    fields = slurm_job(job_id)
+    if fields is None:
+        return state
+    if fields.get("JobState") in SLURM_WAITING:
+        return "queued"
+    if fields.get("JobState") in SLURM_ACTIVE:
+        return "running"
+    write_status(folder, state="failed", error=slurm_end(job_id, fields, status.get("log", "")))
+    return "failed"
+
+
+def slurm_end(job_id: str, fields: dict[str, str], log: str) -> str:
+    """How a SLURM job ended without a record or an error of its own, in words."""
+    where = f"; its log: {log}" if log else ""
+    if not fields:
+        return f"SLURM job {job_id} left the queue with no record and no error, and SLURM no longer knows how{where}"
+    code, _, number = fields.get("ExitCode", "0:0").partition(":")
+    killed = f"killed by signal {_signal_name(number)}" if number not in ("", "0") else f"exit code {code}"
+    return (
+        f"SLURM job {job_id} ended {fields.get('JobState', '?')} ({killed}, reason {fields.get('Reason', '?')})"
+        f" with no record and no error of its own: killed while it started, or cancelled{where}"
+    )
+
+
+def _signal_name(number: str) -> str:
+    try:
+        return signal.Signals(int(number)).name
+    except ValueError:
+        return number
 
 
 @dataclass(frozen=True)
@@ -185,11 +233,12 @@ def status_table(spec: Spec, runs: str | Path, results: str | Path) -> pd.DataFr
     rows = []
     for job in plan(spec):
         folder = job_dir(spec, job, runs)
+        state = job_state(spec, job, runs, results)  # first: it may write what SLURM says of a job gone
         status = read_status(folder)
         rows.append(
             {
                 "job": job_name(spec, job),
-                "state": job_state(spec, job, runs, results),
+                "state": state,
                 "host": status.get("host", ""),
                 "executor": status.get("executor", ""),
                 "job_id": status.get("job_id", ""),

@@ -160,13 +160,13 @@ print(f"Submitted batch job {{100 + len(calls)}}")
 """
 
 
-SQUEUE = """#!{python}
+SCONTROL = """#!{python}
 import json, pathlib, sys
-job = sys.argv[sys.argv.index("--jobs") + 1]
+job = sys.argv[-1]
 if job.startswith("9"):  # an id SLURM has forgotten
     sys.exit("slurm_load_jobs error: Invalid job id specified")
-if job in json.loads(pathlib.Path({queue!r}).read_text()):
-    print(job)
+state, code, reason = json.loads(pathlib.Path({queue!r}).read_text()).get(job, ["CANCELLED", "0:15", "None"])
+print(f"JobId={{job}} JobName=nasiam-bench JobState={{state}} Reason={{reason}} Dependency=(null) ExitCode={{code}}")
 """
 
 
@@ -175,15 +175,43 @@ def _stand_in(path: Path, script: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def test_a_queued_job_stands_while_slurm_lists_it_or_its_local_walk_lives(tmp_path, monkeypatch):
+def test_a_slurm_job_is_in_slurms_state_and_one_that_left_without_a_word_has_failed(tmp_path, monkeypatch):
     queue = tmp_path / "queue.json"
-    queue.write_text(json.dumps(["7_0"]))
-    _stand_in(tmp_path / "squeue", SQUEUE.format(python=sys.executable, queue=str(queue)))
+    _stand_in(tmp_path / "scontrol", SCONTROL.format(python=sys.executable, queue=str(queue)))
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    listed, ended, forgotten = ({"executor": "slurm", "job_id": i} for i in ("7_0", "7_1", "91_0"))
-    assert sweep.still_queued(listed) and not sweep.still_queued(ended) and not sweep.still_queued(forgotten)
-    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # no squeue: SLURM cannot be asked
-    assert sweep.still_queued(ended)
+    b = _bench(tmp_path)
+    spec, job = b.spec(), Job("baseline", 0)
+    folder = sweep.job_dir(spec, job, b.runs)
+    log = str(tmp_path / "slurm" / "7_0")
+    cases = [  # (what SLURM says, the status file's state) -> the job's state
+        (["PENDING", "0:0", "BeginTime"], "queued", "queued"),  # requeued by SLURM itself: held a while
+        (["RUNNING", "0:0", "None"], "queued", "running"),  # started on another node, not yet at its claim
+        (["RUNNING", "0:0", "None"], "running", "running"),
+        (["PENDING", "0:0", "Priority"], "requeued", "queued"),
+    ]
+    for slurm, marked, state in cases:
+        queue.write_text(json.dumps({"7_0": slurm}))
+        sweep.write_status(folder, state=marked, executor="slurm", job_id="7_0", log=log)
+        assert sweep.job_state(spec, job, b.runs, b.results) == state, (slurm, marked)
+    queue.write_text(json.dumps({"7_0": ["FAILED", "0:9", "JobLaunchFailure"]}))  # killed while it started
+    assert sweep.job_state(spec, job, b.runs, b.results) == "failed"
+    error = sweep.read_status(folder)["error"]
+    assert error.startswith("SLURM job 7_0 ended FAILED (killed by signal SIGKILL, reason JobLaunchFailure)")
+    assert error.endswith(f"its log: {log}")
+    queue.write_text(json.dumps({}))  # kept, though SLURM forgets the job: the status file holds SLURM's account
+    assert sweep.job_state(spec, job, b.runs, b.results) == "failed" and sweep.read_status(folder)["error"] == error
+    sweep.write_status(folder, state="queued", executor="slurm", job_id="91_0", log=log)  # forgotten by SLURM
+    assert sweep.job_state(spec, job, b.runs, b.results) == "failed"
+    assert "SLURM no longer knows how" in sweep.read_status(folder)["error"]
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # no scontrol: SLURM cannot be asked, the file stands
+    for marked in ("queued", "running"):
+        sweep.write_status(folder, state=marked, executor="slurm", job_id="7_0", log=log)
+        assert sweep.job_state(spec, job, b.runs, b.results) == marked
+    table = sweep.status_table(spec, b.runs, b.results)
+    assert table.loc[table["job"] == sweep.job_name(spec, job), "job_id"].item() == "7_0"
+
+
+def test_a_job_queued_by_a_local_walk_stands_while_the_walk_lives(tmp_path):
     b = _bench(tmp_path)
     spec, job = b.spec(), Job("baseline", 0)
     folder = sweep.job_dir(spec, job, b.runs)
@@ -207,8 +235,10 @@ def test_slurm_submits_the_plan_as_arrays_with_their_resources_and_dependencies(
     calls = tmp_path / "sbatch.json"
     (bin_dir / "sbatch").write_text(STAND_IN.format(python=sys.executable, log=str(calls)))
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit looks for srun to know it is on SLURM
-    # a squeue that cannot reach its controller (a real one may run here: make slurm-up)
-    (bin_dir / "squeue").write_text("#!/bin/sh\necho 'squeue: error: Unable to contact slurm controller' >&2\nexit 1\n")
+    # an scontrol that cannot reach its controller (a real one may run here: make slurm-up)
+    (bin_dir / "scontrol").write_text(
+        "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n"
+    )
     for tool in bin_dir.iterdir():
         tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -235,21 +265,22 @@ def test_slurm_submits_the_plan_as_arrays_with_their_resources_and_dependencies(
     search = sweep.job_dir(spec, Job("search", 1, "darts"), runs)
     assert sweep.read_status(search)["job_id"] == "102_1"
     assert (search / "slurm").is_symlink()  # the log folder, from the run's own folder
-    assert sweep.job_state(spec, Job("search", 1, "darts"), runs, results) == "queued"  # squeue cannot answer: standing
+    assert sweep.job_state(spec, Job("search", 1, "darts"), runs, results) == "queued"  # SLURM cannot answer: standing
 
     # Submitted again while SLURM still lists every job: nothing is submitted twice.
     queue = tmp_path / "queue.json"
+    waiting = ["PENDING", "0:0", "Priority"]
     queue.write_text(
         json.dumps(
-            [f"{array}_{task}" for array, tasks in (("101", 6), ("102", 2), ("103", 2)) for task in range(tasks)]
+            {f"{array}_{t}": waiting for array, tasks in (("101", 6), ("102", 2), ("103", 2)) for t in range(tasks)}
         )
     )
-    _stand_in(bin_dir / "squeue", SQUEUE.format(python=sys.executable, queue=str(queue)))
+    _stand_in(bin_dir / "scontrol", SCONTROL.format(python=sys.executable, queue=str(queue)))
     assert main([*args, "--executor", "slurm", "--launcher", str(launcher)]) == 0
     assert "submitted SLURM jobs (none: every job is done, running or queued)" in capsys.readouterr().out
     assert len(json.loads(calls.read_text())) == 4
     # One cancelled (gone from the queue): that one alone is submitted again, then the tables.
-    queue.write_text(json.dumps([i for i in json.loads(queue.read_text()) if i != "101_5"]))
+    queue.write_text(json.dumps({i: v for i, v in json.loads(queue.read_text()).items() if i != "101_5"}))
     assert main([*args, "--executor", "slurm", "--launcher", str(launcher)]) == 0
     assert "submitted SLURM jobs 105, 106" in capsys.readouterr().out
     assert sweep.read_status(sweep.job_dir(spec, Job("paper", 1), runs))["job_id"].startswith("105")
