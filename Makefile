@@ -22,7 +22,7 @@ NASIAM_SOURCES ?= $(abspath ../shared/datasets)
 export NASIAM_SOURCES
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps check-installed test slurm-up test-slurm test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
+.PHONY: help docs install system-deps check-installed test slurm-up test-slurm test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ install: system-deps ## create .venv and install the package (editable) with its
 	@command -v $(PYTHON) >/dev/null || { echo "install: $(PYTHON) not found; nasiam-bench needs Python 3.11 (PYTHON=...)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ffcv,wandb]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ffcv,wandb,docs]'
 	$(BIN)/nasiam-bench list
 
 PYTHON_VERSION ?= 3.12
@@ -78,9 +78,13 @@ doctor: ## a 1-2 minute end-to-end self-check on DEVICE (auto, cpu or cuda), aft
 benchmark: ## run tests/benchmarks for real and print the figures
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
 
-lint: ## ruff over the package and the tests
+docs: ## the docs site (mkdocs, Material, mkdocstrings) into docs-site/, strict: a broken link or reference fails
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir docs-site
+
+lint: ## ruff over the package and the tests; lint-imports holds the package's layers (pyproject.toml)
 	$(BIN)/ruff check nasiam_bench tests
 	$(BIN)/ruff format --check nasiam_bench tests
+	$(BIN)/lint-imports
 
 data: ## prepare DATASET (default cifar10) from SOURCE (default ../shared/datasets/DATASET.tar.gz) under DATA_ROOT
 	$(BIN)/nasiam-bench data prepare $(DATASET) --source $(SOURCE) $(if $(DATA_ROOT),--root $(DATA_ROOT))
@@ -106,8 +110,8 @@ GT_SEEDS ?= 2
 groundtruth: ## the ground truth of FRAMEWORK's head space: GT_SAMPLE sampled genotypes, baseline, paper and committed picks, GT_SEEDS seeds (resumes)
 	$(BIN)/nasiam-bench groundtruth $(FRAMEWORK) profile=$(PROFILE) recipe=$(RECIPE) --dataset $(DATASET) --sample $(GT_SAMPLE) --seeds $(GT_SEEDS) --command-line "make groundtruth" $(OVERRIDES) $(BENCH_OPTIONS)
 
-tables: ## regenerate results/<dataset>.md, .csv and plots from results/records
-	$(BIN)/nasiam-bench tables
+tables: ## regenerate results/<dataset>.md, .csv and plots from results/records, and the README's headline table
+	$(BIN)/nasiam-bench tables --readme README.md
 
 quirk: ## does the paper's MoCo BatchNorm defect explain its pooling genotypes? darts with and without it, 3 seeds
 	$(BIN)/nasiam-bench searches moco_cifar10 recipe=nasiam-code 'data.crop_scale=[0.2,1.0]' search.epochs=8 --seeds 3 \

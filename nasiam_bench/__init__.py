@@ -1,6 +1,6 @@
 """nasiam-bench: NASiam's searched SSL heads measured against the frameworks' standard heads."""
 
-from nasiam_bench.registry import (
+from nasiam_bench.core.registry import (
     ACTIVATIONS,
     BACKBONES,
     DATASETS,

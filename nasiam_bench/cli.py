@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nasiam_bench import catalogue
-from nasiam_bench.registry import REGISTRIES, NasiamBenchError, registry
+from nasiam_bench.core.registry import REGISTRIES, NasiamBenchError, registry
 
 PROG = "nasiam-bench"
 
@@ -61,8 +61,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from nasiam_bench.identity import UNPREPARED, dataset_digest, run_id
-    from nasiam_bench.spec import load_spec, spec_to_toml
+    from nasiam_bench.config.spec import load_spec, spec_to_toml
+    from nasiam_bench.store.identity import UNPREPARED, dataset_digest, run_id
 
     spec = load_spec(args.spec, args.overrides)
     label = run_id(spec) + (" (the dataset is not prepared yet)" if dataset_digest(spec) == UNPREPARED else "")
@@ -71,8 +71,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from nasiam_bench.bench.preflight import check_folder, check_workers
     from nasiam_bench.data.prepare import prepare
-    from nasiam_bench.preflight import check_folder, check_workers
 
     if args.source is not None and args.download:
         raise NasiamBenchError("data prepare: give --source PATH or --download, not both")
@@ -102,16 +102,16 @@ def _seeds_and_folders(spec, args: argparse.Namespace, default_folder) -> list[t
 
 def _preflight(spec, args: argparse.Namespace) -> None:
     """The device, the loader's workers, the folders and the prepared data of a pretrain or search command."""
-    from nasiam_bench.preflight import check_data, check_machine
+    from nasiam_bench.bench.preflight import check_data, check_machine
 
     check_machine(spec, args.device, {"--out": args.out} if args.out else {"--runs": args.runs})
     check_data(spec)
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from nasiam_bench.layout import default_run_dir
-    from nasiam_bench.spec import load_spec
-    from nasiam_bench.train import pretrain
+    from nasiam_bench.config.spec import load_spec
+    from nasiam_bench.engine.train import pretrain
+    from nasiam_bench.store.layout import default_run_dir
 
     spec = load_spec(args.spec, args.overrides)
     _preflight(spec, args)
@@ -129,10 +129,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from nasiam_bench.heads.genotype import load_genotype, saved_genotype_path
-    from nasiam_bench.layout import default_search_dir
+    from nasiam_bench.config.spec import load_spec
+    from nasiam_bench.models.heads.genotype import load_genotype, saved_genotype_path
     from nasiam_bench.search.run import run_search
-    from nasiam_bench.spec import load_spec
+    from nasiam_bench.store.layout import default_search_dir
 
     spec = load_spec(args.spec, args.overrides)
     _preflight(spec, args)
@@ -155,7 +155,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_searches(args: argparse.Namespace) -> int:
-    from nasiam_bench.search_report import parse_variant, run_variants, write_report
+    from nasiam_bench.bench.search_report import parse_variant, run_variants, write_report
 
     variants = [parse_variant(v, args.spec, args.overrides) for v in (args.variant or ["as given:"])]
     rows = run_variants(variants, list(range(args.seeds)), args.runs, args.device, results=args.results)
@@ -166,7 +166,7 @@ def _cmd_searches(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from nasiam_bench.runner import bench
+    from nasiam_bench.bench.runner import bench
 
     overrides = list(args.overrides)
     if args.seeds is not None:
@@ -195,10 +195,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_groundtruth(args: argparse.Namespace) -> int:
+    from nasiam_bench.config.spec import bench_spec
     from nasiam_bench.groundtruth import plan as groundtruth
     from nasiam_bench.groundtruth.report import write_report
-    from nasiam_bench.layout import default_results
-    from nasiam_bench.spec import bench_spec
+    from nasiam_bench.store.layout import default_results
 
     seeds = [] if args.seeds is None else [f"seeds.values={list(range(args.seeds))}"]
     spec = bench_spec(args.framework, args.dataset, [*args.overrides, *seeds])
@@ -221,8 +221,8 @@ def _machine_check(args: argparse.Namespace, spec, groundtruth) -> int:
     trained anew on this kind of machine, into a folder of its own, for the report to compare with the table."""
     from pathlib import Path
 
-    from nasiam_bench.distributed import setup
-    from nasiam_bench.machine import machine, machine_slug
+    from nasiam_bench.core.distributed import setup
+    from nasiam_bench.core.machine import machine, machine_slug
 
     kind = machine_slug(machine(setup(args.device).device))
     args.results = str(Path(args.results or "results") / "ground_truth" / "machines" / kind)
@@ -233,10 +233,10 @@ def _machine_check(args: argparse.Namespace, spec, groundtruth) -> int:
 
 def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
     """``bench --plan``, ``--status``, and the submitit executors."""
-    from nasiam_bench import executors, sweep
-    from nasiam_bench.layout import default_results
-    from nasiam_bench.runner import ready_to_bench
-    from nasiam_bench.spec import bench_spec
+    from nasiam_bench.bench import executors, sweep
+    from nasiam_bench.bench.runner import ready_to_bench
+    from nasiam_bench.config.spec import bench_spec
+    from nasiam_bench.store.layout import default_results
 
     spec = bench_spec(args.framework, args.dataset, overrides)
     results = str(args.results or default_results(spec, args.runs))
@@ -261,11 +261,16 @@ def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_tables(args: argparse.Namespace) -> int:
-    from nasiam_bench.tables import write_tables
+    from nasiam_bench.report.headline import readme_parts, write_headline
+    from nasiam_bench.report.tables import write_tables
 
+    if args.readme:
+        readme_parts(args.readme)  # refused before any table is written
     written = write_tables(args.results)
     if not written:
         raise NasiamBenchError(f"no run records under {args.results}/records; run `nasiam-bench bench` first")
+    if args.readme:
+        written.append(write_headline(args.readme, args.results))
     for path in written:
         print(path)
     return 0
@@ -274,8 +279,8 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 def _cmd_rekey(args: argparse.Namespace) -> int:
     from nasiam_bench.data.datasets import dataset_info, source_digest
     from nasiam_bench.data.prepare import default_writer_options
-    from nasiam_bench.identity import digest_of_source
-    from nasiam_bench.results import rekey
+    from nasiam_bench.store.identity import digest_of_source
+    from nasiam_bench.store.results import rekey
 
     digests = {}
     for given in args.source or []:
@@ -289,9 +294,9 @@ def _cmd_rekey(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from nasiam_bench.evaluate import evaluate_checkpoint
-    from nasiam_bench.io import atomic_write_json
-    from nasiam_bench.preflight import check_device
+    from nasiam_bench.bench.preflight import check_device
+    from nasiam_bench.core.io import atomic_write_json
+    from nasiam_bench.eval.evaluate import evaluate_checkpoint
 
     check_device(args.device)
     result = evaluate_checkpoint(args.checkpoint, device=args.device, floor=args.floor)
@@ -301,8 +306,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from nasiam_bench.doctor import FAILED, report, run_checks
-    from nasiam_bench.preflight import check_device
+    from nasiam_bench.bench.doctor import FAILED, report, run_checks
+    from nasiam_bench.bench.preflight import check_device
 
     check_device(args.device)
     checks = run_checks(args.device, list(args.overrides), args.steps)
@@ -455,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")
     p.add_argument("--results", default="results")
+    p.add_argument("--readme", metavar="FILE", help="also write the headline table between FILE's headline markers")
     p.set_defaults(run=_cmd_tables)
 
     p = sub.add_parser("rekey", help="file every record under the identities its contents give now")

@@ -123,7 +123,7 @@ def smoke_bench(cifar10_data, tmp_path_factory):
     import io
     import time
 
-    from nasiam_bench.runner import bench
+    from nasiam_bench.bench.runner import bench
 
     runs, printed, began = tmp_path_factory.mktemp("smoke-bench") / "runs", io.StringIO(), time.time_ns()
     with contextlib.redirect_stdout(printed):

@@ -8,9 +8,9 @@ import sys
 
 import torch
 
-from nasiam_bench import distributed
-from nasiam_bench.backbones import build_backbone
-from nasiam_bench.registry import FRAMEWORKS
+from nasiam_bench.core import distributed
+from nasiam_bench.core.registry import FRAMEWORKS
+from nasiam_bench.models.backbones import build_backbone
 
 GLOBAL_BATCH = 8
 

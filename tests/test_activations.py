@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from nasiam_bench.activations import PAPER_CANDIDATES, build_activation
-from nasiam_bench.registry import ACTIVATIONS
+from nasiam_bench.core.registry import ACTIVATIONS
+from nasiam_bench.models.activations import PAPER_CANDIDATES, build_activation
 
 EXPECTED = {
     "relu",

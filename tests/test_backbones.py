@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from nasiam_bench.backbones import build_backbone, feature_dim
-from nasiam_bench.registry import BACKBONES, UnknownEntryError
+from nasiam_bench.core.registry import BACKBONES, UnknownEntryError
+from nasiam_bench.models.backbones import build_backbone, feature_dim
 
 
 def _stem(model, x):

@@ -4,11 +4,11 @@ import multiprocessing as mp
 import pandas as pd
 import pytest
 
-from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint
-from nasiam_bench.evaluate import eval_data_for, knn_encoder, spec_knn
-from nasiam_bench.results import RECORD_FORMAT, load_records, load_search_records, write_record
-from nasiam_bench.runner import bench
-from nasiam_bench.tables import summarise, write_tables
+from nasiam_bench.bench.runner import bench
+from nasiam_bench.eval.evaluate import eval_data_for, knn_encoder, spec_knn
+from nasiam_bench.report.tables import summarise, write_tables
+from nasiam_bench.store.checkpoints import load_checkpoint, model_from_checkpoint
+from nasiam_bench.store.results import RECORD_FORMAT, load_records, load_search_records, write_record
 from tests.conftest import REPO, SMOKE_BENCH, TEST_DATA_ROOT
 
 SMOKE = ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.train_subset=128", "eval.test_subset=200"]
@@ -64,7 +64,7 @@ def test_smoke_bench_end_to_end_then_skips(smoke_bench, capsys):
 
 @pytest.mark.usefixtures("cifar10_data")
 def test_killed_bench_resumes_and_completes(tmp_path, monkeypatch):
-    import nasiam_bench.train as train
+    import nasiam_bench.engine.train as train
 
     runs, results = tmp_path / "runs", tmp_path / "results"
     overrides = [*SMOKE, "train.epochs=2", "bench_heads=['baseline', 'paper']"]
@@ -273,7 +273,7 @@ def test_smoke_bench_with_two_seeds_pairs_each_head_with_its_seeds_baseline(tmp_
 def test_a_searched_head_whose_search_chose_again_is_trained_again_with_nothing_lost(smoke_bench, tmp_path, capsys):
     import shutil
 
-    from nasiam_bench.heads.genotype import load_genotype
+    from nasiam_bench.models.heads.genotype import load_genotype
 
     runs, results = tmp_path / "runs", tmp_path / "results"
     shutil.copytree(smoke_bench.runs, runs, ignore=shutil.ignore_patterns("results-*"))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from nasiam_bench.claims import claim, holder
+from nasiam_bench.store.claims import claim, holder
 
 HOLD_S = 0.02
 

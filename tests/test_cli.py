@@ -115,7 +115,7 @@ def test_bench_names_an_unknown_framework_or_dataset(argv, message, capsys):
 
 
 def test_bench_takes_a_spec_path_as_given(tmp_path):
-    from nasiam_bench.spec import bench_spec
+    from nasiam_bench.config.spec import bench_spec
 
     path = tmp_path / "mine.toml"
     path.write_text('[experiment]\nname = "mine"\nframework = "byol"\n')
@@ -125,9 +125,9 @@ def test_bench_takes_a_spec_path_as_given(tmp_path):
 
 
 def test_bench_takes_a_registered_framework_without_a_spec_file_and_says_the_recipe_sets_nothing(capsys):
-    from nasiam_bench.frameworks.moco import MoCo
-    from nasiam_bench.registry import FRAMEWORKS
-    from nasiam_bench.spec import bench_spec
+    from nasiam_bench.config.spec import bench_spec
+    from nasiam_bench.core.registry import FRAMEWORKS
+    from nasiam_bench.models.frameworks.moco import MoCo
 
     class Plugged(MoCo):
         """A framework a plugin registered: no spec file, no recipe section."""
@@ -158,7 +158,7 @@ def test_help_and_list_start_without_importing_torch(argv):
 
 
 FRAMEWORK_PLUGIN = """
-from nasiam_bench.frameworks.simclr import SimCLR
+from nasiam_bench.models.frameworks.simclr import SimCLR
 
 
 class LambdaCLR(SimCLR):
@@ -190,7 +190,8 @@ def test_a_plugin_frameworks_own_option_is_set_from_a_spec_and_the_command_line(
     typo = run_cli("show", str(spec), "framework.lamdb=0.1", extra_path=site)
     assert typo.returncode == 2 and "(did you mean lambd?)" in typo.stderr
     reached = subprocess.run(
-        [sys.executable, "-c", f"from nasiam_bench.models import build_model; from nasiam_bench.spec import load_spec; "
+        [sys.executable, "-c", "from nasiam_bench.models.build import build_model; "
+         f"from nasiam_bench.config.spec import load_spec; "
          f"print(build_model(load_spec({str(spec)!r}, ['profile=smoke'])).options['lambd'])"],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(site)}, timeout=120,
     )  # fmt: skip

@@ -4,14 +4,14 @@ torch.compile, and checkpoints that load on the CPU. Skipped without a GPU; `mak
 import pytest
 import torch
 
-from nasiam_bench.checkpoints import load_checkpoint, model_from_checkpoint
-from nasiam_bench.compile import compile_model
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.core.compile import compile_model
+from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
-from nasiam_bench.models import build_model
-from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.engine.train import pretrain
+from nasiam_bench.models.build import build_model
 from nasiam_bench.search.base import GradientStrategy
-from nasiam_bench.spec import load_spec
-from nasiam_bench.train import pretrain
+from nasiam_bench.store.checkpoints import load_checkpoint, model_from_checkpoint
 from tests.conftest import TEST_DATA_ROOT
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cifar10_data")]

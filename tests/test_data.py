@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from nasiam_bench.cli import main
+from nasiam_bench.core.registry import UnknownEntryError
 from nasiam_bench.data.datasets import DataError
 from nasiam_bench.data.loaders import LoaderConfig, eval_loader, ssl_loader
 from nasiam_bench.data.prepare import CorruptImageWarning, open_prepared, prepare
 from nasiam_bench.data.splits import search_halves, stratified_subset
-from nasiam_bench.registry import UnknownEntryError
 from tests.data_fixtures import make_archive, make_tree, write_cifar100
 
 
@@ -278,7 +278,7 @@ def _uniform_tree(root, per_split, size=16):
 
 
 def test_source_without_a_test_split_gets_a_stratified_holdout(tmp_path):
-    from nasiam_bench.evaluate import EvalData
+    from nasiam_bench.eval.evaluate import EvalData
 
     tree = _uniform_tree(tmp_path / "src", {"train": 10})  # 3 classes x 10 images, no test split
     data = prepare("imagefolder", tree, root=tmp_path / "data", workers=1)
@@ -311,7 +311,7 @@ def test_source_without_a_test_split_gets_a_stratified_holdout(tmp_path):
 
 def test_evaluation_refuses_a_bank_that_holds_its_queries(tmp_path):
     from nasiam_bench.data.prepare import PreparedDataset
-    from nasiam_bench.evaluate import EvalData
+    from nasiam_bench.eval.evaluate import EvalData
 
     data = prepare("imagefolder", _uniform_tree(tmp_path / "src", {"train": 4}), root=tmp_path / "data", workers=1)
     stale = PreparedDataset(data.info, data.folder, {**data.meta, "eval_split": "train"})  # as an old prepare wrote

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
-from nasiam_bench.results import load_records
-from nasiam_bench.runner import bench
+from nasiam_bench.bench.runner import bench
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.report.strategy_table import compare_strategies, presentable
 from nasiam_bench.search.base import GradientStrategy
 from nasiam_bench.search.decision import (
     DECIDED_MARGIN,
@@ -20,8 +21,7 @@ from nasiam_bench.search.decision import (
     unchanged_for,
 )
 from nasiam_bench.search.run import run_search
-from nasiam_bench.spec import load_spec
-from nasiam_bench.strategy_table import compare_strategies, presentable
+from nasiam_bench.store.results import load_records
 from tests.conftest import TEST_DATA_ROOT
 
 GRADIENT = [s for s in SEARCH_STRATEGIES.list() if issubclass(SEARCH_STRATEGIES.get(s), GradientStrategy)]
@@ -182,9 +182,9 @@ def test_a_search_whose_twin_another_process_runs_is_pending_and_its_head_waits(
     import subprocess
     import sys
 
-    from nasiam_bench.layout import default_search_dir
-    from nasiam_bench.runner import perturbed_twin
-    from nasiam_bench.spec import bench_spec
+    from nasiam_bench.bench.runner import perturbed_twin
+    from nasiam_bench.config.spec import bench_spec
+    from nasiam_bench.store.layout import default_search_dir
 
     runs, results = tmp_path / "runs", tmp_path / "results"
     overrides = ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "data.train_subset=128", "eval.test_subset=200"]

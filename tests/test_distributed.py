@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from nasiam_bench.registry import FRAMEWORKS
+from nasiam_bench.core.registry import FRAMEWORKS
 from tests.conftest import REPO
 
 SCRIPT = REPO / "tests" / "distributed_check.py"

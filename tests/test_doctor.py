@@ -1,8 +1,8 @@
 import pytest
 
-from nasiam_bench import doctor
+from nasiam_bench.bench import doctor
 from nasiam_bench.cli import main
-from nasiam_bench.registry import FRAMEWORKS
+from nasiam_bench.core.registry import FRAMEWORKS
 from tests.conftest import TEST_DATA_ROOT
 
 ROOT = [f"data.root={TEST_DATA_ROOT}"]

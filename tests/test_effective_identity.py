@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from nasiam_bench.identity import identity
-from nasiam_bench.registry import FRAMEWORKS, registry
-from nasiam_bench.spec import SpecError, bench_spec
+from nasiam_bench.config.spec import SpecError, bench_spec
+from nasiam_bench.core.registry import FRAMEWORKS, registry
+from nasiam_bench.store.identity import identity
 
 BASE = ["profile=quick"]
 # Keys a bench does not vary this way: what the spec is about (tested through every registry), or not hashed.

@@ -2,10 +2,10 @@ import itertools
 
 import torch
 
-from nasiam_bench.evaluate import collapse_metrics, knn_top1
-from nasiam_bench.features import Features
-from nasiam_bench.probe import linear_probe
-from nasiam_bench.spec import EvalSection
+from nasiam_bench.config.spec import EvalSection
+from nasiam_bench.eval.evaluate import collapse_metrics, knn_top1
+from nasiam_bench.eval.features import Features
+from nasiam_bench.eval.probe import linear_probe
 
 
 def clustered(n_per_class=50, classes=4, dim=16, noise=0.1, seed=0):
@@ -50,8 +50,8 @@ def test_collapse_metrics():
 
 
 def test_probe_schedule_steps_down_at_its_milestones_else_a_cosine():
-    from nasiam_bench.probe import _optimizer
-    from nasiam_bench.schedule import lr_at
+    from nasiam_bench.core.schedule import lr_at
+    from nasiam_bench.eval.probe import _optimizer
 
     classifier = torch.nn.Linear(4, 2)
     # MoCo's main_lincls: x 0.1 from epoch 60 and from epoch 80 of 100; here 10 epochs of 3 steps.

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from nasiam_bench.backbones import build_backbone
-from nasiam_bench.registry import FRAMEWORKS, NasiamBenchError
+from nasiam_bench.core.registry import FRAMEWORKS, NasiamBenchError
+from nasiam_bench.models.backbones import build_backbone
 
 FRAMEWORK_NAMES = FRAMEWORKS.list()
 
@@ -127,8 +127,8 @@ def test_head_width_scales_the_sizes_the_paper_fixes_and_not_the_feature_size(fr
 
 
 def test_a_plugins_cells_without_options_still_serve_the_search():
-    from nasiam_bench.frameworks.base import Framework
-    from nasiam_bench.heads.supernet import Cell
+    from nasiam_bench.models.frameworks.base import Framework
+    from nasiam_bench.models.heads.supernet import Cell
 
     class Older(Framework):  # a plugin written against _cells(feature_dim, counts)
         @classmethod

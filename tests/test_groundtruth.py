@@ -8,19 +8,19 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
+from nasiam_bench.config.spec import bench_spec
+from nasiam_bench.core.registry import QUERY_STRATEGIES
+from nasiam_bench.eval.label_free import MEASURES
 from nasiam_bench.groundtruth import plan
 from nasiam_bench.groundtruth.queries import regret_curves
 from nasiam_bench.groundtruth.report import write_report
 from nasiam_bench.groundtruth.table import GroundTruth
-from nasiam_bench.heads.genotype import Genotype, GenotypeError, ops_head, parse_ops_head
-from nasiam_bench.heads.ops import search_space
-from nasiam_bench.heads.resolve import resolve_genotype
-from nasiam_bench.identity import comparison_id, run_id
-from nasiam_bench.label_free import MEASURES
-from nasiam_bench.registry import QUERY_STRATEGIES
-from nasiam_bench.results import write_record
-from nasiam_bench.spec import bench_spec
-from nasiam_bench.stats import icc_oneway, rank_correlations
+from nasiam_bench.models.heads.genotype import Genotype, GenotypeError, ops_head, parse_ops_head
+from nasiam_bench.models.heads.ops import search_space
+from nasiam_bench.report.stats import icc_oneway, rank_correlations
+from nasiam_bench.store.identity import comparison_id, run_id
+from nasiam_bench.store.resolve import resolve_genotype
+from nasiam_bench.store.results import write_record
 
 SPEC = bench_spec("moco", None, ["profile=quick", "seeds.values=[0, 1]"])
 OPS = search_space()
@@ -178,7 +178,7 @@ def test_the_report_regenerates_byte_for_byte_and_finds_the_planted_predictor(tm
 def test_groundtruth_trains_ops_heads_as_bench_runs_with_their_measures_and_remakes_older_records(tmp_path):
     import json
 
-    from nasiam_bench.results import load_records
+    from nasiam_bench.store.results import load_records
     from tests.conftest import SMOKE_BENCH, run_cli
 
     runs, results = tmp_path / "runs", tmp_path / "results"
@@ -213,7 +213,7 @@ def test_groundtruth_trains_ops_heads_as_bench_runs_with_their_measures_and_rema
 
 
 def test_plan_by_head_puts_each_heads_seeds_together_searches_before_their_heads():
-    from nasiam_bench.runner import plan as bench_plan
+    from nasiam_bench.bench.runner import plan as bench_plan
 
     spec = SPEC.replace(
         **{"seeds.values": [0, 1], "experiment.bench_heads": ["baseline", "nasiam"], "experiment.plan_by": "head"}

@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasiam_bench import loop
-from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+import nasiam_bench
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.engine import loop
+from nasiam_bench.engine.train import TrainingDiverged, pretrain
 from nasiam_bench.search.run import run_search
-from nasiam_bench.spec import load_spec
-from nasiam_bench.train import TrainingDiverged, pretrain
 from tests.conftest import TEST_DATA_ROOT
 
 pytestmark = pytest.mark.usefixtures("cifar10_data")
 
 # What makes the host wait for a CUDA tensor's value.
-SUITE = str(Path(loop.__file__).parent)  # reads made by code in nasiam_bench/
+SUITE = str(Path(nasiam_bench.__file__).parent)  # reads made by code in nasiam_bench/
 READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 SEARCHING = [s for s in SEARCH_STRATEGIES.list() if s != "none"]
 
@@ -119,7 +120,7 @@ def test_search_steps_make_only_the_host_reads_their_strategy_declares(strategy,
 
 
 def test_a_loss_read_later_is_named_by_the_step_it_turned_non_finite_at(tmp_path, monkeypatch):
-    from nasiam_bench.frameworks.simsiam import SimSiam
+    from nasiam_bench.models.frameworks.simsiam import SimSiam
 
     real, calls = SimSiam.forward, []
 

@@ -1,6 +1,6 @@
-"""Results right by construction: one identity per result (``nasiam_bench.identity``), used by every folder, record,
-cache, resume check and table. One test per defect found off the beaten path (issue 19), each over every registry
-entry it concerns."""
+"""Results right by construction: one identity per result (``nasiam_bench.store.identity``), used by every folder,
+record, cache, resume check and table. One test per defect found off the beaten path (issue 19), each over every
+registry entry it concerns."""
 
 import json
 import os
@@ -12,21 +12,21 @@ import pandas as pd
 import pytest
 import torch
 
-from nasiam_bench.checkpoints import StateMismatch, save_state
-from nasiam_bench.claims import claim, holder
+from nasiam_bench.bench.runner import bench
 from nasiam_bench.cli import main
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
-from nasiam_bench.heads.genotype import GENOTYPES_DIR, Genotype, published_genotypes
-from nasiam_bench.identity import identity, run_id, search_id
-from nasiam_bench.loop import TrainingDiverged
-from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
-from nasiam_bench.results import find_record, load_records, record_path, write_record
-from nasiam_bench.runner import bench
+from nasiam_bench.engine.loop import TrainingDiverged
+from nasiam_bench.engine.train import pretrain
+from nasiam_bench.models.heads.genotype import GENOTYPES_DIR, Genotype, published_genotypes
+from nasiam_bench.report.tables import presentable, summarise
 from nasiam_bench.search.base import GradientStrategy
 from nasiam_bench.search.run import run_search
-from nasiam_bench.spec import load_spec
-from nasiam_bench.tables import presentable, summarise
-from nasiam_bench.train import pretrain
+from nasiam_bench.store.checkpoints import StateMismatch, save_state
+from nasiam_bench.store.claims import claim, holder
+from nasiam_bench.store.identity import identity, run_id, search_id
+from nasiam_bench.store.results import find_record, load_records, record_path, write_record
 from tests.conftest import TEST_DATA_ROOT, assert_identical
 from tests.test_strategy_table import _record as strategy_record
 
@@ -60,8 +60,8 @@ def _record(head, seed, knn, strategy="-", run="r", spec=None):
 
 @pytest.mark.parametrize("strategy", NOT_CONTROL)
 def test_strategy_table_keeps_two_search_settings_apart_and_pairs_each_with_its_random_twin(strategy):
-    from nasiam_bench.strategy_table import compare_strategies
-    from nasiam_bench.strategy_table import presentable as shown_strategies
+    from nasiam_bench.report.strategy_table import compare_strategies
+    from nasiam_bench.report.strategy_table import presentable as shown_strategies
 
     def spec(strat, epochs):
         # also a bench option and another strategy's setting that differ: neither changes this strategy's result
@@ -88,7 +88,7 @@ def test_strategy_table_keeps_two_search_settings_apart_and_pairs_each_with_its_
 
 
 def test_an_ambiguous_reference_is_not_paired_by_guess():
-    from nasiam_bench.stats import paired_by_seed
+    from nasiam_bench.report.stats import paired_by_seed
 
     head = pd.DataFrame([_record("nasiam", s, 31.0) for s in range(3)])
     two = pd.DataFrame([_record("baseline", s, 30.0, run=r) for s in range(3) for r in ("a", "b")])
@@ -332,7 +332,7 @@ def test_head_params_show_the_mean_and_range_over_seeds():
 
 
 def test_committed_records_are_filed_under_the_identities_their_contents_give():
-    from nasiam_bench.identity import record_identities
+    from nasiam_bench.store.identity import record_identities
     from tests.conftest import REPO
 
     records = list((REPO / "results" / "records").rglob("*.json"))
@@ -359,7 +359,7 @@ def test_rekey_files_a_record_anew_when_its_identity_changes(tmp_path):
 @pytest.mark.usefixtures("cifar10_data")
 @pytest.mark.parametrize("what", ["pretrain", "search"])
 def test_a_run_folder_another_live_process_holds_is_refused(what, tmp_path):
-    from nasiam_bench.claims import RunClaimed
+    from nasiam_bench.store.claims import RunClaimed
 
     name = "run.claim" if what == "pretrain" else "search.claim"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -386,7 +386,7 @@ STRATEGY_FIELDS = {"search.random_samples": 3, "search.random_rank": "knn", "sea
 @pytest.mark.parametrize("strategy", SEARCH_STRATEGIES.list())
 @pytest.mark.parametrize("key", sorted(STRATEGY_FIELDS))
 def test_a_strategy_specific_setting_changes_only_that_strategys_identity(strategy, key):
-    from nasiam_bench.spec import SearchSection
+    from nasiam_bench.config.spec import SearchSection
 
     only = SearchSection.__dataclass_fields__[key.removeprefix("search.")].metadata["only"]
     spec = smoke("moco", f"strategy={strategy}", "head=nasiam")
@@ -396,7 +396,7 @@ def test_a_strategy_specific_setting_changes_only_that_strategys_identity(strate
 
 
 def test_an_older_record_says_its_random_search_ranked_by_knn(tmp_path):
-    from nasiam_bench.results import OLD_RECORD_FORMATS, strategy_label
+    from nasiam_bench.store.results import OLD_RECORD_FORMATS, strategy_label
 
     record = {**_record("nasiam", 0, 30.0, "random"), "format": OLD_RECORD_FORMATS[0]}
     path = tmp_path / "records" / "cifar10" / "moco" / "nasiam-x-seed0.json"

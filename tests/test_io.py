@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from nasiam_bench import io
+from nasiam_bench.core import io
 
 WRITERS = {
     "text": lambda path: io.atomic_write_text(path, "a"),

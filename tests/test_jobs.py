@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from nasiam_bench import occupancy
-from nasiam_bench.loop import Epoch
-from nasiam_bench.results import load_records
-from nasiam_bench.runner import bench
+from nasiam_bench.bench.runner import bench
+from nasiam_bench.engine.loop import Epoch
+from nasiam_bench.store import occupancy
+from nasiam_bench.store.results import load_records
 from tests.conftest import SMOKE_BENCH
 
 

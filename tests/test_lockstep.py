@@ -3,12 +3,12 @@ to its separate run's, also when the lockstep is interrupted and resumed."""
 
 import pytest
 
-from nasiam_bench.checkpoints import read_state
-from nasiam_bench.heads.resolve import resolve_genotype
-from nasiam_bench.lockstep import Member, pretrain_lockstep
-from nasiam_bench.registry import FRAMEWORKS
-from nasiam_bench.spec import SpecError, load_spec
-from nasiam_bench.train import pretrain
+from nasiam_bench.config.spec import SpecError, load_spec
+from nasiam_bench.core.registry import FRAMEWORKS
+from nasiam_bench.engine.lockstep import Member, pretrain_lockstep
+from nasiam_bench.engine.train import pretrain
+from nasiam_bench.store.checkpoints import read_state
+from nasiam_bench.store.resolve import resolve_genotype
 from tests.conftest import SMOKE_BENCH, TEST_DATA_ROOT, assert_identical
 
 pytestmark = pytest.mark.usefixtures("cifar10_data")
@@ -51,7 +51,7 @@ def test_lockstep_refuses_heads_that_would_read_different_batches(tmp_path):
 
 
 def test_a_lockstep_bench_records_what_a_plain_bench_records(smoke_bench, tmp_path, capsys):
-    from nasiam_bench.runner import bench
+    from nasiam_bench.bench.runner import bench
 
     plain, overrides = smoke_bench.records, SMOKE_BENCH
     together = bench("moco", overrides, runs=tmp_path / "r2", results=tmp_path / "s2", progress=False, lockstep=True)
@@ -67,7 +67,7 @@ def test_a_lockstep_bench_records_what_a_plain_bench_records(smoke_bench, tmp_pa
 def test_a_lockstep_that_falls_back_closes_every_writer_it_opened(tmp_path, monkeypatch):
     """Heads whose checkpoints are at different epochs are refused (the bench then trains them one by one), and
     the TensorBoard writers the lockstep opened for them are closed."""
-    from nasiam_bench import train
+    from nasiam_bench.engine import train
 
     opened = []
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nasiam_bench.frameworks.losses import byol_loss, info_nce, nt_xent, simsiam_loss
+from nasiam_bench.models.frameworks.losses import byol_loss, info_nce, nt_xent, simsiam_loss
 
 
 def t(*rows):

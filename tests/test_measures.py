@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from nasiam_bench.activations import build_activation
-from nasiam_bench.label_free import activation_types
-from nasiam_bench.measures.grad_norm import grad_norm
-from nasiam_bench.measures.naswot import naswot
-from nasiam_bench.measures.rankme import EPSILON, rankme
-from nasiam_bench.registry import ACTIVATIONS
+from nasiam_bench.core.registry import ACTIVATIONS
+from nasiam_bench.eval.label_free import activation_types
+from nasiam_bench.eval.measures.grad_norm import grad_norm
+from nasiam_bench.eval.measures.naswot import naswot
+from nasiam_bench.eval.measures.rankme import EPSILON, rankme
+from nasiam_bench.models.activations import build_activation
 
 
 def test_rankme_of_a_diagonal_matrix_is_the_exponential_of_its_entropy():
@@ -42,7 +42,7 @@ def test_grad_norm_sums_the_weight_gradient_norms():
 
 
 def test_synflow_of_a_two_layer_linear_network():
-    from nasiam_bench.measures.synflow import synflow
+    from nasiam_bench.eval.measures.synflow import synflow
 
     net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False))
     with torch.no_grad():

@@ -4,8 +4,8 @@ legends outside the axes, the kNN curves one panel per head with whole-epoch tic
 import pandas as pd
 import pytest
 
-from nasiam_bench import plots, tables
-from nasiam_bench.plots import head_colour, marker
+from nasiam_bench.report import plots, tables
+from nasiam_bench.report.plots import head_colour, marker
 
 
 @pytest.fixture

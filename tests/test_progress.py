@@ -6,10 +6,10 @@ import sys
 import pytest
 from tqdm.auto import tqdm
 
-from nasiam_bench import progress as progress_module
-from nasiam_bench.progress import progress
-from nasiam_bench.spec import load_spec
-from nasiam_bench.train import pretrain
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.core import progress as progress_module
+from nasiam_bench.core.progress import progress
+from nasiam_bench.engine.train import pretrain
 from tests.conftest import TEST_DATA_ROOT
 
 

@@ -6,11 +6,11 @@ import types
 import pytest
 import torch
 
-from nasiam_bench.backbones import build_backbone
 from nasiam_bench.cli import main
-from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.config.spec import SCHEDULE_KEYS, SpecError, load_spec
+from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.models.backbones import build_backbone
 from nasiam_bench.search.base import GradientStrategy
-from nasiam_bench.spec import SCHEDULE_KEYS, SpecError, load_spec
 from tests.test_search import _batches, _tiny_supernet
 
 # github.com/aheuillet/NASiam at e3a1a4c, read file by file: the flag defaults and the README's commands.
@@ -212,7 +212,7 @@ def _tiny(name, **options):
 
 
 def test_moco_symmetric_loss_is_both_directions_and_enqueues_both_key_sets():
-    from nasiam_bench.frameworks.losses import info_nce
+    from nasiam_bench.models.frameworks.losses import info_nce
 
     model = _tiny("moco", symmetric=True, queue_size=64)
     x1, x2 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
@@ -235,8 +235,8 @@ def test_simsiam_projector_width_follows_its_option():
 
 
 def test_knn_votes_weighted_or_one_each():
-    from nasiam_bench.evaluate import knn_top1
-    from nasiam_bench.features import Features
+    from nasiam_bench.eval.evaluate import knn_top1
+    from nasiam_bench.eval.features import Features
 
     # The query sits nearest to one image of class 1, then two farther ones of class 0: weighted votes with a
     # low temperature pick class 1, one vote each picks class 0.
@@ -266,7 +266,7 @@ def test_knn_votes_refuse_what_they_do_not_know(value):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_knn_on_projector_outputs_uses_the_projector(framework):
-    from nasiam_bench.evaluate import knn_encoder
+    from nasiam_bench.eval.evaluate import knn_encoder
 
     model = _tiny(framework).eval()
     x = torch.randn(4, 3, 32, 32)
@@ -276,8 +276,8 @@ def test_knn_on_projector_outputs_uses_the_projector(framework):
 
 
 def test_paper_bn_eps_quirk_sets_the_output_width_as_epsilon():
-    from nasiam_bench.heads.ops import search_space
-    from nasiam_bench.heads.supernet import SearchHead
+    from nasiam_bench.models.heads.ops import search_space
+    from nasiam_bench.models.heads.supernet import SearchHead
 
     cell = FRAMEWORKS.get("moco").search_cells(64)["projector"]
     quirky, plain = SearchHead(search_space(), cell, bn_eps_quirk=True), SearchHead(search_space(), cell)
@@ -320,7 +320,7 @@ def test_alpha_steps_per_batch_or_per_epoch(arch_steps, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "lars"])
 def test_pretraining_optimisers(optimizer):
-    from nasiam_bench.optim import build_optimizer, scaled_lr
+    from nasiam_bench.core.optim import build_optimizer, scaled_lr
 
     model = _tiny("simsiam")
     opt = build_optimizer(optimizer, model.param_groups(), scaled_lr(0.1, "linear", 512), 1e-4)
@@ -334,8 +334,8 @@ def test_pretraining_optimisers(optimizer):
 
 
 def test_the_probes_resized_crops_cover_the_scale_and_mirror():
-    from nasiam_bench.probe import _view, probe_augmentation
-    from nasiam_bench.spec import EvalSection
+    from nasiam_bench.config.spec import EvalSection
+    from nasiam_bench.eval.probe import _view, probe_augmentation
 
     x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     mean, std = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
@@ -360,8 +360,8 @@ def test_the_probes_resized_crops_cover_the_scale_and_mirror():
 
 
 def test_the_probes_colour_jitter_recolours_some_views_and_greys_about_a_fifth():
-    from nasiam_bench.probe import _view, probe_augmentation
-    from nasiam_bench.spec import EvalSection
+    from nasiam_bench.config.spec import EvalSection
+    from nasiam_bench.eval.probe import _view, probe_augmentation
 
     pixels = torch.rand(400, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
@@ -380,7 +380,7 @@ def test_the_probes_colour_jitter_recolours_some_views_and_greys_about_a_fifth()
 
 
 def test_crop_and_flip_translates_and_mirrors():
-    from nasiam_bench.probe import crop_and_flip
+    from nasiam_bench.eval.probe import crop_and_flip
 
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
     fill = torch.full((1, 3, 1, 1), -1.0)

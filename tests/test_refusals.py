@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision.datasets
 
-from nasiam_bench import runner
+from nasiam_bench.bench import runner
 from nasiam_bench.cli import main
 from tests.conftest import TEST_DATA_ROOT
 

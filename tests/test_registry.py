@@ -2,7 +2,7 @@ import sys
 
 import pytest
 
-from nasiam_bench.registry import (
+from nasiam_bench.core.registry import (
     ACTIVATIONS,
     DuplicateEntryError,
     NasiamBenchError,

@@ -6,12 +6,12 @@ strategy on every framework."""
 import pytest
 import torch
 
-from nasiam_bench.checkpoints import BEST_CHECKPOINT, load_checkpoint, read_state
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
 from nasiam_bench.data.loaders import SSLLoader
-from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.engine.train import pretrain
 from nasiam_bench.search.run import run_search
-from nasiam_bench.spec import load_spec
-from nasiam_bench.train import pretrain
+from nasiam_bench.store.checkpoints import BEST_CHECKPOINT, load_checkpoint, read_state
 from tests.conftest import TEST_DATA_ROOT, assert_identical
 
 pytestmark = pytest.mark.usefixtures("cifar10_data")
@@ -113,7 +113,7 @@ def _search_state(folder):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_optimiser_parameter_order_is_the_same_in_every_process(framework):
-    from nasiam_bench.backbones import build_backbone
+    from nasiam_bench.models.backbones import build_backbone
 
     def names_in_group_order():
         model = FRAMEWORKS.get(framework)(build_backbone("resnet18", cifar_stem=True, width=0.125))

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from nasiam_bench.probe import _optimizer
-from nasiam_bench.schedule import lr_at, lr_schedule
+from nasiam_bench.config.spec import EvalSection, load_spec
+from nasiam_bench.core.schedule import lr_at, lr_schedule
+from nasiam_bench.eval.probe import _optimizer
 from nasiam_bench.search.base import weight_optimizer
-from nasiam_bench.spec import EvalSection, load_spec
 from tests.conftest import TEST_DATA_ROOT
 
 EPOCHS, PER_EPOCH = 4, 3
@@ -52,7 +52,7 @@ def test_the_search_weights_and_the_probe_step_once_an_epoch_when_told():
 @pytest.mark.usefixtures("cifar10_data")
 @pytest.mark.parametrize("lr_steps", ["epoch", "step"])
 def test_pretraining_steps_once_an_epoch_when_told(lr_steps, tmp_path, monkeypatch):
-    import nasiam_bench.train as train
+    import nasiam_bench.engine.train as train
 
     seen = []
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from nasiam_bench.activations import PAPER_CANDIDATES
-from nasiam_bench.backbones import build_backbone
 from nasiam_bench.cli import main
-from nasiam_bench.heads.genotype import GenotypeError, build_head, build_heads, load_genotype, sample_genotype
-from nasiam_bench.heads.ops import Pool1d, build_op, search_space
-from nasiam_bench.heads.supernet import Cell, MixedLayer, SearchHead
-from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.models.activations import PAPER_CANDIDATES
+from nasiam_bench.models.backbones import build_backbone
+from nasiam_bench.models.heads.genotype import GenotypeError, build_head, build_heads, load_genotype, sample_genotype
+from nasiam_bench.models.heads.ops import Pool1d, build_op, search_space
+from nasiam_bench.models.heads.supernet import Cell, MixedLayer, SearchHead
 from nasiam_bench.search.base import GradientStrategy
-from nasiam_bench.spec import load_spec
 from tests.conftest import REPO, TEST_DATA_ROOT, assert_identical, identical
 
 OPS = search_space(PAPER_CANDIDATES)
@@ -260,8 +260,8 @@ def test_random_search_is_reproducible_and_keeps_the_best(tmp_path):
 
 @pytest.mark.usefixtures("cifar10_data")
 def test_paper_head_and_a_missing_one(tmp_path):
-    from nasiam_bench.spec import SpecError
-    from nasiam_bench.train import pretrain
+    from nasiam_bench.config.spec import SpecError
+    from nasiam_bench.engine.train import pretrain
 
     spec = load_spec(
         "simsiam_cifar10", ["profile=smoke", f"data.root={TEST_DATA_ROOT}", "head=paper", "data.train_subset=64"]

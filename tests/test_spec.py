@@ -5,9 +5,9 @@ import tomllib
 import pytest
 
 from nasiam_bench import catalogue
-from nasiam_bench.identity import run_id
-from nasiam_bench.registry import FRAMEWORKS
-from nasiam_bench.spec import Spec, SpecError, available_profiles, load_spec, parse_override, spec_to_toml
+from nasiam_bench.config.spec import Spec, SpecError, available_profiles, load_spec, parse_override, spec_to_toml
+from nasiam_bench.core.registry import FRAMEWORKS
+from nasiam_bench.store.identity import run_id
 
 
 def write(tmp_path, text, name="exp.toml"):

@@ -3,7 +3,7 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
-from nasiam_bench.stats import (
+from nasiam_bench.report.stats import (
     BETTER,
     NO_DIFFERENCE,
     NOT_APPLICABLE,

@@ -2,10 +2,10 @@ import math
 
 import pytest
 
-from nasiam_bench.results import write_record
-from nasiam_bench.stats import paired_difference
-from nasiam_bench.strategy_table import compact, compare_strategies, parameter_free_share, presentable
-from nasiam_bench.tables import write_tables
+from nasiam_bench.report.stats import paired_difference
+from nasiam_bench.report.strategy_table import compact, compare_strategies, parameter_free_share, presentable
+from nasiam_bench.report.tables import write_tables
+from nasiam_bench.store.results import write_record
 
 GENOTYPES = {
     "darts": {"projector": ["identity", "avgpool_3x3", "linear_elu", "maxpool_3x3"]},
@@ -94,8 +94,8 @@ def test_records_without_a_recipe_are_compared_as_recipe_none():
 
 def test_the_strategy_figures_legends_lie_inside_the_figure():
     """Each panel's legend, however long its labels, is drawn inside the figure (not cut at its edges)."""
-    from nasiam_bench.results import load_records
-    from nasiam_bench.strategy_table import compare_strategies, strategies_figure
+    from nasiam_bench.report.strategy_table import compare_strategies, strategies_figure
+    from nasiam_bench.store.results import load_records
     from tests.conftest import REPO
 
     records = [r for r in load_records(REPO / "results") if r["dataset"] == "cifar10"]

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import submitit
 
-from nasiam_bench import executors, sweep
+from nasiam_bench.bench import executors, sweep
+from nasiam_bench.bench.runner import Job, plan, run_job
 from nasiam_bench.cli import main
-from nasiam_bench.registry import NasiamBenchError
-from nasiam_bench.results import load_records
-from nasiam_bench.runner import Job, plan, run_job
+from nasiam_bench.core.registry import NasiamBenchError
+from nasiam_bench.store.results import load_records
 from tests.conftest import SMOKE_BENCH
 
 SMOKE = [*SMOKE_BENCH, "seeds.values=[0]"]
@@ -302,7 +302,7 @@ import signal, sys, time
 time.sleep(1.5)  # importing torch and submitit: no handler yet
 got = []
 signal.signal(signal.SIGUSR2, lambda *_: got.append(True))  # the job's handler, in place at last
-from nasiam_bench.held_signal import release
+from nasiam_bench.bench.held_signal import release
 release()
 print("held, then handled" if got else "never came")
 """
@@ -317,7 +317,7 @@ def test_a_preemption_signal_during_start_up_is_held_until_the_handler_is_in_pla
     import sys
     import time
 
-    from nasiam_bench.executors import HELD
+    from nasiam_bench.bench.executors import HELD
 
     command = [*(HELD.split() if held else [sys.executable]), "-c", STARTING]
     child = subprocess.Popen(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from nasiam_bench.checkpoints import read_state
-from nasiam_bench.identity import run_id
-from nasiam_bench.spec import load_spec
-from nasiam_bench.train import pretrain
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.engine.train import pretrain
+from nasiam_bench.store.checkpoints import read_state
+from nasiam_bench.store.identity import run_id
 from tests.conftest import TEST_DATA_ROOT
 
 wandb = pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install 'nasiam-bench[wandb]')")

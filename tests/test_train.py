@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from nasiam_bench.cli import main
-from nasiam_bench.registry import FRAMEWORKS, NasiamBenchError
-from nasiam_bench.spec import load_spec
-from nasiam_bench.train import TrainingDiverged, pretrain
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.core.registry import FRAMEWORKS, NasiamBenchError
+from nasiam_bench.engine.train import TrainingDiverged, pretrain
 from tests.conftest import REPO, TEST_DATA_ROOT
 
 # The frameworks NASiam's code covers: those its recipe has tables for.
@@ -42,7 +42,7 @@ def test_cli_pretrain_then_eval(framework, tmp_path, capsys):
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
-    from nasiam_bench.frameworks.simsiam import SimSiam
+    from nasiam_bench.models.frameworks.simsiam import SimSiam
 
     real = SimSiam.forward
 
@@ -94,8 +94,8 @@ def test_nasiam_code_recipe_pretrains_and_evaluates_as_the_papers_code(framework
 
 @pytest.mark.parametrize("framework", FRAMEWORKS.list())
 def test_compile_keeps_the_state_dict_keys_so_checkpoints_move_between_compiled_and_eager_runs(framework):
-    from nasiam_bench.compile import compile_model
-    from nasiam_bench.models import build_model
+    from nasiam_bench.core.compile import compile_model
+    from nasiam_bench.models.build import build_model
 
     model = build_model(smoke(framework))
     keys = list(model.state_dict())

@@ -37,7 +37,7 @@ def test_the_suite_prepares_trains_and_evaluates_on_the_torch_loader_without_ffc
 
 def test_doctor_skips_the_ffcv_loader_check_and_says_why():
     result = run_without_ffcv("""
-        from nasiam_bench.doctor import check_loader
+        from nasiam_bench.bench.doctor import check_loader
         import torch
         check = check_loader("ffcv", torch.device("cpu"), [], 1)
         print(check.status, "|", check.detail)

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from nasiam_bench.registry import DATASETS, NasiamBenchError
+from nasiam_bench.core.registry import DATASETS, NasiamBenchError
 
 FOLDER_LAYOUT = "<root>/<split>/<class>/<image> (images may sit deeper below <class>/, as torchvision's ImageFolder)"
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
+from nasiam_bench.core.io import atomic_path, atomic_write_json, usual_mode
+from nasiam_bench.core.progress import progress
 from nasiam_bench.data.datasets import (
     CifarSource,
     DataError,
@@ -44,8 +46,6 @@ from nasiam_bench.data.datasets import (
 )
 from nasiam_bench.data.ffcv_support import ffcv_missing
 from nasiam_bench.data.splits import stratified_subset
-from nasiam_bench.io import atomic_path, atomic_write_json, usual_mode
-from nasiam_bench.progress import progress
 
 WRITER_VERSION = 1  # bump when the stored format changes, so that existing files are rewritten
 JPEG_QUALITY = 90

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from nasiam_bench.heads.genotype import ops_head, paper_genotype_path
-from nasiam_bench.heads.ops import search_space
-from nasiam_bench.heads.resolve import searched_layers
-from nasiam_bench.identity import comparison_id
-from nasiam_bench.machine import machine_kind
-from nasiam_bench.results import load_records, load_search_records
-from nasiam_bench.spec import Spec, SpecError, spec_from_dict
+from nasiam_bench.config.spec import Spec, SpecError, spec_from_dict
+from nasiam_bench.core.machine import machine_kind
+from nasiam_bench.models.heads.genotype import ops_head, paper_genotype_path
+from nasiam_bench.models.heads.ops import search_space
+from nasiam_bench.store.identity import comparison_id
+from nasiam_bench.store.resolve import searched_layers
+from nasiam_bench.store.results import load_records, load_search_records
 
 Genotype = dict[str, list[str]]
 

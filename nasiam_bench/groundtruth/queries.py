@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nasiam_bench.registry import QUERY_STRATEGIES
+from nasiam_bench.core.registry import QUERY_STRATEGIES
 
 
 @dataclass

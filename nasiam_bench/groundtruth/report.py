@@ -13,20 +13,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nasiam_bench.config.spec import Spec, spec_from_dict
+from nasiam_bench.core.io import atomic_path, atomic_write_text
+from nasiam_bench.core.machine import machine_kind
+from nasiam_bench.core.registry import QUERY_STRATEGIES
+from nasiam_bench.eval.label_free import MEASURES
 from nasiam_bench.groundtruth import plan
 from nasiam_bench.groundtruth.queries import regret_curves
 from nasiam_bench.groundtruth.table import BASELINE, METRICS, GroundTruth
-from nasiam_bench.heads.genotype import ops_head, parse_ops_head
-from nasiam_bench.heads.ops import PARAMETER_FREE_OPS
-from nasiam_bench.identity import comparison_id
-from nasiam_bench.io import atomic_path, atomic_write_text
-from nasiam_bench.label_free import MEASURES
-from nasiam_bench.machine import machine_kind
-from nasiam_bench.registry import QUERY_STRATEGIES
-from nasiam_bench.results import DATASET_NOTES, load_search_records
-from nasiam_bench.spec import Spec, spec_from_dict
-from nasiam_bench.stats import icc_oneway, rank_correlations
-from nasiam_bench.tables import markdown
+from nasiam_bench.models.heads.genotype import ops_head, parse_ops_head
+from nasiam_bench.models.heads.ops import PARAMETER_FREE_OPS
+from nasiam_bench.report.stats import icc_oneway, rank_correlations
+from nasiam_bench.report.tables import markdown
+from nasiam_bench.store.identity import comparison_id
+from nasiam_bench.store.results import DATASET_NOTES, load_search_records
 
 PREDICTORS = (*MEASURES, "head_params")
 LABELS = {"knn_top1": "kNN", "linear_top1": "linear"}
@@ -465,7 +465,8 @@ def _write_csv(truth: GroundTruth, sample: list[str], means: pd.DataFrame, path:
 def _plot_ecdf(truth: GroundTruth, means: pd.DataFrame, picks: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from nasiam_bench.plots import save, strategy_colour
+    from nasiam_bench.core.figures import save
+    from nasiam_bench.report.plots import strategy_colour
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, m in zip(axes, METRICS, strict=True):
@@ -490,7 +491,7 @@ def _plot_ecdf(truth: GroundTruth, means: pd.DataFrame, picks: pd.DataFrame, pat
 def _plot_regret(curves: dict[str, np.ndarray], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from nasiam_bench.plots import save
+    from nasiam_bench.core.figures import save
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, c in curves.items():

@@ -14,12 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from nasiam_bench.heads.genotype import OPS_PREFIX, ops_head
-from nasiam_bench.identity import comparison_id
-from nasiam_bench.label_free import MEASURES
-from nasiam_bench.machine import machine_kind
-from nasiam_bench.results import load_records
-from nasiam_bench.spec import Spec
+from nasiam_bench.config.spec import Spec
+from nasiam_bench.core.machine import machine_kind
+from nasiam_bench.eval.label_free import MEASURES
+from nasiam_bench.models.heads.genotype import OPS_PREFIX, ops_head
+from nasiam_bench.store.identity import comparison_id
+from nasiam_bench.store.results import load_records
 
 METRICS = ("knn_top1", "linear_top1")
 BASELINE = "baseline"  # the framework's own heads: outside the search space

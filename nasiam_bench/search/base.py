@@ -18,16 +18,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasiam_bench import distributed
-from nasiam_bench.checkpoints import load_state, save_state
-from nasiam_bench.frameworks.base import Framework
-from nasiam_bench.heads.supernet import ALPHA_INIT_STD, SearchHead
-from nasiam_bench.loop import Callback, Epoch, TrainingDiverged, run_epochs, search_diverged
-from nasiam_bench.optim import build_optimizer, scaled_lr
-from nasiam_bench.rng import rng_state, set_rng_state
-from nasiam_bench.schedule import lr_schedule
+from nasiam_bench.config.spec import SearchSection
+from nasiam_bench.core import distributed
+from nasiam_bench.core.optim import build_optimizer, scaled_lr
+from nasiam_bench.core.rng import rng_state, set_rng_state
+from nasiam_bench.core.schedule import lr_schedule
+from nasiam_bench.engine.loop import Callback, Epoch, TrainingDiverged, run_epochs, search_diverged
+from nasiam_bench.models.frameworks.base import Framework
+from nasiam_bench.models.heads.supernet import ALPHA_INIT_STD, SearchHead
 from nasiam_bench.search.decision import unchanged_for
-from nasiam_bench.spec import SearchSection
+from nasiam_bench.store.checkpoints import load_state, save_state
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -75,7 +75,7 @@ class SearchResult:
 class SearchStrategy:
     name = "strategy"
     # The values outside [search], [data], [framework] and [experiment] the strategy's numbers depend on: they are
-    # part of its search identity (nasiam_bench.identity), and no other value of [train] or [eval] is.
+    # part of its search identity (nasiam_bench.store.identity), and no other value of [train] or [eval] is.
     reads: tuple[str, ...] = ("train.amp",)
     # Whether it learns alpha: only then do the [search] options marked read_by="gradient" change its numbers.
     gradient = False

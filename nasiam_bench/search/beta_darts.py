@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from nasiam_bench.registry import SEARCH_STRATEGIES
+from nasiam_bench.core.registry import SEARCH_STRATEGIES
 from nasiam_bench.search.base import GradientStrategy
 
 DEFAULT_BETA_DECAY = 25.0  # the authors' code: 0.5 x epoch, at the last of a 50-epoch search (49 x 0.5 = 24.5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from nasiam_bench.registry import SEARCH_STRATEGIES
+from nasiam_bench.core.registry import SEARCH_STRATEGIES
 from nasiam_bench.search.base import GradientStrategy, LossFn, framework_loss
 
 

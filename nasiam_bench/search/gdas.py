@@ -13,8 +13,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from nasiam_bench.heads.supernet import OpWeights
-from nasiam_bench.registry import SEARCH_STRATEGIES
+from nasiam_bench.core.registry import SEARCH_STRATEGIES
+from nasiam_bench.models.heads.supernet import OpWeights
 from nasiam_bench.search.base import GradientStrategy
 
 

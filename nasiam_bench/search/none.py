@@ -1,6 +1,6 @@
 """No search: the framework's baseline heads (the comparison every searched head must beat)."""
 
-from nasiam_bench.registry import SEARCH_STRATEGIES
+from nasiam_bench.core.registry import SEARCH_STRATEGIES
 from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy
 
 

@@ -14,14 +14,14 @@ import time
 
 import numpy as np
 
-from nasiam_bench import distributed
-from nasiam_bench.checkpoints import load_state, save_state
-from nasiam_bench.heads.genotype import sample_genotype
-from nasiam_bench.loop import Callback, Epoch
-from nasiam_bench.registry import SEARCH_STRATEGIES
-from nasiam_bench.rng import seed_everything
+from nasiam_bench.core import distributed
+from nasiam_bench.core.registry import SEARCH_STRATEGIES
+from nasiam_bench.core.rng import seed_everything
+from nasiam_bench.engine.loop import Callback, Epoch
+from nasiam_bench.engine.train import train_step
+from nasiam_bench.models.heads.genotype import sample_genotype
 from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy, search_epochs, weight_optimizer
-from nasiam_bench.train import train_step
+from nasiam_bench.store.checkpoints import load_state, save_state
 
 # search.random_rank: the score each candidate gets, and +1 where higher is better, -1 where lower is
 RANKS = {"knn": ("knn_top1", 1.0), "ssl_loss": ("held_out_loss", -1.0)}

@@ -9,29 +9,29 @@ from pathlib import Path
 
 import torch
 
-from nasiam_bench import distributed
-from nasiam_bench.backbones import build_backbone
-from nasiam_bench.checkpoints import StateMismatch
-from nasiam_bench.claims import exclusive
+from nasiam_bench.config.spec import Spec, SpecError
+from nasiam_bench.core import distributed
+from nasiam_bench.core.io import atomic_write_json
+from nasiam_bench.core.machine import machine
+from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.core.rng import seed_everything
 from nasiam_bench.data.loaders import LoaderConfig, eval_loader, ssl_loader
 from nasiam_bench.data.prepare import open_prepared
 from nasiam_bench.data.splits import search_halves, train_indices
-from nasiam_bench.evaluate import spec_knn
-from nasiam_bench.features import Features, extract
-from nasiam_bench.heads.genotype import Genotype
-from nasiam_bench.heads.ops import search_space
-from nasiam_bench.heads.supernet import SearchHead
-from nasiam_bench.identity import identity
-from nasiam_bench.io import atomic_write_json
-from nasiam_bench.layout import default_search_dir
-from nasiam_bench.machine import machine
-from nasiam_bench.models import build_model
-from nasiam_bench.plots import plot_alpha
-from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
-from nasiam_bench.rng import seed_everything
+from nasiam_bench.eval.evaluate import spec_knn
+from nasiam_bench.eval.features import Features, extract
+from nasiam_bench.models.backbones import build_backbone
+from nasiam_bench.models.build import build_model
+from nasiam_bench.models.heads.genotype import Genotype
+from nasiam_bench.models.heads.ops import search_space
+from nasiam_bench.models.heads.supernet import SearchHead
 from nasiam_bench.search.base import SearchContext, SearchResult, framework_loss
 from nasiam_bench.search.decision import decision_summary
-from nasiam_bench.spec import Spec, SpecError
+from nasiam_bench.search.heatmap import plot_alpha
+from nasiam_bench.store.checkpoints import StateMismatch
+from nasiam_bench.store.claims import exclusive
+from nasiam_bench.store.identity import identity
+from nasiam_bench.store.layout import default_search_dir
 
 
 def _placed(model: torch.nn.Module, device: torch.device, distributed_: bool) -> torch.nn.Module:

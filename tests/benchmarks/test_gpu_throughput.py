@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasiam_bench.backbones import build_backbone
-from nasiam_bench.compile import compile_model
+from nasiam_bench.core.compile import compile_model
+from nasiam_bench.core.distributed import device_name
+from nasiam_bench.core.registry import FRAMEWORKS
 from nasiam_bench.data.loaders import LoaderConfig, ssl_loader
-from nasiam_bench.distributed import device_name
-from nasiam_bench.registry import FRAMEWORKS
-from nasiam_bench.train import train_step
+from nasiam_bench.engine.train import train_step
+from nasiam_bench.models.backbones import build_backbone
 from tests.benchmarks.test_train_step import plain_step_fn
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cifar10_data")]

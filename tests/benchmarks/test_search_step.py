@@ -20,14 +20,14 @@ import time
 import pytest
 import torch
 
-from nasiam_bench.activations import PAPER_CANDIDATES
-from nasiam_bench.backbones import build_backbone
-from nasiam_bench.heads.ops import search_space
-from nasiam_bench.heads.supernet import SearchHead
-from nasiam_bench.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.config.spec import load_spec
+from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
+from nasiam_bench.engine.train import train_step
+from nasiam_bench.models.activations import PAPER_CANDIDATES
+from nasiam_bench.models.backbones import build_backbone
+from nasiam_bench.models.heads.ops import search_space
+from nasiam_bench.models.heads.supernet import SearchHead
 from nasiam_bench.search.base import GradientStrategy
-from nasiam_bench.spec import load_spec
-from nasiam_bench.train import train_step
 
 BATCH = 64
 WIDTH = float(os.environ.get("NASIAM_BENCH_WIDTH", "1.0"))

@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nasiam_bench.backbones import build_backbone
-from nasiam_bench.registry import FRAMEWORKS
-from nasiam_bench.train import train_step
+from nasiam_bench.core.registry import FRAMEWORKS
+from nasiam_bench.engine.train import train_step
+from nasiam_bench.models.backbones import build_backbone
 
 BATCH = 64
 ROUNDS = 5

@@ -1,0 +1,1 @@
+"""Training: the one loop with its read points, pre-training with its checkpoints, lockstep heads, and tracking."""

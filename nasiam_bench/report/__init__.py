@@ -1,0 +1,1 @@
+"""From records to tables and figures: the comparison tables, the strategy table, the plots' style, statistics."""
