@@ -22,7 +22,7 @@ NASIAM_SOURCES ?= $(abspath ../shared/datasets)
 export NASIAM_SOURCES
 
 .DEFAULT_GOAL := help
-.PHONY: help docs install system-deps check-installed test slurm-up test-slurm test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
+.PHONY: help docs test-fast install system-deps check-installed test slurm-up test-slurm test-gpu doctor benchmark lint data wheelhouse install-offline bench plan status compare-search search-budget groundtruth tables quirk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ check-installed: ## the wheel installed with --no-index into a fresh environment
 
 test: ## all tests but the SLURM ones, in TEST_WORKERS processes (pytest-xdist); the benchmarks run once each at smoke size, unmeasured
 	$(BIN)/python -m pytest tests -m "not slurm" -n $(TEST_WORKERS) --dist loadgroup --benchmark-disable --durations=25
+
+test-fast: ## the tests that need no dataset and start no process (registries, specs, identity, stats, ...): about a minute
+	$(BIN)/python -m pytest tests -m "not slow and not slurm and not cuda" -n $(TEST_WORKERS) --benchmark-disable -q
 
 slurm-up: ## a single-node SLURM cluster on this Debian/Ubuntu machine (as root): slurm-wlm, munge, one partition
 	bash scripts/slurm-up.sh

@@ -242,10 +242,11 @@ def _bench_plan(args: argparse.Namespace, overrides: list[str]) -> int:
     results = str(args.results or default_results(spec, args.runs))
     b = executors.Bench(args.framework, overrides, args.dataset, args.runs, results, args.device)
     if args.plan or args.status:
+        states = sweep.job_states(b.context())  # each job's state read once, for both views
         if args.plan:
-            print(sweep.describe_plan(sweep.plan_table(spec, b.runs, b.results, costs_from=["results"])))
+            print(sweep.describe_plan(sweep.plan_table(states, costs_from=["results"])))
         if args.status:
-            print(sweep.status_table(spec, b.runs, b.results).to_string(index=False))
+            print(sweep.status_table(states).to_string(index=False))
         return 0
     given = {name: getattr(args, name) for name in executors.LAUNCHER_OPTIONS}
     launcher = executors.Launcher.load(args.launcher, **given)

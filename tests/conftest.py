@@ -131,14 +131,22 @@ def smoke_bench(cifar10_data, tmp_path_factory):
     return SmokeBench(runs, runs / "results-smoke", records, printed.getvalue(), began)
 
 
+# Fixtures that read CIFAR-10 (prepared once from the shared archive): a test that uses one is slow.
+ON_REAL_DATA = {"cifar10_data", "cifar10_subset", "cifar10_ssl_loader", "smoke_bench"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """The tests that read the shared smoke bench run in one pytest-xdist worker (it is run once per worker that
-    needs it). Tests marked ``cuda`` need a GPU: skipped here without one (``make test-gpu`` runs them on a CUDA
-    machine)."""
+    needs it). A test on CIFAR-10 is marked ``slow`` (as are, by hand, those that start processes): ``make
+    test-fast`` runs the rest. Tests marked ``cuda`` need a GPU: skipped here without one (``make test-gpu`` runs
+    them on a CUDA machine)."""
     for item in items:
-        if "smoke_bench" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "smoke_bench" in fixtures:
             item.add_marker(pytest.mark.xdist_group("smoke_bench"))
+        if fixtures & ON_REAL_DATA:
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (make test-gpu on a CUDA machine)")

@@ -182,7 +182,7 @@ def test_a_search_whose_twin_another_process_runs_is_pending_and_its_head_waits(
     import subprocess
     import sys
 
-    from nasiam_bench.bench.runner import perturbed_twin
+    from nasiam_bench.bench.plan import perturbed_twin
     from nasiam_bench.config.spec import bench_spec
     from nasiam_bench.store.layout import default_search_dir
 

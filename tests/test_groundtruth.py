@@ -213,7 +213,7 @@ def test_groundtruth_trains_ops_heads_as_bench_runs_with_their_measures_and_rema
 
 
 def test_plan_by_head_puts_each_heads_seeds_together_searches_before_their_heads():
-    from nasiam_bench.bench.runner import plan as bench_plan
+    from nasiam_bench.bench.plan import plan as bench_plan
 
     spec = SPEC.replace(
         **{"seeds.values": [0, 1], "experiment.bench_heads": ["baseline", "nasiam"], "experiment.plan_by": "head"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nasiam_bench.bench import executors, sweep
-from nasiam_bench.bench.runner import Job
+from nasiam_bench.bench.plan import Job
 from nasiam_bench.cli import main
 from nasiam_bench.store.results import load_records
 from tests.test_sweep import REQUEUED, SMOKE, _bench, _key, _same_results
@@ -79,7 +79,7 @@ def test_a_plan_submitted_to_slurm_records_what_the_bench_records(smoke_bench, t
     ids = executors.submit_slurm(b, _launcher(tmp_path))
     assert ids
     states: set[str] = set()  # what --status says while the jobs run
-    _drained(ids, seen=lambda: states.update(sweep.status_table(b.spec(), b.runs, b.results)["state"]))
+    _drained(ids, seen=lambda: states.update(sweep.status_table(sweep.job_states(b.context()))["state"]))
     assert states & {"queued", "running"} and not states & {"failed", "to do"}
     alone = {_key(r): r for r in smoke_bench.records}
     made = {_key(r): r for r in load_records(b.results)}
@@ -87,7 +87,7 @@ def test_a_plan_submitted_to_slurm_records_what_the_bench_records(smoke_bench, t
     for key, record in made.items():
         _same_results(record, alone[key])
     assert (Path(b.results) / "cifar10.md").is_file()  # the last job wrote the tables
-    states = sweep.status_table(b.spec(), b.runs, b.results)
+    states = sweep.status_table(sweep.job_states(b.context()))
     assert set(states["state"]) == {"done"} and set(states["executor"]) == {"slurm"}
 
 

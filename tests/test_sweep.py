@@ -15,7 +15,8 @@ import pytest
 import submitit
 
 from nasiam_bench.bench import executors, sweep
-from nasiam_bench.bench.runner import Job, plan, run_job
+from nasiam_bench.bench.plan import BenchContext, Job, plan
+from nasiam_bench.bench.runner import run_job
 from nasiam_bench.cli import main
 from nasiam_bench.core.registry import NasiamBenchError
 from nasiam_bench.store.results import load_records
@@ -51,7 +52,7 @@ def test_the_plan_names_each_job_its_state_and_cost(sequential, tmp_path):
     runs, results, _ = sequential
     fresh = _bench(tmp_path)
     spec = fresh.spec()
-    table = sweep.plan_table(spec, fresh.runs, fresh.results, costs_from=[results])
+    table = sweep.plan_table(sweep.job_states(fresh.context()), costs_from=[results])
     assert list(table["job"]) == [
         "moco untrained seed 0",
         "moco baseline seed 0",
@@ -62,7 +63,7 @@ def test_the_plan_names_each_job_its_state_and_cost(sequential, tmp_path):
     assert set(table["state"]) == {"to do"}
     assert table.loc[3, "after"] == "moco search seed 0 (darts)"
     assert table["device_hours"].notna().all() and (table["device_hours"] > 0).all()  # from the finished runs
-    done = sweep.plan_table(spec, runs, results)
+    done = sweep.plan_table(sweep.job_states(BenchContext(spec, runs, results)))
     assert set(done["state"]) == {"done"}
     text = sweep.describe_plan(done)
     assert "5 done" in text and "0.000 left" in text
@@ -82,7 +83,7 @@ def test_a_job_holding_its_claim_is_running_and_a_failed_one_says_why(tmp_path, 
     with pytest.raises(ValueError):
         executors.BenchJob(b, job, "submitit-local")()
     assert sweep.job_state(spec, job, b.runs, b.results) == "failed"
-    row = sweep.status_table(spec, b.runs, b.results).set_index("job").loc["moco baseline seed 0"]
+    row = sweep.status_table(sweep.job_states(b.context())).set_index("job").loc["moco baseline seed 0"]
     assert row["error"] == "ValueError: the data root vanished"
     assert row["folder"] == str(folder) and row["host"] == sweep.here()
     args = ["bench", "moco", *SMOKE, "--runs", b.runs, "--results", b.results, "--status"]
@@ -207,8 +208,8 @@ def test_a_slurm_job_is_in_slurms_state_and_one_that_left_without_a_word_has_fai
     for marked in ("queued", "running"):
         sweep.write_status(folder, state=marked, executor="slurm", job_id="7_0", log=log)
         assert sweep.job_state(spec, job, b.runs, b.results) == marked
-    table = sweep.status_table(spec, b.runs, b.results)
-    assert table.loc[table["job"] == sweep.job_name(spec, job), "job_id"].item() == "7_0"
+    table = sweep.status_table(sweep.job_states(b.context()))
+    assert table.loc[table["job"] == b.context().view(job).name, "job_id"].item() == "7_0"
 
 
 def test_a_job_queued_by_a_local_walk_stands_while_the_walk_lives(tmp_path):

@@ -24,8 +24,9 @@ import submitit
 import torch
 
 from nasiam_bench.bench.held_signal import preemption_signal, release
-from nasiam_bench.bench.runner import Job, job_name, plan, run_job, search_of
-from nasiam_bench.bench.sweep import here, job_dir, job_state, read_status, write_status
+from nasiam_bench.bench.plan import BenchContext, Job, JobView, search_of
+from nasiam_bench.bench.runner import run_job
+from nasiam_bench.bench.sweep import here, job_states, read_status, write_status
 from nasiam_bench.config.spec import Spec, bench_spec
 from nasiam_bench.core.registry import NasiamBenchError
 from nasiam_bench.engine.loop import STOP_REQUESTED, StopRequested
@@ -116,6 +117,10 @@ class Bench:
     def spec(self) -> Spec:
         return bench_spec(self.framework, self.dataset, self.overrides)
 
+    def context(self) -> BenchContext:
+        """The plan's shared facts, for its jobs' views."""
+        return BenchContext(self.spec(), self.runs, self.results, self.device)
+
 
 class BenchJob(submitit.helpers.Checkpointable):
     """One job of the plan as a submitit job; requeued as it is (its progress is in its checkpoints)."""
@@ -125,8 +130,8 @@ class BenchJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> str:
         b = self.bench
-        spec = b.spec()
-        folder = job_dir(spec, self.job, b.runs)
+        view = b.context().view(self.job)
+        spec, folder = view.bench.spec, view.folder
         before = read_status(folder)
         requeued = before.get("requeued", 0) + (before.get("state") == "requeued")
         began = time.perf_counter()
@@ -150,7 +155,7 @@ class BenchJob(submitit.helpers.Checkpointable):
             raise
         state = "done" if found is not None else "skipped"  # skipped: another live process holds it
         write_status(folder, state=state, seconds=_spent(before, began))
-        return f"{job_name(spec, self.job)}: {state}"
+        return f"{view.name}: {state}"
 
 
 def _stop_at_epoch_end() -> Callable[[], None]:
@@ -187,48 +192,49 @@ class TablesJob:
         return [str(p) for p in write_tables(self.results)]
 
 
-def _to_submit(bench: Bench, spec: Spec) -> list[Job]:
+def _to_submit(bench: Bench) -> list[JobView]:
     """The plan's jobs that are not done, running or still queued (a plan submitted again skips those)."""
     standing = ("done", "running", "queued")
-    return [j for j in plan(spec) if job_state(spec, j, bench.runs, bench.results) not in standing]
+    return [view for view, state in job_states(bench.context()).items() if state not in standing]
 
 
 def run_local(bench: Bench, launcher: Launcher, at_once: int = 2, poll_s: float = 0.5) -> list[str]:
     """Run the plan through submitit's local executor, ``at_once`` jobs at a time, each searched head once its
     search has finished, then the tables; a failed job is reported and its searched head not started."""
-    spec = bench.spec()
-    waiting, running, failed = _to_submit(bench, spec), {}, []
+    waiting, running, failed = _to_submit(bench), {}, []
     os.environ["SUBMITIT_PREEMPT_SIGNAL"] = launcher.signal  # the jobs' processes inherit it
     gpus = torch.cuda.device_count() if bench.device != "cpu" else 0
     while waiting or running:
-        for job, handle in list(running.items()):
+        for view, handle in list(running.items()):
             if handle.done():
-                del running[job]
+                del running[view]
                 if handle.state != "FINISHED" or _failed(handle):
-                    failed.append(job)
-                    print(f"{job_name(spec, job)}: failed: {_error_of(spec, job, bench)}", flush=True)
-        blocked = {j for j in waiting if search_of(j) in failed}
-        for job in blocked:
-            print(f"{job_name(spec, job)}: not started, its search failed", flush=True)
-        waiting = [j for j in waiting if j not in blocked]
-        for job in [j for j in waiting if search_of(j) not in (*waiting, *running)][: at_once - len(running)]:
-            waiting.remove(job)
-            running[job] = _submit_local(bench, spec, job, launcher, len(running) % gpus if gpus else None)
-            print(f"{job_name(spec, job)}: started (job {running[job].job_id})", flush=True)
+                    failed.append(view.job)
+                    print(f"{view.name}: failed: {_error_of(view)}", flush=True)
+        blocked = [v for v in waiting if search_of(v.job) in failed]
+        for view in blocked:
+            print(f"{view.name}: not started, its search failed", flush=True)
+        waiting = [v for v in waiting if v not in blocked]
+        pending = {v.job for v in (*waiting, *running)}
+        for view in [v for v in waiting if search_of(v.job) not in pending][: at_once - len(running)]:
+            waiting.remove(view)
+            running[view] = _submit_local(bench, view, launcher, len(running) % gpus if gpus else None)
+            print(f"{view.name}: started (job {running[view].job_id})", flush=True)
         time.sleep(poll_s)
     if failed:
-        raise NasiamBenchError(f"{len(failed)} jobs failed: {', '.join(job_name(spec, j) for j in failed)}")
+        names = ", ".join(bench.context().view(job).name for job in failed)
+        raise NasiamBenchError(f"{len(failed)} jobs failed: {names}")
     return TablesJob(bench.results)()
 
 
-def _submit_local(bench: Bench, spec: Spec, job: Job, launcher: Launcher, gpu: int | None):
-    folder = job_dir(spec, job, bench.runs)
+def _submit_local(bench: Bench, view: JobView, launcher: Launcher, gpu: int | None):
+    folder = view.folder
     executor = submitit.LocalExecutor(folder=folder / "submitit", max_num_timeout=launcher.requeues)
     gpu_parameters = {"gpus_per_node": 1, "visible_gpus": [gpu]} if gpu is not None else {"gpus_per_node": 0}
     executor.update_parameters(timeout_min=launcher.time_min, signal_delay_s=launcher.signal_delay_s, **gpu_parameters)
     walk = {"host": here(), "pid": os.getpid()}  # the process that will start it: queued while it lives
     write_status(folder, state="queued", executor="submitit-local", log=str(folder / "submitit"), submitted_by=walk)
-    return executor.submit(BenchJob(bench, job, "submitit-local"))
+    return executor.submit(BenchJob(bench, view.job, "submitit-local"))
 
 
 def _failed(handle) -> bool:
@@ -239,19 +245,18 @@ def _failed(handle) -> bool:
     return False
 
 
-def _error_of(spec: Spec, job: Job, bench: Bench) -> str:
-    return read_status(job_dir(spec, job, bench.runs)).get("error") or "(no error line: see its log)"
+def _error_of(view: JobView) -> str:
+    return read_status(view.folder).get("error") or "(no error line: see its log)"
 
 
 def submit_slurm(bench: Bench, launcher: Launcher, executor_for: Callable[[Path], Any] | None = None) -> list[str]:
     """Submit the plan to SLURM: the jobs that wait for nothing as one array, the searches as another, the searched
     heads as a third whose task k starts after task k of the searches has succeeded (``aftercorr``), and a job
     that writes the tables once all have ended. Returns the submitted SLURM job ids."""
-    spec = bench.spec()
-    jobs = _to_submit(bench, spec)
-    searches = [j for j in jobs if j.kind == "search"]
-    heads = [j for j in jobs if search_of(j) in searches]
-    free = [j for j in jobs if j not in searches and j not in heads]
+    views = _to_submit(bench)
+    searches = [v for v in views if v.is_search]
+    heads = [v for v in views if search_of(v.job) in {s.job for s in searches}]
+    free = [v for v in views if v not in searches and v not in heads]
     logs = Path(bench.runs) / "slurm"
     make = executor_for or (
         lambda folder: submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.requeues, python=HELD)
@@ -265,12 +270,12 @@ def submit_slurm(bench: Bench, launcher: Launcher, executor_for: Callable[[Path]
         if dependency:
             executor.update_parameters(dependency=f"{dependency}:{after_searches}")
         with executor.batch():
-            handles = [executor.submit(BenchJob(bench, job, "slurm")) for job in group]
+            handles = [executor.submit(BenchJob(bench, view.job, "slurm")) for view in group]
         array = handles[0].job_id.split("_")[0]
         ids.append(array)
         after_searches = array if group is searches else after_searches
-        for job, handle in zip(group, handles, strict=True):
-            _mark_queued(spec, job, bench, handle.job_id, logs / handle.job_id)
+        for view, handle in zip(group, handles, strict=True):
+            _mark_queued(view, handle.job_id, logs / handle.job_id)
     if ids:
         executor = _slurm_executor(make, logs, launcher)
         executor.update_parameters(dependency="afterany:" + ":".join(ids), gpus_per_node=0, cpus_per_task=1)
@@ -284,9 +289,9 @@ def _slurm_executor(make: Callable[[Path], Any], logs: Path, launcher: Launcher)
     return executor
 
 
-def _mark_queued(spec: Spec, job: Job, bench: Bench, job_id: str, log: Path) -> None:
+def _mark_queued(view: JobView, job_id: str, log: Path) -> None:
     """The job's status file says it is queued, and its folder links to its log folder (``slurm``)."""
-    folder = job_dir(spec, job, bench.runs)
+    folder = view.folder
     write_status(folder, state="queued", executor="slurm", job_id=job_id, log=str(log))
     link = folder / "slurm"
     if not link.exists() and not link.is_symlink():

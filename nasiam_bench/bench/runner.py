@@ -12,13 +12,14 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nasiam_bench.bench.plan import BenchContext, Job, JobView, perturbed_twin
 from nasiam_bench.bench.preflight import check_data, check_folder, check_machine
+from nasiam_bench.config.heads import HeadKind
 from nasiam_bench.config.spec import Spec, SpecError, bench_spec
 from nasiam_bench.core import distributed
 from nasiam_bench.core.distributed import device_name
@@ -31,33 +32,25 @@ from nasiam_bench.engine.lockstep import Member, pretrain_lockstep
 from nasiam_bench.engine.train import pretrain
 from nasiam_bench.eval import label_free
 from nasiam_bench.eval.evaluate import eval_data_for, evaluate_checkpoint, untrained_knn
-from nasiam_bench.models.heads.genotype import OPS_PREFIX, paper_genotype_path
-from nasiam_bench.report.tables import FLOOR, write_tables
+from nasiam_bench.models.heads.genotype import OPS_PREFIX
+from nasiam_bench.report.tables import write_tables
 from nasiam_bench.search.decision import PERTURBATION, agreement
-from nasiam_bench.search.run import SUMMARY, finished_search, run_search
+from nasiam_bench.search.run import run_search
 from nasiam_bench.store.checkpoints import load_checkpoint, model_from_checkpoint, read_state
 from nasiam_bench.store.claims import RunClaimed, claim
-from nasiam_bench.store.identity import dataset_digest, identity, record_identities, run_id, search_id
-from nasiam_bench.store.layout import default_results, default_run_dir, default_search_dir
+from nasiam_bench.store.identity import dataset_digest, record_identities, search_id
+from nasiam_bench.store.layout import CHECKPOINT, SEARCH_SUMMARY, default_results
 from nasiam_bench.store.occupancy import device_time, occupying
 from nasiam_bench.store.resolve import resolve_genotype
 from nasiam_bench.store.results import (
     device_hours,
     find_record,
     git_commit,
-    record_path,
     write_record,
     write_search_record,
 )
 
 SOURCES = "NASIAM_SOURCES"  # folders of offline dataset archives (<dataset>.tar.gz), joined by os.pathsep
-
-
-@dataclass(frozen=True)
-class Job:
-    kind: str  # "floor", "search", or a head kind
-    seed: int
-    strategy: str = ""  # the search strategy of a "search" or "nasiam" job
 
 
 def ensure_data(spec: Spec, source: str | Path | None = None) -> None:
@@ -73,42 +66,6 @@ def ensure_data(spec: Spec, source: str | Path | None = None) -> None:
         folders = [Path(p) for p in os.environ.get(SOURCES, "").split(os.pathsep) if p]
         source = next((f / f"{name}.tar.gz" for f in folders if (f / f"{name}.tar.gz").is_file()), None)
     prepare(name, source, download=source is None, root=root, workers=spec.data.workers)
-
-
-def bench_strategies(spec: Spec) -> list[str]:
-    """The strategies whose searched head the bench compares: ``bench_strategies``, else ``strategy``."""
-    e = spec.experiment
-    return [s for s in (e.bench_strategies or (e.strategy,)) if s != "none"]
-
-
-def plan(spec: Spec, lockstep: bool = False) -> list[Job]:
-    """The bench's jobs, seed by seed: the floor, then each head (a searched head after its search); with
-    ``lockstep``, every search of a seed before its heads (which then train together)."""
-    e = spec.experiment
-    strategies = bench_strategies(spec)
-    heads = [h for h in e.bench_heads if not (h == "nasiam" and not strategies)]
-    if "paper" in heads and not paper_genotype_path(e.framework, e.dataset, e.backbone).is_file():
-        print(f"no paper genotype for {e.framework} on {e.dataset} with {e.backbone}: the 'paper' head is skipped")
-        heads.remove("paper")
-    jobs = []
-    for seed in spec.seeds.values:
-        jobs.append(Job(FLOOR, seed))
-        for head in heads:
-            if head == "nasiam":
-                jobs += [j for s in strategies for j in (Job("search", seed, s), Job("nasiam", seed, s))]
-            else:
-                jobs.append(Job(head, seed))
-    if lockstep:  # a stable sort: per seed, the floor and the searches first
-        jobs.sort(key=lambda j: (spec.seeds.values.index(j.seed), j.kind not in (FLOOR, "search")))
-    elif e.plan_by == "head":  # a stable sort: the floors, then each head's seeds (a search before its head)
-        heads_in_order = list(dict.fromkeys(_head_of(j) for j in jobs))
-        jobs.sort(key=lambda j: (j.kind != FLOOR, heads_in_order.index(_head_of(j))))
-    return jobs
-
-
-def _head_of(job: Job) -> tuple[str, str]:
-    """The head a job serves: a search serves its strategy's searched head."""
-    return ("nasiam" if job.kind == "search" else job.kind), job.strategy
 
 
 def record_base(spec: Spec, seed: int) -> dict[str, Any]:
@@ -154,7 +111,7 @@ def bench(
     ready_to_bench(spec, runs, results, device, source)
     if jobs > 1:
         _concurrently(jobs, framework, overrides, dataset, runs, results, device, lockstep)
-    records, _, _ = _pass(spec, runs, results, device, progress, lockstep)
+    records, _, _ = _pass(BenchContext(spec, runs, results, device, progress), lockstep)
     if distributed.setup(device).is_main:
         for path in write_tables(results):
             if path.suffix == ".md" and path.stem == spec.experiment.dataset:
@@ -179,29 +136,26 @@ def ready_to_bench(spec: Spec, runs, results, device: str, source=None, on_this_
     check_data(spec)
 
 
-def _pass(spec: Spec, runs, results, device: str, progress: bool, lockstep: bool) -> tuple[list, int, int]:
+def _pass(bench: BenchContext, lockstep: bool) -> tuple[list, int, int]:
     """One walk through the plan: the records (found or made), how many it made, how many it left to others."""
-    jobs = plan(spec, lockstep)
-    ctx = distributed.setup(device)
-    records, searches, together, made, left = [], {}, set(), 0, 0
-    for number, job in enumerate(jobs, 1):
-        if lockstep and job.kind not in (FLOOR, "search") and job.seed not in together:
-            together.add(job.seed)
-            heads = [j for j in jobs if j.seed == job.seed and j.kind not in (FLOOR, "search")]
-            _lockstep(heads, spec, runs, results, device, progress, searches)
-        job_spec = spec_of(spec, job)
-        label = f"[{number}/{len(jobs)}] {job_name(spec, job)}"
-        if job.kind == "search":
-            searches[(job.seed, job.strategy)] = found = _search(
-                job_spec, job.seed, label, runs, results, device, progress
-            )
+    views = bench.views(lockstep)
+    ctx = distributed.setup(bench.device)
+    records, searches, trained, together, made, left = [], {}, {}, set(), 0, 0
+    for number, view in enumerate(views, 1):
+        label = f"[{number}/{len(views)}] {view.name}"
+        if view.is_search:
+            searches[view.job] = found = _search(view, label, bench)
             left += found is None
             continue
-        if _search_pending(job, searches):
+        if lockstep and view.kind != HeadKind.FLOOR and view.seed not in together:
+            together.add(view.seed)
+            heads = [v for v in views if v.seed == view.seed and not v.is_search and v.kind != HeadKind.FLOOR]
+            trained.update(_lockstep([v for v in heads if _ready(v, searches)], bench))
+        if not _ready(view, searches):
             print(f"{label}: its search is running elsewhere; skipped (bench again once it is done)", flush=True)
             left += 1
             continue
-        record, new = _job_record(job, job_spec, label, runs, results, device, progress, searches, ctx)
+        record, new = _job_record(view, label, bench, searches, ctx, trained.get(view.job))
         if record is None:
             left += 1
         else:
@@ -210,51 +164,25 @@ def _pass(spec: Spec, runs, results, device: str, progress: bool, lockstep: bool
     return records, made, left
 
 
-def job_name(spec: Spec, job: Job) -> str:
-    """A job as people read it: ``moco nasiam seed 0 (darts)``."""
-    name = f"{spec.experiment.framework} {job.kind} seed {job.seed}"
-    return name + (f" ({job.strategy})" if job.strategy else "")
-
-
-def _search_pending(job: Job, searches: dict) -> bool:
-    """A searched head whose search this walk has no result of (``searches``: by seed and strategy; None while
-    another process runs it): it cannot be trained yet."""
-    return job.kind == "nasiam" and searches.get((job.seed, job.strategy)) is None
-
-
-def search_of(job: Job) -> Job | None:
-    """The job a job waits for: a searched head's search; None for the others."""
-    return Job("search", job.seed, job.strategy) if job.kind == "nasiam" else None
+def _ready(view: JobView, searches: dict) -> bool:
+    """Whether a job can run now: a searched head only once this walk has its search's result (``searches``: by
+    search job; None while another process runs it). The one place a job waits for its search."""
+    return view.waits_for is None or searches.get(view.waits_for.job) is not None
 
 
 def run_job(spec: Spec, job: Job, runs, results, device: str = "auto", progress: bool = True):
     """One job of the plan on its own (a cluster job): a search's result, or a floor's or head's record; None when
     another live process holds it. A searched head takes its finished search (or runs it, when it is not)."""
-    label = job_name(spec, job)
+    bench = BenchContext(spec, runs, results, device, progress)
+    view = bench.view(job)
     searches = {}
-    if job.kind in ("search", "nasiam"):
-        search_job = search_of(job) or job
-        found = _search(spec_of(spec, search_job), job.seed, label, runs, results, device, progress)
-        if job.kind == "search" or found is None:
+    if view.is_search or view.waits_for is not None:
+        search = view.waits_for or view
+        found = _search(search, view.name, bench)
+        if view.is_search or found is None:
             return found
-        searches[(job.seed, job.strategy)] = found
-    ctx = distributed.setup(device)
-    return _job_record(job, spec_of(spec, job), label, runs, results, device, progress, searches, ctx)[0]
-
-
-def job_done(spec: Spec, job: Job, runs, results) -> bool:
-    """Whether the job's result is there: a search's (and its perturbed twin's, when the bench checks one), or a
-    record of the floor's or head's identity."""
-    if job.kind == "search":
-        job_spec = spec_of(spec, job)
-        found = finished_search(job_spec, job.seed, runs)
-        if found is None or not (job_spec.experiment.perturbation_check and found[0].decision is not None):
-            return found is not None
-        return finished_search(perturbed_twin(job_spec), job.seed, runs) is not None
-    if job.kind == "nasiam" and not job_done(spec, search_of(job), runs, results):
-        return False  # its genotype is not known yet
-    _, _, state, path = _target(job, spec_of(spec, job), runs, results)
-    return usable_record(spec, job, path, state) is not None
+        searches[search.job] = found
+    return _job_record(view, view.name, bench, searches, distributed.setup(device))[0]
 
 
 def _concurrently(jobs: int, framework, overrides, dataset, runs, results, device: str, lockstep: bool) -> None:
@@ -306,107 +234,79 @@ def _worker(framework, overrides, dataset, runs, results, device, lockstep, visi
         os.environ["CUDA_VISIBLE_DEVICES"] = visible  # before this process touches CUDA
     spec = bench_spec(framework, dataset, overrides)
     while True:
-        _, made, left = _pass(spec, runs, results, device, False, lockstep)
+        _, made, left = _pass(BenchContext(spec, runs, results, device, False), lockstep)
         if not left or not made:  # all done, or what is left is another process's to finish
             return
         time.sleep(1.0)
 
 
-def _target(job: Job, spec: Spec, runs, results) -> tuple[Spec, Any, str, Path]:
-    """What a floor or head job makes: its run spec, genotype, state identity and record path."""
-    run_spec = _run_spec(spec, job)
-    genotype = None if job.kind == FLOOR else resolve_genotype(run_spec, job.seed, runs)
-    state = identity("state", run_spec, job.seed, genotype)
-    return run_spec, genotype, state, record_file(spec, job, results)
-
-
-def _run_spec(spec: Spec, job: Job) -> Spec:
-    """The spec of one run: its head, and that head alone as the bench's heads (a record does not carry the list
-    of every head its bench trained: a ground truth's is a hundred long)."""
-    head = "baseline" if job.kind == FLOOR else job.kind
-    return spec.replace(head=head, bench_heads=(head,))
-
-
-def record_file(spec: Spec, job: Job, results) -> Path:
-    """Where a floor's or head's record is filed (known before its search has run: no genotype in it)."""
-    e = spec.experiment
-    where = {"dataset": e.dataset, "framework": e.framework, "head": job.kind, "run_id": run_id(_run_spec(spec, job))}
-    return record_path(results, {**where, "seed": job.seed})
-
-
-def spec_of(spec: Spec, job: Job) -> Spec:
-    """The spec of a job: the bench's, with the job's strategy for a search or a searched head."""
-    return spec.replace(strategy=job.strategy) if job.strategy else spec
-
-
-def _lockstep(heads: list[Job], spec: Spec, runs, results, device: str, progress: bool, searches) -> None:
-    """Pre-train together the heads of one seed that have no record yet (their records follow, one by one)."""
-    members = []
-    for job in heads:
-        if _search_pending(job, searches):
-            continue
-        run_spec, genotype, state, path = _target(job, spec_of(spec, job), runs, results)
-        if usable_record(spec, job, path, state) is None:
-            out = default_run_dir(run_spec, job.seed, runs)
-            set_aside_other_state(out, state)
-            members.append(Member(run_spec, out, genotype))
+def _lockstep(heads: list[JobView], bench: BenchContext) -> dict[Job, Any]:
+    """Pre-train together the heads of one seed that have no record yet. Their records follow one by one, from
+    the pre-training results this returns (by job), without training again."""
+    members, todo = [], []
+    for view in heads:
+        if view.usable_record() is None:
+            set_aside_other_state(view.folder, view.state)
+            members.append(Member(view.run_spec, view.folder, view.genotype))
+            todo.append(view.job)
     if len(members) < 2:
-        return
-    print(f"lockstep seed {heads[0].seed}: {', '.join(m.spec.experiment.head for m in members)}", flush=True)
+        return {}
+    seed = heads[0].seed
+    print(f"lockstep seed {seed}: {', '.join(m.spec.experiment.head for m in members)}", flush=True)
     try:
-        pretrain_lockstep(members, heads[0].seed, device=device, progress=progress)
+        results = pretrain_lockstep(members, seed, device=bench.device, progress=bench.progress)
     except (RunClaimed, SpecError) as exc:  # a head run elsewhere, or checkpoints at different epochs
-        print(f"lockstep seed {heads[0].seed}: not together ({exc}); the heads train one by one", flush=True)
+        print(f"lockstep seed {seed}: not together ({exc}); the heads train one by one", flush=True)
+        return {}
+    return {job: result for job, result in zip(todo, results, strict=True) if result.finished}
 
 
-def _job_record(job: Job, spec: Spec, label: str, runs, results, device: str, progress: bool, searches, ctx):
+def _job_record(view: JobView, label: str, bench: BenchContext, searches, ctx, trained=None):
     """The record of a floor or head job, and whether this call made it: found (of this identity), or made under
-    this process's claim; None when another live process has claimed the run."""
-    run_spec, genotype, state, path = _target(job, spec, runs, results)
-    done = usable_record(spec, job, path, state)
+    this process's claim; None when another live process has claimed the run. ``trained``: its pre-training's
+    result, when lockstep has done it."""
+    done = view.usable_record()
     if done is not None:
         print(f"{label}: done before, skipped", flush=True)
         return done, False
-    old = find_record(path, state)
+    old = find_record(view.record, view.state)
     if old is not None:
         print(f"{label}: its record predates the label-free measures: made again", flush=True)
-    with claim(path.with_suffix(".claim")) as other:
+    with claim(view.record.with_suffix(".claim")) as other:
         if other is not None:
             print(f"{label}: claimed by {other}; skipped", flush=True)
             return None, False
-        done = usable_record(spec, job, path, state)  # made by the claim's last holder while this one looked
+        done = view.usable_record()  # made by the claim's last holder while this one looked
         if done is not None:
             print(f"{label}: done meanwhile, skipped", flush=True)
             return done, False
-        print(f"{label}: {'kNN of the untrained backbone' if job.kind == FLOOR else 'pre-train'}", flush=True)
         try:
-            with device_time(ctx.device) as job_time:  # every phase: set-up, training, evaluation, measures
-                if job.kind == FLOOR:
-                    record = _floor(run_spec, job.seed, ctx)
-                else:
-                    search = searches.get((job.seed, job.strategy))
-                    record = _run_head(run_spec, job.seed, genotype, runs, device, progress, search, ctx)
+            record = _made(view, label, searches, bench, ctx, trained)
         except RunClaimed as exc:  # its run folder is another bench's (one with other results)
             print(f"{label}: skipped: {exc}", flush=True)
             return None, False
-        record["job_device_hours"] = device_hours(job_time[1], ctx.world_size)
-        record = {**record_base(run_spec, job.seed), **record, "dataset_digest": dataset_digest(run_spec)}
-        record.update(record_identities(record))  # the ids rekey would give it: one way to say what it is
         if old is not None:
             record["replaced"] = _replaced(old, record, label)
-        write_record(results, record)
+        write_record(bench.results, record)
         if record.get("wandb_id"):  # the record as its W&B run's summary
-            tracking.log_record(run_spec, default_run_dir(run_spec, job.seed, runs), record["wandb_id"], record)
+            tracking.log_record(view.run_spec, view.folder, record["wandb_id"], record)
         return record, True
 
 
-def usable_record(spec: Spec, job: Job, path: Path, state: str) -> dict[str, Any] | None:
-    """The record of a job's state at ``path``, unless the bench remakes records that lack the label-free
-    measures (``experiment.remake_without_measures``) and it is a head's record made before they existed."""
-    record = find_record(path, state)
-    if record is None or job.kind == FLOOR or not spec.experiment.remake_without_measures:
-        return record
-    return record if all(m in record for m in label_free.MEASURES) else None
+def _made(view: JobView, label: str, searches, bench: BenchContext, ctx, trained) -> dict[str, Any]:
+    """A floor's or head's record, made now: every phase (set-up, training, evaluation, measures) timed."""
+    floor = view.kind == HeadKind.FLOOR
+    print(f"{label}: {'kNN of the untrained backbone' if floor else 'pre-train'}", flush=True)
+    with device_time(ctx.device) as job_time:
+        if floor:
+            record = _floor(view.run_spec, view.seed, ctx)
+        else:
+            search = None if view.waits_for is None else searches.get(view.waits_for.job)
+            record = _run_head(view, bench, search, ctx, trained)
+    record["job_device_hours"] = device_hours(job_time[1], ctx.world_size)
+    record = {**record_base(view.run_spec, view.seed), **record, "dataset_digest": dataset_digest(view.run_spec)}
+    record.update(record_identities(record))  # the ids rekey would give it: one way to say what it is
+    return record
 
 
 def _replaced(old: dict[str, Any], new: dict[str, Any], label: str) -> dict[str, Any]:
@@ -420,20 +320,20 @@ def _replaced(old: dict[str, Any], new: dict[str, Any], label: str) -> dict[str,
     return {k: old.get(k) for k in kept}
 
 
-def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progress: bool):
+def _search(view: JobView, label: str, bench: BenchContext):
     """The search of a job; None when another live process is running it."""
-    out = default_search_dir(spec, seed, runs)
-    found = _searched(spec, seed, out, f"{label}: {spec.experiment.strategy} search", device, progress)
+    spec, seed, out = view.spec, view.seed, view.folder
+    found = _searched(spec, seed, out, f"{label}: {spec.experiment.strategy} search", bench)
     if found is None:
         return None
     result, genotype_file = found
-    write_search_record(results, spec, seed, json.loads((out / SUMMARY).read_text()))
-    if spec.experiment.perturbation_check and result.decision is not None:
-        result.perturbation_agreement = _perturbation_check(spec, seed, result, label, runs, device, progress)
+    write_search_record(bench.results, spec, seed, json.loads((out / SEARCH_SUMMARY).read_text()))
+    if view.twin_folder is not None and result.decision is not None:
+        result.perturbation_agreement = _perturbation_check(view, result, label, bench)
         if result.perturbation_agreement is None:  # its twin runs elsewhere: the search is not done until it is
             return None
     if genotype_file is not None and (out / "alpha.png").is_file():
-        plots = Path(results) / "plots"
+        plots = Path(bench.results) / "plots"
         plots.mkdir(parents=True, exist_ok=True)
         e = spec.experiment
         name = f"alpha_{e.framework}_{e.dataset}_{e.strategy}_{search_id(spec)}_seed{seed}.png"  # one per search
@@ -441,28 +341,23 @@ def _search(spec: Spec, seed: int, label: str, runs, results, device: str, progr
     return result
 
 
-def _searched(spec: Spec, seed: int, out: Path, what: str, device: str, progress: bool):
+def _searched(spec: Spec, seed: int, out: Path, what: str, bench: BenchContext):
     """``run_search`` into ``out``, saying so; None (and why) when another live process holds the folder."""
     print(f"{what} -> {out}", flush=True)
     try:
-        with occupying(distributed.setup(device).device):  # its set-up counted as on the device too
-            return run_search(spec, seed, out, device=device, progress=progress)
+        with occupying(distributed.setup(bench.device).device):  # its set-up counted as on the device too
+            return run_search(spec, seed, out, device=bench.device, progress=bench.progress)
     except RunClaimed as exc:
         print(f"{what}: skipped: {exc}", flush=True)
         return None
 
 
-def _perturbation_check(spec: Spec, seed: int, result, label: str, runs, device: str, progress: bool) -> float | None:
+def _perturbation_check(view: JobView, result, label: str, bench: BenchContext) -> float | None:
     """The share of layers whose op the same search keeps with alpha perturbed by ``PERTURBATION`` at its start;
     None when another live process runs the twin."""
-    twin = perturbed_twin(spec)
     what = f"{label}: the same search with alpha perturbed by {PERTURBATION:g}"
-    found = _searched(twin, seed, default_search_dir(twin, seed, runs), what, device, progress)
+    found = _searched(perturbed_twin(view.spec), view.seed, view.twin_folder, what, bench)
     return None if found is None else agreement(result.genotype, found[0].genotype)
-
-
-def perturbed_twin(spec: Spec) -> Spec:
-    return spec.replace(**{"search.alpha_perturbation": PERTURBATION})
 
 
 def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
@@ -470,7 +365,7 @@ def _floor(spec: Spec, seed: int, ctx) -> dict[str, Any]:
         knn = untrained_knn(spec, seed, eval_data_for(spec, seed, ctx.device), ctx.device)
     seconds, device_seconds = spent
     return {
-        "head": FLOOR,
+        "head": HeadKind.FLOOR,
         "strategy": "-",
         "knn_top1": knn,
         "head_params": None,
@@ -491,7 +386,7 @@ def set_aside_other_state(out: Path, state: str) -> None:
     """A run folder whose checkpoint holds another state under the same run id (a searched head whose search chose
     again): moved aside whole, to ``<folder>-state-<its identity>``, so that the run starts again and nothing of
     the old one is lost."""
-    path = out / "checkpoint.pt"
+    path = out / CHECKPOINT
     if not path.is_file():
         return
     held = read_state(path, "pretrain")["identity"]
@@ -501,23 +396,24 @@ def set_aside_other_state(out: Path, state: str) -> None:
         out.rename(aside)
 
 
-def _run_head(spec: Spec, seed: int, genotype, runs, device: str, progress: bool, search, ctx) -> dict[str, Any]:
-    out = default_run_dir(spec, seed, runs)
-    set_aside_other_state(out, identity("state", spec, seed, genotype))
-    trained = pretrain(spec, seed, out, genotype=genotype, device=device, progress=progress, runs=runs)
+def _run_head(view: JobView, bench: BenchContext, search, ctx, trained=None) -> dict[str, Any]:
+    spec, seed, genotype = view.run_spec, view.seed, view.genotype
+    if trained is None:
+        set_aside_other_state(view.folder, view.state)
+        trained = pretrain(spec, seed, view.folder, genotype=genotype, device=bench.device, progress=bench.progress)
     with device_time(ctx.device) as spent:  # the evaluation and the label-free measures
-        metrics = evaluate_checkpoint(str(trained.checkpoint), device=device)
+        metrics = evaluate_checkpoint(str(trained.checkpoint), device=bench.device)
         _, model = model_from_checkpoint(load_checkpoint(trained.checkpoint))
         measures = {
             **label_free.at_init(spec, seed, genotype, ctx.device),
             **label_free.after_training(model, spec, ctx.device),
         }
     eval_seconds, eval_device_seconds = spent
-    searched = search is not None and spec.experiment.head == "nasiam"
+    searched = search is not None and spec.experiment.head == HeadKind.NASIAM
     search_seconds = search.seconds if searched else 0.0
     return {
         "head": spec.experiment.head,
-        "strategy": spec.experiment.strategy if spec.experiment.head == "nasiam" else "-",
+        "strategy": spec.experiment.strategy if spec.experiment.head == HeadKind.NASIAM else "-",
         "genotype": genotype,
         **metrics,
         **measures,

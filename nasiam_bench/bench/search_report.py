@@ -21,8 +21,8 @@ from nasiam_bench.models.heads.ops import PARAMETER_FREE_OPS
 from nasiam_bench.report.strategy_table import parameter_free_share
 from nasiam_bench.report.tables import markdown
 from nasiam_bench.search.decision import DECIDED_EPOCHS, DECIDED_MARGIN, by_epoch
-from nasiam_bench.search.run import SUMMARY, run_search
-from nasiam_bench.store.layout import default_search_dir
+from nasiam_bench.search.run import run_search
+from nasiam_bench.store.layout import SEARCH_SUMMARY, default_search_dir
 from nasiam_bench.store.results import git_commit, write_search_record
 
 
@@ -61,7 +61,7 @@ def run_variants(
             result, genotype_file = run_search(variant.spec, seed, out, device=device, progress=progress)
             if genotype_file is None:
                 raise SpecError(f"variant {variant.label!r}: strategy 'none' searches nothing to compare")
-            summary = json.loads((out / SUMMARY).read_text())
+            summary = json.loads((out / SEARCH_SUMMARY).read_text())
             if results is not None:
                 write_search_record(results, variant.spec, seed, summary)
             rows.append(

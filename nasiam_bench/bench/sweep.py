@@ -21,41 +21,27 @@ from typing import Any
 
 import pandas as pd
 
-from nasiam_bench.bench.runner import Job, job_done, job_name, perturbed_twin, plan, record_base, record_file, spec_of
+from nasiam_bench.bench.plan import BenchContext, Job, JobView
+from nasiam_bench.bench.runner import record_base
+from nasiam_bench.config.heads import HeadKind
 from nasiam_bench.config.spec import Spec
 from nasiam_bench.core.io import atomic_write_json
-from nasiam_bench.report.tables import FLOOR
 from nasiam_bench.store.claims import alive, holder
-from nasiam_bench.store.layout import default_run_dir, default_search_dir
+from nasiam_bench.store.layout import JOB_STATUS
 from nasiam_bench.store.results import load_records
 
 STATES = ("done", "running", "queued", "failed", "to do")
-STATUS = "job.json"
 
 
 def job_dir(spec: Spec, job: Job, runs: str | Path) -> Path:
-    """The folder a job works in and keeps its logs and status file in: the search's folder, the head's run folder,
-    or (the floor trains nothing) ``floor-seedN`` beside the baseline's seed folders."""
-    job_spec = spec_of(spec, job)
-    if job.kind == "search":
-        return default_search_dir(job_spec, job.seed, runs)
-    run_dir = default_run_dir(job_spec.replace(head="baseline" if job.kind == FLOOR else job.kind), job.seed, runs)
-    return run_dir.parent / f"floor-seed{job.seed}" if job.kind == FLOOR else run_dir
-
-
-def _claim_files(spec: Spec, job: Job, runs: str | Path, results: str | Path) -> list[Path]:
-    folder = job_dir(spec, job, runs)
-    if job.kind == "search":  # the search, or its perturbed twin
-        twin = default_search_dir(perturbed_twin(spec_of(spec, job)), job.seed, runs)
-        return [folder / "search.claim", twin / "search.claim"]
-    record = record_file(spec_of(spec, job), job, results)
-    return [folder / "run.claim", record.with_suffix(".claim")]
+    """The folder a job works in and keeps its logs and status file in (``JobView.folder``)."""
+    return BenchContext(spec, runs, "").view(job).folder
 
 
 def read_status(folder: Path) -> dict[str, Any]:
     """The status file of the job working in ``folder`` (empty when no executor job has touched it)."""
     try:
-        return json.loads((folder / STATUS).read_text())
+        return json.loads((folder / JOB_STATUS).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -63,7 +49,7 @@ def read_status(folder: Path) -> dict[str, Any]:
 def write_status(folder: Path, **changes: Any) -> dict[str, Any]:
     """Update the job's status file with ``changes`` (atomically), stamped with the time."""
     status = {**read_status(folder), **changes, "updated": _now()}
-    atomic_write_json(folder / STATUS, status)
+    atomic_write_json(folder / JOB_STATUS, status)
     return status
 
 
@@ -77,20 +63,29 @@ def here() -> str:
 
 def job_state(spec: Spec, job: Job, runs: str | Path, results: str | Path) -> str:
     """One of ``STATES``, read from disk (and, for a job submitted to SLURM, from SLURM)."""
-    if job_done(spec, job, runs, results):
+    return state_of(BenchContext(spec, runs, results).view(job))
+
+
+def state_of(view: JobView) -> str:
+    """One of ``STATES`` for one job, read once from disk (and, for a job submitted to SLURM, from SLURM)."""
+    if view.done():
         return "done"
-    if any(holder(path) is not None for path in _claim_files(spec, job, runs, results)):
+    if any(holder(path) is not None for path in view.claims):
         return "running"
-    folder = job_dir(spec, job, runs)
-    status = read_status(folder)
+    status = read_status(view.folder)
     state = {"requeued": "queued"}.get(status.get("state"), status.get("state"))
     if status.get("executor") == "slurm" and state in ("queued", "running"):
-        return _slurm_state(folder, status, state)
+        return _slurm_state(view.folder, status, state)
     if state == "running" and status.get("host") == here() and alive(status.get("pid", -1)):
         return "running"  # started, not yet at its claim (loading data)
     if state == "queued":
         return "queued" if still_queued(status) else "to do"  # lost with the walk that held it
     return "failed" if state == "failed" else "to do"
+
+
+def job_states(bench: BenchContext) -> dict[JobView, str]:
+    """Every job of the plan and its state, each read once (``--plan`` and ``--status`` share them)."""
+    return {view: state_of(view) for view in bench.views()}
 
 
 def still_queued(status: dict[str, Any]) -> bool:
@@ -186,18 +181,18 @@ class Costs:
             {k: statistics.median(v) for k, v in searches.items()},
         )
 
-    def of(self, spec: Spec, job: Job) -> float | None:
-        if job.kind == "search":
+    def of(self, view: JobView) -> float | None:
+        job = view.job
+        if view.is_search:
             hours = self.search_hours.get(job.strategy)
-            twin = spec_of(spec, job).experiment.perturbation_check
-            return None if hours is None else hours * (2 if twin else 1)  # the perturbed twin costs as much
+            return None if hours is None else hours * (1 if view.twin_folder is None else 2)  # the twin as much
         return self.hours.get((cost_kind(job.kind), job.strategy or "-"))
 
 
 def cost_kind(head: str) -> str:
     """The heads that cost alike: every head given by its genotype (random, paper, ``ops:``, ``genotype:``) trains
     an MLP of the same space; baseline and searched heads stand apart."""
-    return head if head in ("baseline", "nasiam", FLOOR) else "genotype"
+    return head if head in ("baseline", "nasiam", HeadKind.FLOOR) else "genotype"
 
 
 def _shape(spec: Spec) -> dict[str, Any]:
@@ -205,21 +200,21 @@ def _shape(spec: Spec) -> dict[str, Any]:
     return {k: v for k, v in record_base(spec, 0).items() if k != "seed"}
 
 
-def plan_table(spec: Spec, runs: str | Path, results: str | Path, costs_from: Iterable[str | Path] = ()):
+def plan_table(states: dict[JobView, str], costs_from: Iterable[str | Path] = ()) -> pd.DataFrame:
     """One row per job of the bench: its state, what it waits for and its expected device-hours (from the finished
-    records in ``results`` and ``costs_from``; empty where no run of its shape has finished)."""
-    records = [r for folder in {Path(results), *map(Path, costs_from)} for r in _records(folder)]
-    costs = Costs.from_records(records, spec)
-    rows = []
-    for job in plan(spec):
-        rows.append(
-            {
-                "job": job_name(spec, job),
-                "state": job_state(spec, job, runs, results),
-                "after": job_name(spec, Job("search", job.seed, job.strategy)) if job.kind == "nasiam" else "",
-                "device_hours": costs.of(spec, job),
-            }
-        )
+    records in the bench's results and ``costs_from``; empty where no run of its shape has finished)."""
+    bench = next(iter(states)).bench
+    records = [r for folder in {Path(bench.results), *map(Path, costs_from)} for r in _records(folder)]
+    costs = Costs.from_records(records, bench.spec)
+    rows = [
+        {
+            "job": view.name,
+            "state": state,
+            "after": view.waits_for.name if view.waits_for is not None else "",
+            "device_hours": costs.of(view),
+        }
+        for view, state in states.items()
+    ]
     return pd.DataFrame(rows, columns=["job", "state", "after", "device_hours"])
 
 
@@ -227,17 +222,15 @@ def _records(folder: Path) -> list[dict[str, Any]]:
     return load_records(folder) if (folder / "records").is_dir() else []
 
 
-def status_table(spec: Spec, runs: str | Path, results: str | Path) -> pd.DataFrame:
+def status_table(states: dict[JobView, str]) -> pd.DataFrame:
     """One row per job: its state, where it ran (host, executor and job id), how long it took, and the last error
-    line of a failed job."""
+    line of a failed job (read after its state: reading a state may write what SLURM says of a job gone)."""
     rows = []
-    for job in plan(spec):
-        folder = job_dir(spec, job, runs)
-        state = job_state(spec, job, runs, results)  # first: it may write what SLURM says of a job gone
-        status = read_status(folder)
+    for view, state in states.items():
+        status = read_status(view.folder)
         rows.append(
             {
-                "job": job_name(spec, job),
+                "job": view.name,
                 "state": state,
                 "host": status.get("host", ""),
                 "executor": status.get("executor", ""),
@@ -245,7 +238,7 @@ def status_table(spec: Spec, runs: str | Path, results: str | Path) -> pd.DataFr
                 "seconds": status.get("seconds"),
                 "requeued": status.get("requeued", 0),
                 "error": status.get("error", "") if status.get("state") == "failed" else "",
-                "folder": str(folder),
+                "folder": str(view.folder),
             }
         )
     return pd.DataFrame(rows)

@@ -23,6 +23,7 @@ from nasiam_bench.core.rng import rng_state, seed_everything, set_rng_state
 from nasiam_bench.engine.loop import Callback, Epoch, run_epochs
 from nasiam_bench.engine.train import PretrainResult, PretrainRun
 from nasiam_bench.store.claims import exclusive
+from nasiam_bench.store.layout import RUN_CLAIM
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def pretrain_lockstep(
     with contextlib.ExitStack() as claims:
         if ctx.is_main:
             for m in members:
-                claims.enter_context(exclusive(m.out_dir / "run.claim", f"the run in {m.out_dir}"))
+                claims.enter_context(exclusive(m.out_dir / RUN_CLAIM, f"the run in {m.out_dir}"))
         lanes: list[_Lane] = []
         claims.callback(lambda: [lane.run.close() for lane in lanes])  # on a fall-back too
         _lanes(members, seed, ctx, resume, lanes)

@@ -44,6 +44,7 @@ from nasiam_bench.models.frameworks.base import Framework
 from nasiam_bench.store.checkpoints import BEST_CHECKPOINT, load_state, save_state
 from nasiam_bench.store.claims import exclusive
 from nasiam_bench.store.identity import identity
+from nasiam_bench.store.layout import CHECKPOINT, RUN_CLAIM, TRAIN_LOG
 from nasiam_bench.store.resolve import resolve_genotype
 
 COLLAPSE_STD_RATIO = 0.1  # std of normalised embeddings below 0.1/sqrt(d): the representation is collapsing
@@ -70,7 +71,7 @@ class PretrainResult:
 
     @property
     def checkpoint(self) -> Path:
-        return self.out_dir / "checkpoint.pt"
+        return self.out_dir / CHECKPOINT
 
     @property
     def backbone_path(self) -> Path:
@@ -91,7 +92,7 @@ def _write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=keys)
     writer.writeheader()
     writer.writerows(history)
-    atomic_write_text(out_dir / "log.csv", buffer.getvalue())
+    atomic_write_text(out_dir / TRAIN_LOG, buffer.getvalue())
 
 
 def pretrain(
@@ -117,7 +118,7 @@ def pretrain(
         raise SpecError(f"train.batch_size = {t.batch_size} does not split over {ctx.world_size} processes")
     seed_everything(seed)
     genotype = genotype if genotype is not None else resolve_genotype(spec, seed, runs)
-    with exclusive(out_dir / "run.claim", f"the run in {out_dir}") if ctx.is_main else contextlib.nullcontext():
+    with exclusive(out_dir / RUN_CLAIM, f"the run in {out_dir}") if ctx.is_main else contextlib.nullcontext():
         return _pretrain(PretrainRun(spec, seed, out_dir, genotype, ctx), resume, stop_after, progress)
 
 
@@ -189,7 +190,7 @@ class PretrainRun:
 
     @property
     def checkpoint(self) -> Path:
-        return self.out_dir / "checkpoint.pt"
+        return self.out_dir / CHECKPOINT
 
     def epochs_to_run(self, stop_after: int | None = None) -> range:
         """The epochs left to train, or only the next ``stop_after`` of them (a pre-emptible run's slice)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from nasiam_bench.config.heads import HeadKind
 from nasiam_bench.config.spec import Spec
 from nasiam_bench.core.machine import machine_kind
 from nasiam_bench.eval.label_free import MEASURES
@@ -22,7 +23,7 @@ from nasiam_bench.store.identity import comparison_id
 from nasiam_bench.store.results import load_records
 
 METRICS = ("knn_top1", "linear_top1")
-BASELINE = "baseline"  # the framework's own heads: outside the search space
+BASELINE = HeadKind.BASELINE  # the framework's own heads: outside the search space (its key in the table)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class GroundTruth:
         for r in load_records(results):
             if r["comparison_id"] != wanted or r["framework"] != e.framework or r["seed"] not in seeds:
                 continue
-            if r["head"] == "untrained":
+            if r["head"] == HeadKind.FLOOR:
                 floor.append({"seed": r["seed"], "knn_top1": r["knn_top1"]})
             elif r["head"] in (BASELINE, "paper") or r["head"].startswith(OPS_PREFIX):
                 rows.append(_row(r, BASELINE if r["head"] == BASELINE else ops_head(r["genotype"])))

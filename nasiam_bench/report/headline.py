@@ -10,16 +10,17 @@ from typing import Any
 
 import pandas as pd
 
+from nasiam_bench.config.heads import HeadKind
 from nasiam_bench.config.spec import bench_spec
 from nasiam_bench.core.io import atomic_write_text
 from nasiam_bench.core.machine import machine_kind
 from nasiam_bench.core.registry import NasiamBenchError
-from nasiam_bench.report.tables import BASELINE, FLOOR, markdown, presentable, summarise
+from nasiam_bench.report.tables import markdown, presentable, summarise
 from nasiam_bench.store.results import DATASET_NOTES, load_records, spec_differences
 
 START, END = "<!-- headline:start (make tables writes it) -->", "<!-- headline:end -->"
 COLUMNS = {
-    BASELINE: "baseline",
+    HeadKind.BASELINE: "baseline",
     "nasiam": "NASiam ({strategy})",
     "random": "random genotype",
     "paper": "paper's genotype",
@@ -55,7 +56,7 @@ def headline(results: str | Path, dataset: str = "cifar10", profile: str = "quic
 def _current(record: dict[str, Any], profile: str, recipe: str, strategy: str) -> bool:
     """Whether a record is of the spec ``make bench`` gives its head today (the catalogue's, at the profile)."""
     head = record["head"]
-    if head not in (FLOOR, *COLUMNS) or (head == "nasiam" and record.get("strategy") != strategy):
+    if head not in (HeadKind.FLOOR, *COLUMNS) or (head == "nasiam" and record.get("strategy") != strategy):
         return False
     spec = record.get("spec") or {}
     if spec.get("experiment", {}).get("profile", profile) != profile:
@@ -72,7 +73,7 @@ def _current(record: dict[str, Any], profile: str, recipe: str, strategy: str) -
 def _row(framework: str, shown: pd.DataFrame, strategy: str) -> dict[str, str]:
     row = {"framework": framework}
     by_head = {head: rows.iloc[0] for head, rows in shown.groupby("head")}
-    for head, column in {**COLUMNS, FLOOR: "untrained floor"}.items():
+    for head, column in {**COLUMNS, HeadKind.FLOOR: "untrained floor"}.items():
         found = by_head.get(head)
         row[column.format(strategy=strategy)] = "–" if found is None else _cell(found, head)
     return row
@@ -80,7 +81,7 @@ def _row(framework: str, shown: pd.DataFrame, strategy: str) -> dict[str, str]:
 
 def _cell(row: pd.Series, head: str) -> str:
     accuracy = row["kNN top-1 %"]
-    if head in (BASELINE, FLOOR):
+    if head in (HeadKind.BASELINE, HeadKind.FLOOR):
         return accuracy
     return f"{accuracy}, Δ {row['kNN Δ vs baseline [95% CI]']}: {row['kNN verdict']}"
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from nasiam_bench.config.heads import HeadKind
 from nasiam_bench.core.figures import save
 from nasiam_bench.core.io import atomic_path, atomic_write_text
 from nasiam_bench.core.machine import machine_kind
@@ -29,8 +30,6 @@ from nasiam_bench.report.stats import (
 from nasiam_bench.search.decision import DECIDED_EPOCHS, DECIDED_MARGIN, PERTURBATION
 from nasiam_bench.store.results import DATASET_NOTES, load_records, spec_differences, strategy_label
 
-FLOOR = "untrained"
-
 # Published figures, for the labelled block only: never mixed with the measured rows.
 PUBLISHED = [
     ("SimSiam paper", "cifar10", "simsiam", "resnet18", "linear, 800 epochs", 91.8),
@@ -47,8 +46,7 @@ PUBLISHED = [
     ("lightly", "cifar10", "simsiam", "resnet18", "kNN, 800 epochs, batch 512", 90.4),
     ("lightly", "cifar10", "byol", "resnet18", "kNN, 800 epochs, batch 512", 91.0),
 ]
-BASELINE = "baseline"
-HEAD_ORDER = {FLOOR: 0, BASELINE: 1, "nasiam": 2, "random": 3, "paper": 4}
+HEAD_ORDER = {kind: order for order, kind in enumerate(HeadKind)}  # floor, baseline, nasiam, random, paper
 METRICS = {"knn": "knn_top1", "linear": "linear_top1"}
 LABELS = ["profile", "recipe", "framework", "head", "strategy", "backbone", "width", "epochs", "checkpoint_selection"]
 # Records written before a label existed: what it stood for then.
@@ -126,9 +124,9 @@ def _against_baseline(group: pd.DataFrame, frame: pd.DataFrame, metric: str) -> 
     The baseline itself and the floor are not compared (n = 0); nor are records without a comparison id (written
     before pairing existed), which pair with nothing."""
     head = group["head"].iloc[0]
-    if head in (BASELINE, FLOOR) or "comparison_id" not in frame:
+    if head in (HeadKind.BASELINE, HeadKind.FLOOR) or "comparison_id" not in frame:
         return paired_difference([], [])
-    baseline = frame[(frame["head"] == BASELINE) & frame["comparison_id"].notna()]
+    baseline = frame[(frame["head"] == HeadKind.BASELINE) & frame["comparison_id"].notna()]
     return paired_by_seed(group, baseline, metric)
 
 
@@ -136,12 +134,12 @@ def _across_machines(group: pd.DataFrame, frame: pd.DataFrame) -> str:
     """How many of a head's seeds pair with a baseline run of another kind of machine (or one that did not record
     its machine, when the head's did or the reverse): their paired difference mixes the machines' rounding."""
     head = group["head"].iloc[0]
-    if head in (BASELINE, FLOOR) or "comparison_id" not in frame:
+    if head in (HeadKind.BASELINE, HeadKind.FLOOR) or "comparison_id" not in frame:
         return ""
     kinds = frame.assign(
         _kind=[machine_kind(m if isinstance(m, dict) else None) for m in frame.get("machine", [None] * len(frame))]
     )
-    baseline = kinds[kinds["head"] == BASELINE].drop_duplicates(["comparison_id", "seed"])
+    baseline = kinds[kinds["head"] == HeadKind.BASELINE].drop_duplicates(["comparison_id", "seed"])
     partner = baseline.set_index(["comparison_id", "seed"])["_kind"]
     pairs = [
         (kinds.loc[i, "_kind"], partner[key])
@@ -368,7 +366,7 @@ def plot_accuracy_vs_cost(table: pd.DataFrame, path: Path, dataset: str) -> Path
     )
     for ax, framework in zip(axes[0], frameworks, strict=True):
         rows = table[table["framework"] == framework]
-        for row in rows[rows["head"] != FLOOR].itertuples(index=False):
+        for row in rows[rows["head"] != HeadKind.FLOOR].itertuples(index=False):
             ax.errorbar(
                 row.total_device_h,
                 row.knn_mean,
@@ -381,8 +379,10 @@ def plot_accuracy_vs_cost(table: pd.DataFrame, path: Path, dataset: str) -> Path
                 color=head_colour(row.head),
                 label=row.head + (f" ({row.strategy})" if row.strategy != "-" else ""),
             )
-        for row in rows[rows["head"] == FLOOR].itertuples(index=False):
-            ax.axhline(row.knn_mean, color=head_colour(FLOOR), linestyle="--", linewidth=1, label="untrained floor")
+        for row in rows[rows["head"] == HeadKind.FLOOR].itertuples(index=False):
+            ax.axhline(
+                row.knn_mean, color=head_colour(HeadKind.FLOOR), linestyle="--", linewidth=1, label="untrained floor"
+            )
         ax.set_title(framework, fontsize=9)
         ax.set_xlabel("device-hours (search + pre-training)")
         ax.grid(alpha=0.3)
@@ -408,7 +408,7 @@ def plot_knn_curves(records: list[dict[str, Any]], path: Path, title: str) -> Pa
     fig, axes = plt.subplots(
         1, len(groups), figsize=(3.2 * len(groups) + 2.4, 3.4), layout="constrained", squeeze=False, sharey=True
     )
-    floors = [r["knn_top1"] for r in records if r["head"] == FLOOR]
+    floors = [r["knn_top1"] for r in records if r["head"] == HeadKind.FLOOR]
     for ax, (head, runs_of) in zip(axes[0], groups.items(), strict=True):
         for k, ((strategy, run), runs) in enumerate(runs_of.items()):
             frame = pd.DataFrame([{"epoch": e, "knn": v} for r in runs for e, v in r["knn_curve"]])
@@ -419,7 +419,7 @@ def plot_knn_curves(records: list[dict[str, Any]], path: Path, title: str) -> Pa
             ax.plot(mean.index, mean.values, marker=marker(head, strategy), markersize=5, label=label, **style)
             ax.fill_between(mean.index, mean - std, mean + std, color=head_colour(head), alpha=0.15)
         if floors:
-            ax.axhline(sum(floors) / len(floors), color=head_colour(FLOOR), linestyle="--", linewidth=1,
+            ax.axhline(sum(floors) / len(floors), color=head_colour(HeadKind.FLOOR), linestyle="--", linewidth=1,
                        label="untrained floor")  # fmt: skip
         ax.set_title(head, fontsize=9)
         ax.set_xlabel("epoch")

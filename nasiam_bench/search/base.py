@@ -28,6 +28,7 @@ from nasiam_bench.models.frameworks.base import Framework
 from nasiam_bench.models.heads.supernet import ALPHA_INIT_STD, SearchHead
 from nasiam_bench.search.decision import unchanged_for
 from nasiam_bench.store.checkpoints import load_state, save_state
+from nasiam_bench.store.layout import SEARCH_STATE
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -305,7 +306,7 @@ class _SearchProgress(Callback):
 
     def __init__(self, strategy: GradientStrategy, ctx: SearchContext) -> None:
         self.strategy, self.ctx = strategy, ctx
-        self.path = ctx.out_dir / "search_state.pt"
+        self.path = ctx.out_dir / SEARCH_STATE
         self.history: list[dict[str, list[list[float]]]] = [strategy.alpha_weights()]
         self.epoch, self.seconds, self.val_batches = 0, 0.0, None
 

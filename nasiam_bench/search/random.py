@@ -22,6 +22,7 @@ from nasiam_bench.engine.train import train_step
 from nasiam_bench.models.heads.genotype import sample_genotype
 from nasiam_bench.search.base import SearchContext, SearchResult, SearchStrategy, search_epochs, weight_optimizer
 from nasiam_bench.store.checkpoints import load_state, save_state
+from nasiam_bench.store.layout import SEARCH_STATE
 
 # search.random_rank: the score each candidate gets, and +1 where higher is better, -1 where lower is
 RANKS = {"knn": ("knn_top1", 1.0), "ssl_loss": ("held_out_loss", -1.0)}
@@ -36,7 +37,7 @@ class RandomSearch(SearchStrategy):
     def run(self, ctx: SearchContext) -> SearchResult:
         rng = np.random.default_rng(ctx.seed)
         candidates = [sample_genotype(ctx.ops, ctx.heads, rng) for _ in range(ctx.search.random_samples)]
-        state_path = ctx.out_dir / "search_state.pt"
+        state_path = ctx.out_dir / SEARCH_STATE
         way_out = "use another --out, or remove it to search afresh"
         state = load_state(state_path, "search", ctx.identity, way_out) or {"scores": [], "seconds": 0.0, "steps": 0}
         for k, genotype in enumerate(candidates[len(state["scores"]) :], start=len(state["scores"])):

@@ -31,7 +31,7 @@ from nasiam_bench.search.heatmap import plot_alpha
 from nasiam_bench.store.checkpoints import StateMismatch
 from nasiam_bench.store.claims import exclusive
 from nasiam_bench.store.identity import identity
-from nasiam_bench.store.layout import default_search_dir
+from nasiam_bench.store.layout import GENOTYPE, SEARCH_CLAIM, SEARCH_SUMMARY, default_search_dir
 
 
 def _placed(model: torch.nn.Module, device: torch.device, distributed_: bool) -> torch.nn.Module:
@@ -71,7 +71,7 @@ def run_search(
     strategy = SEARCH_STRATEGIES.get(e.strategy)()
     ctx_dist = distributed.setup(device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    claimed = exclusive(out_dir / "search.claim", f"the search in {out_dir}")
+    claimed = exclusive(out_dir / SEARCH_CLAIM, f"the search in {out_dir}")
     with claimed if ctx_dist.is_main else contextlib.nullcontext():
         cached = _finished(out_dir, search_identity)  # finished by the claim's last holder while this one looked
         if cached is not None:
@@ -108,11 +108,8 @@ def _written(result: SearchResult, spec: Spec, seed: int, out_dir: Path, search_
         "machine": machine(ctx_dist.device),
         "world_size": ctx_dist.world_size,
     }
-    atomic_write_json(out_dir / SUMMARY, summary)
+    atomic_write_json(out_dir / SEARCH_SUMMARY, summary)
     return result, written
-
-
-GENOTYPE, SUMMARY = "genotype.toml", "search.json"
 
 
 def finished_search(spec: Spec, seed: int, runs: str | Path = "runs") -> tuple[SearchResult, Path | None] | None:
@@ -123,7 +120,7 @@ def finished_search(spec: Spec, seed: int, runs: str | Path = "runs") -> tuple[S
 def _finished(out_dir: Path, search_identity: str) -> tuple[SearchResult, Path | None] | None:
     """The result of the finished search of ``search_identity`` in ``out_dir``; None when it has none; an error
     when the folder holds another search's result."""
-    path = out_dir / SUMMARY
+    path = out_dir / SEARCH_SUMMARY
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())

@@ -27,6 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nasiam_bench.config.heads import HeadKind, trained_head
 from nasiam_bench.config.spec import SearchSection, Spec, spec_from_dict
 from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
 from nasiam_bench.data.prepare import data_root, read_meta
@@ -199,12 +200,12 @@ def record_identities(record: dict[str, Any]) -> dict[str, Any]:
     dataset digest): what it should be filed and grouped under. A ``genotype:FILE`` record's file must exist."""
     spec = spec_from_dict(record["spec"], where=f"record {record.get('head')} {record.get('run_id')}")
     dataset, head = record["dataset_digest"], record["head"]
-    run_spec = spec.replace(head="baseline") if head == "untrained" else spec
+    run_spec = spec.replace(head=trained_head(head))
     ids = {
         "run_id": run_id(run_spec, dataset),
         "comparison_id": comparison_id(run_spec, dataset),
         "identity": identity("state", run_spec, record["seed"], record.get("genotype"), dataset=dataset),
     }
-    if head != "untrained":
+    if head != HeadKind.FLOOR:
         ids["search_id"] = search_id(run_spec, dataset)
     return ids

@@ -1,4 +1,5 @@
-"""Where runs and searches live under the runs folder: one folder per resolved spec, one subfolder per seed."""
+"""Where runs and searches live under the runs folder (one folder per resolved spec, one subfolder per seed), and
+every name the suite writes in them: each is written here once and imported wherever it is read or written."""
 
 from __future__ import annotations
 
@@ -6,6 +7,16 @@ from pathlib import Path
 
 from nasiam_bench.config.spec import Spec
 from nasiam_bench.store.identity import run_id, search_id
+
+# In a run folder (pre-training) and a search folder.
+CHECKPOINT = "checkpoint.pt"  # the resumable state of a pre-training
+TRAIN_LOG = "log.csv"  # one row per epoch
+RUN_CLAIM = "run.claim"  # held by the process that trains the run
+SEARCH_STATE = "search_state.pt"  # the resumable state of a search
+SEARCH_CLAIM = "search.claim"  # held by the process that runs the search
+GENOTYPE = "genotype.toml"  # a finished search's genotype
+SEARCH_SUMMARY = "search.json"  # a finished search's summary
+JOB_STATUS = "job.json"  # an executor's job: where it ran, how long, how it ended
 
 
 def default_run_dir(spec: Spec, seed: int, root: str | Path = "runs") -> Path:
@@ -22,6 +33,11 @@ def default_results(spec: Spec, runs: str | Path = "runs") -> Path:
     tables and plots)."""
     profile = spec.experiment.profile
     return Path("results") if profile in COMMITTED_PROFILES else Path(runs) / f"results-{profile}"
+
+
+def floor_dir(spec: Spec, seed: int, runs: str | Path = "runs") -> Path:
+    """The floor trains nothing: its job keeps its logs and status beside the baseline's seed folders."""
+    return default_run_dir(spec, seed, runs).parent / f"floor-seed{seed}"
 
 
 def default_search_dir(spec: Spec, seed: int, runs: str | Path = "runs") -> Path:

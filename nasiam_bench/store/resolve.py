@@ -18,7 +18,7 @@ from nasiam_bench.models.heads.genotype import (
     sample_genotype,
 )
 from nasiam_bench.models.heads.ops import search_space
-from nasiam_bench.store.layout import default_search_dir
+from nasiam_bench.store.layout import GENOTYPE, default_search_dir
 
 
 def searched_layers(spec: Spec) -> dict[str, int]:
@@ -52,7 +52,7 @@ def resolve_genotype(spec: Spec, seed: int, runs: str | Path = "runs") -> dict[s
                 f"{e.dataset} with {e.backbone}; it did for: {known}"
             )
     elif kind == "nasiam":
-        path = default_search_dir(spec, seed, runs) / "genotype.toml"
+        path = default_search_dir(spec, seed, runs) / GENOTYPE
         if not path.is_file():
             raise SpecError(
                 f"experiment.head = 'nasiam': no search result at {path}; run "
