@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -133,6 +134,17 @@ def smoke_bench(cifar10_data, tmp_path_factory):
 
 # Fixtures that read CIFAR-10 (prepared once from the shared archive): a test that uses one is slow.
 ON_REAL_DATA = {"cifar10_data", "cifar10_subset", "cifar10_ssl_loader", "smoke_bench"}
+# Calls that start a process (an interpreter, torchrun, a worker) or prepare a dataset: a test whose body makes
+# one is slow too (a helper that does is marked by hand).
+STARTS_PROCESSES = ("subprocess.", "run_cli(", "Popen(", "get_context(", "Process(", "prepare(", 'main(["pretrain')
+
+
+def _starts_processes(item) -> bool:
+    try:
+        source = inspect.getsource(item.function)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return any(call in source for call in STARTS_PROCESSES)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
@@ -145,7 +157,7 @@ def pytest_collection_modifyitems(config, items):
         fixtures = set(getattr(item, "fixturenames", ()))
         if "smoke_bench" in fixtures:
             item.add_marker(pytest.mark.xdist_group("smoke_bench"))
-        if fixtures & ON_REAL_DATA:
+        if fixtures & ON_REAL_DATA or _starts_processes(item):
             item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return

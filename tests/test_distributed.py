@@ -11,7 +11,7 @@ from nasiam_bench.core.registry import FRAMEWORKS
 from tests.conftest import REPO
 
 SCRIPT = REPO / "tests" / "distributed_check.py"
-pytestmark = pytest.mark.xdist_group("distributed")  # one pytest-xdist worker runs the module's torchrun pair once
+pytestmark = [pytest.mark.xdist_group("distributed"), pytest.mark.slow]  # one worker runs the torchrun pair once
 
 
 def _run(args, out):

@@ -5,8 +5,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import REPO
 from tests.data_fixtures import make_tree
+
+pytestmark = pytest.mark.slow  # each test starts an interpreter without FFCV
 
 HIDE_FFCV = "import sys; sys.modules['ffcv'] = None  # `import ffcv` now raises ImportError, as where it is missing\n"
 
