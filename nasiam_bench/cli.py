@@ -319,6 +319,20 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# Each job's resources on a cluster, as options (any of them also in a --launcher file's [launcher] table).
+LAUNCHER_FLAGS = (
+    ("--partition", {}),
+    ("--account", {}),
+    ("--qos", {}),
+    ("--gpus", {"type": COUNT, "help": "GPUs per job (default 1)"}),
+    ("--cpus", {"type": COUNT, "help": "CPUs per job (default 8)"}),
+    ("--mem-gb", {"type": float, "dest": "mem_gb", "help": "memory per job in GB"}),
+    ("--time-min", {"type": COUNT, "dest": "time_min", "help": "time limit per job in minutes (default 240)"}),
+    ("--array-parallelism", {"type": COUNT, "dest": "array_parallelism", "help": "array tasks at once (64)"}),
+    ("--signal", {"help": "what SLURM signals before a time-out or preemption: USR1, USR2 (default), TERM"}),
+)
+
+
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``bench`` (and of ``groundtruth``, a bench of many heads)."""
     p.add_argument(
@@ -348,6 +362,11 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
         help="processes that take the runs concurrently (one per GPU when several are visible; default 1); "
         "with --executor submitit-local, the jobs that run at once",
     )
+    _plan_arguments(p)
+
+
+def _plan_arguments(p: argparse.ArgumentParser) -> None:
+    """The plan's views (``--plan``, ``--status``) and where its jobs run (``--executor`` and the launcher)."""
     p.add_argument("--plan", action="store_true", help="print the jobs, their states and expected device-hours")
     p.add_argument("--status", action="store_true", help="print where each job ran, how long, and why it failed")
     p.add_argument(
@@ -358,38 +377,28 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
         "slurm: submit the plan to SLURM",
     )
     p.add_argument("--launcher", metavar="FILE", help="a TOML file whose [launcher] table sets the job resources")
-    p.add_argument("--partition")
-    p.add_argument("--account")
-    p.add_argument("--qos")
-    p.add_argument("--gpus", type=COUNT, help="GPUs per job (default 1)")
-    p.add_argument("--cpus", type=COUNT, help="CPUs per job (default 8)")
-    p.add_argument("--mem-gb", type=float, dest="mem_gb", help="memory per job in GB")
-    p.add_argument("--time-min", type=COUNT, dest="time_min", help="time limit per job in minutes (default 240)")
-    p.add_argument("--array-parallelism", type=COUNT, dest="array_parallelism", help="array tasks at once (64)")
-    p.add_argument("--signal", help="what SLURM signals before a time-out or preemption: USR1, USR2 (default), TERM")
+    for flag, options in LAUNCHER_FLAGS:
+        p.add_argument(flag, **options)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="NASiam benchmark suite: searched vs. standard SSL heads.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    parser.add_argument(
-        "--catalogue",
-        metavar="DIR",
-        action="append",
-        help="a folder of your own profiles/, recipes/, experiments/, genotypes/, looked in before the shipped "
-        "catalogue (repeatable; also $NASIAM_CATALOGUE)",
-    )
+def _add_list(sub) -> None:
+    """The ``list`` command."""
     p = sub.add_parser("list", help="list registries, or the entries of one (fnmatch PATTERN, e.g. 'res*')")
     p.add_argument("registry", nargs="?", help=f"one of: {', '.join([*REGISTRIES, *catalogue.KINDS])}")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(run=_cmd_list)
 
+
+def _add_show(sub) -> None:
+    """The ``show`` command."""
     p = sub.add_parser("show", help="print an experiment spec resolved with its profile and overrides, as TOML")
     p.add_argument("spec", help="a TOML path, or a name in catalogue/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=5 profile=smoke")
     p.set_defaults(run=_cmd_show)
 
+
+def _add_pretrain(sub) -> None:
+    """The ``pretrain`` command."""
     p = sub.add_parser("pretrain", help="pre-train a backbone with the spec's framework (resumes by default)")
     p.add_argument("spec", help="a TOML path, or a name in catalogue/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -401,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=COUNT, help="stop after this many epochs (resumable)")
     p.set_defaults(run=_cmd_pretrain)
 
+
+def _add_search(sub) -> None:
+    """The ``search`` command."""
     p = sub.add_parser("search", help="search the heads with the spec's strategy; writes the genotype")
     p.add_argument("spec", help="a TOML path, or a name in catalogue/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -414,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="with --save-as: replace a saved genotype of that name")
     p.set_defaults(run=_cmd_search)
 
+
+def _add_searches(sub) -> None:
+    """The ``searches`` command."""
     p = sub.add_parser("searches", help="search variants of a spec with several seeds; report genotypes and alpha")
     p.add_argument("spec", help="a TOML path, or a name in catalogue/experiments/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="for every variant")
@@ -434,10 +449,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(run=_cmd_searches)
 
+
+def _add_bench(sub) -> None:
+    """The ``bench`` command."""
     p = sub.add_parser("bench", help="search, pre-train every head alike, evaluate, and write the tables")
     _bench_arguments(p)
     p.set_defaults(run=_cmd_bench)
 
+
+def _add_groundtruth(sub) -> None:
+    """The ``groundtruth`` command."""
     p = sub.add_parser(
         "groundtruth",
         help="train a uniform sample of the search space, the baseline, the paper's genotype and the committed "
@@ -459,11 +480,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_cmd_groundtruth)
 
+
+def _add_tables(sub) -> None:
+    """The ``tables`` command."""
     p = sub.add_parser("tables", help="regenerate the tables and plots from the run records")
     p.add_argument("--results", default="results")
     p.add_argument("--readme", metavar="FILE", help="also write the headline table between FILE's headline markers")
     p.set_defaults(run=_cmd_tables)
 
+
+def _add_rekey(sub) -> None:
+    """The ``rekey`` command."""
     p = sub.add_parser("rekey", help="file every record under the identities its contents give now")
     p.add_argument("--results", default="results")
     p.add_argument(
@@ -474,18 +501,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_cmd_rekey)
 
+
+def _add_eval(sub) -> None:
+    """The ``eval`` command."""
     p = sub.add_parser("eval", help="kNN, linear probe and collapse metrics of a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--device", default="auto")
     p.add_argument("--floor", action="store_true", help="also the kNN of the same backbone untrained")
     p.set_defaults(run=_cmd_eval)
 
+
+def _add_doctor(sub) -> None:
+    """The ``doctor`` command."""
     p = sub.add_parser("doctor", help="a short end-to-end self-check on one device; non-zero exit on any failure")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=... train.compile=true")
     p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu or cuda")
     p.add_argument("--steps", type=COUNT, default=5, help="timed steps per check after one warm-up (default 5)")
     p.set_defaults(run=_cmd_doctor)
 
+
+def _add_data(sub) -> None:
+    """The ``data`` command."""
     p = sub.add_parser("data", help="prepare datasets as FFCV .beton files")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     p = data_sub.add_parser("prepare", help="write DATASET's .beton files under the data root")
@@ -504,6 +540,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="without a test split: the stratified fraction of train held out for evaluation (default 0.1)",
     )
     p.set_defaults(run=_cmd_data_prepare)
+
+
+COMMANDS = (
+    _add_list,
+    _add_show,
+    _add_pretrain,
+    _add_search,
+    _add_searches,
+    _add_bench,
+    _add_groundtruth,
+    _add_tables,
+    _add_rekey,
+    _add_eval,
+    _add_doctor,
+    _add_data,
+)  # in the order --help lists them
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="NASiam benchmark suite: searched vs. standard SSL heads.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    parser.add_argument(
+        "--catalogue",
+        metavar="DIR",
+        action="append",
+        help="a folder of your own profiles/, recipes/, experiments/, genotypes/, looked in before the shipped "
+        "catalogue (repeatable; also $NASIAM_CATALOGUE)",
+    )
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

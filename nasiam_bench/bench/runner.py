@@ -408,9 +408,7 @@ def _run_head(view: JobView, bench: BenchContext, search, ctx, trained=None) -> 
             **label_free.at_init(spec, seed, genotype, ctx.device),
             **label_free.after_training(model, spec, ctx.device),
         }
-    eval_seconds, eval_device_seconds = spent
     searched = search is not None and spec.experiment.head == HeadKind.NASIAM
-    search_seconds = search.seconds if searched else 0.0
     return {
         "head": spec.experiment.head,
         "strategy": spec.experiment.strategy if spec.experiment.head == HeadKind.NASIAM else "-",
@@ -420,12 +418,7 @@ def _run_head(view: JobView, bench: BenchContext, search, ctx, trained=None) -> 
         "head_params": sum(p.numel() for p in model.heads.parameters()),
         "knn_curve": [[row["epoch"], row["knn_top1"]] for row in trained.history if "knn_top1" in row],
         **(_search_facts(search) if searched else {}),
-        "search_seconds": search_seconds,
-        "pretrain_seconds": trained.train_seconds,
-        "eval_seconds": eval_seconds,
-        "search_device_hours": device_hours(search_seconds, trained.world_size),
-        "pretrain_device_hours": device_hours(trained.train_seconds, trained.world_size),
-        "eval_device_hours": device_hours(eval_device_seconds, trained.world_size),
+        **_head_costs(trained, search.seconds if searched else 0.0, spent),
         "device": trained.device,
         "machine": machine(ctx.device),
         "devices": trained.world_size,
@@ -436,6 +429,20 @@ def _run_head(view: JobView, bench: BenchContext, search, ctx, trained=None) -> 
         "checkpoint": str(trained.checkpoint),
         **({"wandb_id": trained.wandb_id} if trained.wandb_id else {}),
         "spec": spec.to_dict(),
+    }
+
+
+def _head_costs(trained, search_seconds: float, evaluation: tuple[float, float]) -> dict[str, float]:
+    """A head's seconds and device-hours: its search's, its pre-training's and its evaluation's (wall and device
+    seconds)."""
+    eval_seconds, eval_device_seconds = evaluation
+    return {
+        "search_seconds": search_seconds,
+        "pretrain_seconds": trained.train_seconds,
+        "eval_seconds": eval_seconds,
+        "search_device_hours": device_hours(search_seconds, trained.world_size),
+        "pretrain_device_hours": device_hours(trained.train_seconds, trained.world_size),
+        "eval_device_hours": device_hours(eval_device_seconds, trained.world_size),
     }
 
 

@@ -148,45 +148,39 @@ def _decision_section(rows: list[dict[str, Any]]) -> list[str]:
 def write_report(rows: list[dict[str, Any]], path: str | Path, title: str, command: str) -> Path:
     """The Markdown report, with each search's alpha heatmap copied beside it (``plots/``)."""
     path = Path(path)
-    plots = path.parent / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
+    made = f"Made by the code at commit {git_commit()}, {', '.join(sorted({r['profile'] for r in rows}))} profile"
+    lines = [f"# {title}", "", f"Regenerate: `{command}`", "", made, "", "## Genotypes", ""]
+    lines += [markdown(_genotype_table(rows)), *_parameter_free_lines(rows), "", *_decision_section(rows)]
+    lines += ["", "## Final softmax(α) per layer, mean over seeds", "", markdown(_alpha_table(rows)), ""]
+    lines += ["## α over the search", "", *_heatmap_lines(rows, path)]
+    devices = "; ".join(sorted({r["device"] for r in rows}))
+    lines += ["", f"Device: {devices}. Search seconds are wall time on it.", ""]
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _parameter_free_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The share of parameter-free ops per genotype, per variant over its seeds."""
     summary = (
         pd.DataFrame([{"variant": r["variant"], "share": parameter_free_share(r["genotype"])} for r in rows])
         .groupby("variant", sort=False)["share"]
         .agg(["mean", "min", "max", "count"])
     )
-    made = f"Made by the code at commit {git_commit()}, {', '.join(sorted({r['profile'] for r in rows}))} profile"
-    lines = [
-        f"# {title}",
-        "",
-        f"Regenerate: `{command}`",
-        "",
-        made,
-        "",
-        "## Genotypes",
-        "",
-        markdown(_genotype_table(rows)),
-    ]
-    lines += ["", "Share of parameter-free ops (identity, avgpool_3x3, maxpool_3x3) per genotype:", ""]
+    lines = ["", "Share of parameter-free ops (identity, avgpool_3x3, maxpool_3x3) per genotype:", ""]
     for variant, s in summary.iterrows():
         lines.append(
             f"- {variant}: mean {s['mean']:.2f} (min {s['min']:.2f}, max {s['max']:.2f}) over {int(s['count'])} seeds"
         )
-    lines += ["", *_decision_section(rows)]
-    lines += [
-        "",
-        "## Final softmax(α) per layer, mean over seeds",
-        "",
-        markdown(_alpha_table(rows)),
-        "",
-        "## α over the search",
-        "",
-    ]
+    return lines
+
+
+def _heatmap_lines(rows: list[dict[str, Any]], path: Path) -> list[str]:
+    """Each search's alpha heatmap, copied into ``plots/`` beside the report, as a list of links."""
+    plots = path.parent / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    lines = []
     for r in rows:
         name = f"{path.stem}_{_slug(r['variant'])}_seed{r['seed']}.png"
         shutil.copyfile(r["folder"] / "alpha.png", plots / name)
         lines.append(f"- {r['variant']}, seed {r['seed']}: ![α]({plots.name}/{name})")
-    devices = "; ".join(sorted({r["device"] for r in rows}))
-    lines += ["", f"Device: {devices}. Search seconds are wall time on it.", ""]
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    return lines

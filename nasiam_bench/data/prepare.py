@@ -203,19 +203,7 @@ def _removed_on_failure(folder: Path) -> Iterator[None]:
 
 def _prepare(info, folder: Path, source, download: bool, workers: int, max_resolution: int, force: bool, holdout):
     options = default_writer_options(info, max_resolution, holdout)
-    if download:
-        source = _download(info, folder)
-    if source is None:
-        raise DataError(
-            f"prepare {info.name}: give --source PATH (an ImageFolder tree, a .tar/.tar.gz of one"
-            + (", or torchvision's CIFAR folder" if info.cifar else "")
-            + ")"
-            + (" or --download" if info.cifar else "")
-        )
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise DataError(f"prepare {info.name}: source {source} does not exist")
-
+    source = _source(info, folder, source, download)
     digest = source_digest(source)
     existing = _up_to_date(folder, digest, options)
     if existing is not None and not force:
@@ -224,17 +212,7 @@ def _prepare(info, folder: Path, source, download: bool, workers: int, max_resol
 
     images, tree = _open_source(info, source, folder)
     splits = images.splits()
-    if "train" not in splits:
-        raise DataError(f"{source}: no 'train' split; found {', '.join(splits)}")
-    eval_split = info.eval_split if info.eval_split in splits else next((s for s in splits if s != "train"), None)
-    if eval_split is None and holdout == 0:
-        raise DataError(
-            f"{source}: no split besides 'train' and --holdout 0: evaluation would query the kNN bank with its own "
-            f"images; give --holdout FRACTION (e.g. 0.1) or a test split"
-        )
-    if info.num_classes is not None and len(images.classes) != info.num_classes:
-        raise DataError(f"{source}: holds {len(images.classes)} classes; {info.name} has {info.num_classes}")
-
+    eval_split = _eval_split(info, source, images, splits, holdout)
     meta: dict[str, Any] = {
         "dataset": info.name,
         "classes": images.classes,
@@ -261,6 +239,38 @@ def _prepare(info, folder: Path, source, download: bool, workers: int, max_resol
     atomic_write_json(folder / "meta.json", meta)
     print(f"{info.name}: wrote {folder} ({_counts(meta)})")
     return PreparedDataset(info, folder, meta)
+
+
+def _source(info, folder: Path, source, download: bool) -> Path:
+    """Where to prepare from: the given path, or torchvision's download; refused when there is neither."""
+    if download:
+        source = _download(info, folder)
+    if source is None:
+        raise DataError(
+            f"prepare {info.name}: give --source PATH (an ImageFolder tree, a .tar/.tar.gz of one"
+            + (", or torchvision's CIFAR folder" if info.cifar else "")
+            + ")"
+            + (" or --download" if info.cifar else "")
+        )
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise DataError(f"prepare {info.name}: source {source} does not exist")
+    return source
+
+
+def _eval_split(info, source: Path, images, splits: list[str], holdout) -> str | None:
+    """The split evaluation reads (None: a held-out part of ``train``); a source it cannot serve is refused."""
+    if "train" not in splits:
+        raise DataError(f"{source}: no 'train' split; found {', '.join(splits)}")
+    eval_split = info.eval_split if info.eval_split in splits else next((s for s in splits if s != "train"), None)
+    if eval_split is None and holdout == 0:
+        raise DataError(
+            f"{source}: no split besides 'train' and --holdout 0: evaluation would query the kNN bank with its own "
+            f"images; give --holdout FRACTION (e.g. 0.1) or a test split"
+        )
+    if info.num_classes is not None and len(images.classes) != info.num_classes:
+        raise DataError(f"{source}: holds {len(images.classes)} classes; {info.name} has {info.num_classes}")
+    return eval_split
 
 
 def default_writer_options(

@@ -76,37 +76,46 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
         frame["linear_top1"] = float("nan")
     for label, default in LABEL_DEFAULTS.items():
         frame[label] = frame[label].fillna(default) if label in frame else default
-    rows = []
     frame["strategy"] = [strategy_label(r) for r in frame.to_dict("records")]
-    for (_, run_id), group in frame.groupby(["head", "run_id"], sort=False):
-        row = {label: group[label].iloc[0] for label in LABELS}
-        row.update(
-            {
-                "run_id": run_id,
-                "seeds": int(group["seed"].nunique()),
-                "knn_mean": group["knn_top1"].mean(),
-                "knn_std": group["knn_top1"].std(ddof=1),
-                "linear_mean": group["linear_top1"].mean(),
-                "linear_std": group["linear_top1"].std(ddof=1),
-                # searched and random heads differ from seed to seed: their mean and range
-                "head_params": group["head_params"].mean(),
-                "head_params_min": group["head_params"].min(),
-                "head_params_max": group["head_params"].max(),
-                "search_device_h": group["search_device_hours"].mean(),
-                "pretrain_device_h": group["pretrain_device_hours"].mean(),
-                "device": ", ".join(sorted(set(group["device"]))),
-            }
-        )
-        row["total_device_h"] = row["search_device_h"] + row["pretrain_device_h"]
-        row["total_device_h_std"] = (group["search_device_hours"] + group["pretrain_device_hours"]).std(ddof=1)
-        row["differs"] = ""
-        row["across_machines"] = _across_machines(group, frame)
-        for prefix, metric in METRICS.items():
-            d = _against_baseline(group, frame, metric)
-            row.update({f"{prefix}_diff_{k}": v for k, v in vars(d).items()})
-        rows.append(row)
+    rows = [_summary_row(run_id, group, frame) for (_, run_id), group in frame.groupby(["head", "run_id"], sort=False)]
     table = pd.DataFrame(rows)
-    specs = {(r["head"], r["run_id"]): r.get("spec") for r in records}
+    _name_differences(table, {(r["head"], r["run_id"]): r.get("spec") for r in records})
+    table["_order"] = table["head"].map(HEAD_ORDER).fillna(9)
+    return table.sort_values(["profile", "framework", "_order", "strategy"]).drop(columns="_order")
+
+
+def _summary_row(run_id: str, group: pd.DataFrame, frame: pd.DataFrame) -> dict[str, Any]:
+    """One experiment's row: its labels, its seeds' means and spreads, its costs and its paired differences."""
+    row = {label: group[label].iloc[0] for label in LABELS}
+    row.update(
+        {
+            "run_id": run_id,
+            "seeds": int(group["seed"].nunique()),
+            "knn_mean": group["knn_top1"].mean(),
+            "knn_std": group["knn_top1"].std(ddof=1),
+            "linear_mean": group["linear_top1"].mean(),
+            "linear_std": group["linear_top1"].std(ddof=1),
+            # searched and random heads differ from seed to seed: their mean and range
+            "head_params": group["head_params"].mean(),
+            "head_params_min": group["head_params"].min(),
+            "head_params_max": group["head_params"].max(),
+            "search_device_h": group["search_device_hours"].mean(),
+            "pretrain_device_h": group["pretrain_device_hours"].mean(),
+            "device": ", ".join(sorted(set(group["device"]))),
+        }
+    )
+    row["total_device_h"] = row["search_device_h"] + row["pretrain_device_h"]
+    row["total_device_h_std"] = (group["search_device_hours"] + group["pretrain_device_hours"]).std(ddof=1)
+    row["differs"] = ""
+    row["across_machines"] = _across_machines(group, frame)
+    for prefix, metric in METRICS.items():
+        d = _against_baseline(group, frame, metric)
+        row.update({f"{prefix}_diff_{k}": v for k, v in vars(d).items()})
+    return row
+
+
+def _name_differences(table: pd.DataFrame, specs: dict[tuple[str, str], Any]) -> None:
+    """Rows whose labels agree but whose specs do not: each names the keys it differs in (``differs``)."""
     for _, same_labels in table.groupby(LABELS, sort=False):
         if len(same_labels) > 1:
             rows = list(same_labels.itertuples())
@@ -114,8 +123,6 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
             # Specs alike but for the hash: records written by another version of the suite.
             labelled = zip(differences, rows, strict=True)
             table.loc[same_labels.index, "differs"] = [d or f"run id {r.run_id}" for d, r in labelled]
-    table["_order"] = table["head"].map(HEAD_ORDER).fillna(9)
-    return table.sort_values(["profile", "framework", "_order", "strategy"]).drop(columns="_order")
 
 
 def _against_baseline(group: pd.DataFrame, frame: pd.DataFrame, metric: str) -> PairedDifference:
@@ -295,29 +302,26 @@ def _curve_plots(records: list[dict[str, Any]], results: Path, dataset: str) -> 
     return written
 
 
+HOW_TO_READ = (
+    "Measured by nasiam-bench (`make tables` regenerates this file from `results/records/`). Every head of a "
+    "framework is pre-trained with the same seeds, data and schedule; `untrained` is the kNN floor of the same "
+    "backbone before training. Accuracies: mean ± std over seeds (a single seed shows no std). "
+    f"`Δ vs baseline`: the mean over seeds of (head − baseline of the same seed) in points, with its "
+    f"{CONFIDENCE:.0%} Student-t interval; the verdict is `better` or `worse` when the interval excludes 0, "
+    "`no difference detected` when it covers 0 (not evidence that the heads are equal), `n/a` below 3 seeds. "
+    "Device-hours: wall time × devices. `checkpoint`: `final` evaluates the last epoch; `best on test` the epoch "
+    "whose test kNN was the best, a figure selected on the test split (NASiam's code's protocol), optimistic by "
+    "construction. The recipe names the hyperparameters (`catalogue/recipes/`; `(none)`: recorded before recipes)."
+)
+
+
 def _document(
     dataset: str, shown: pd.DataFrame, records: list[dict[str, Any]], plot: str, curve_plots: list[str]
 ) -> str:
-    profiles = ", ".join(sorted({r["profile"] for r in records}))
-    machines = "; ".join(sorted({r["device"] for r in records}))
-    commits = ", ".join(sorted({r.get("git_commit", "unknown")[:12] for r in records}))
-    published = pd.DataFrame(
-        [p for p in PUBLISHED if p[1] == dataset],
-        columns=["source", "dataset", "framework", "backbone", "protocol", "top-1 %"],
-    )
-    note = DATASET_NOTES.get(dataset, "")
     parts = [
         f"# {dataset}: NASiam heads against the frameworks' standard heads",
         "",
-        "Measured by nasiam-bench (`make tables` regenerates this file from `results/records/`). Every head of a "
-        "framework is pre-trained with the same seeds, data and schedule; `untrained` is the kNN floor of the same "
-        "backbone before training. Accuracies: mean ± std over seeds (a single seed shows no std). "
-        f"`Δ vs baseline`: the mean over seeds of (head − baseline of the same seed) in points, with its "
-        f"{CONFIDENCE:.0%} Student-t interval; the verdict is `better` or `worse` when the interval excludes 0, "
-        "`no difference detected` when it covers 0 (not evidence that the heads are equal), `n/a` below 3 seeds. "
-        "Device-hours: wall time × devices. `checkpoint`: `final` evaluates the last epoch; `best on test` the epoch "
-        "whose test kNN was the best, a figure selected on the test split (NASiam's code's protocol), optimistic by "
-        "construction. The recipe names the hyperparameters (`catalogue/recipes/`; `(none)`: recorded before recipes).",
+        HOW_TO_READ,
         "",
         markdown(shown),
         "",
@@ -325,19 +329,33 @@ def _document(
         "",
         *[f"![kNN top-1 per epoch]({name})" for name in curve_plots],
         "",
-        f"- Profile(s): {profiles}. {_schedules(records)}",
+        *_provenance(dataset, records),
+        *_published_block(dataset),
     ]
-    if note:
-        parts.append(f"- Data: {note}; accuracies on it may differ slightly from the lossless original.")
-    parts += [f"- Machine(s): {machines}.", f"- Code: commit(s) {commits}.", ""]
-    if not published.empty:
-        parts += [
-            "## Published figures (not measured here: other schedules and protocols)",
-            "",
-            markdown(published),
-            "",
-        ]
     return "\n".join(parts)
+
+
+def _provenance(dataset: str, records: list[dict[str, Any]]) -> list[str]:
+    """The lines that say which profiles, data, machines and code made the table."""
+    profiles = ", ".join(sorted({r["profile"] for r in records}))
+    machines = "; ".join(sorted({r["device"] for r in records}))
+    commits = ", ".join(sorted({r.get("git_commit", "unknown")[:12] for r in records}))
+    lines = [f"- Profile(s): {profiles}. {_schedules(records)}"]
+    note = DATASET_NOTES.get(dataset, "")
+    if note:
+        lines.append(f"- Data: {note}; accuracies on it may differ slightly from the lossless original.")
+    return [*lines, f"- Machine(s): {machines}.", f"- Code: commit(s) {commits}.", ""]
+
+
+def _published_block(dataset: str) -> list[str]:
+    """The published figures of the dataset, in their own labelled block (not measured here)."""
+    published = pd.DataFrame(
+        [p for p in PUBLISHED if p[1] == dataset],
+        columns=["source", "dataset", "framework", "backbone", "protocol", "top-1 %"],
+    )
+    if published.empty:
+        return []
+    return ["## Published figures (not measured here: other schedules and protocols)", "", markdown(published), ""]
 
 
 def _schedules(records: list[dict[str, Any]]) -> str:
