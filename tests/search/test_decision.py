@@ -85,7 +85,7 @@ def test_the_stopping_rule_ends_a_search_whose_genotype_stopped_changing(strateg
 
 @pytest.mark.parametrize("strategy", GRADIENT)
 def test_the_perturbation_moves_alpha_at_the_rounding_level_only(strategy):
-    from tests.test_search import _attached
+    from tests.search.test_search import _attached
 
     _, plain = _attached("moco", strategy)
     _, twin = _attached("moco", strategy)

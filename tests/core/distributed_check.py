@@ -1,7 +1,7 @@
 """One training step of each framework on a fixed global batch; run alone or under torchrun, saves loss and grads.
 
-python tests/distributed_check.py OUT.pt                              # 1 process, the whole batch
-python -m torch.distributed.run --nproc_per_node 2 tests/distributed_check.py OUT.pt   # 2 processes, halves
+python tests/core/distributed_check.py OUT.pt                              # 1 process, the whole batch
+python -m torch.distributed.run --nproc_per_node 2 tests/core/distributed_check.py OUT.pt   # 2 processes, halves
 """
 
 import sys

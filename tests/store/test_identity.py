@@ -28,7 +28,7 @@ from nasiam_bench.store.claims import claim, holder
 from nasiam_bench.store.identity import identity, run_id, search_id
 from nasiam_bench.store.results import find_record, load_records, record_path, write_record
 from tests.conftest import TEST_DATA_ROOT, assert_identical
-from tests.test_strategy_table import _record as strategy_record
+from tests.report.test_strategy_table import _record as strategy_record
 
 SEARCHING = [s for s in SEARCH_STRATEGIES.list() if s != "none"]
 GRADIENT = [s for s in SEARCHING if issubclass(SEARCH_STRATEGIES.get(s), GradientStrategy)]
@@ -48,7 +48,7 @@ def _genotype_file(path, framework, op):
 
 
 def _record(head, seed, knn, strategy="-", run="r", spec=None):
-    """A hand-made record (``tests.test_strategy_table``'s) of run ``head-strategy-run`` with its spec."""
+    """A hand-made record (``tests.report.test_strategy_table``'s) of run ``head-strategy-run`` with its spec."""
     return {
         **strategy_record(head, seed, knn, strategy),
         "run_id": f"{head}-{strategy}-{run}",

@@ -110,7 +110,7 @@ def test_entry_point_clashing_with_a_builtin_is_a_duplicate(tmp_path, monkeypatc
     module.write_text("def relu():\n    return 'relu'\n")
     reg = Registry("toys", modules=("toys_builtin_reg",))
     (tmp_path / "toys_builtin_reg.py").write_text(
-        "import toys_builtin\nfrom tests.test_registry import CLASH\nCLASH.add('relu', toys_builtin.relu)\n"
+        "import toys_builtin\nfrom tests.core.test_registry import CLASH\nCLASH.add('relu', toys_builtin.relu)\n"
     )
     globals()["CLASH"] = reg
     monkeypatch.delitem(sys.modules, "toys_builtin_reg", raising=False)

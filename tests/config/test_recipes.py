@@ -11,7 +11,7 @@ from nasiam_bench.config.spec import SCHEDULE_KEYS, SpecError, load_spec
 from nasiam_bench.core.registry import FRAMEWORKS, SEARCH_STRATEGIES
 from nasiam_bench.models.backbones import build_backbone
 from nasiam_bench.search.base import GradientStrategy
-from tests.test_search import _batches, _tiny_supernet
+from tests.search.test_search import _batches, _tiny_supernet
 
 # github.com/aheuillet/NASiam at e3a1a4c, read file by file: the flag defaults and the README's commands.
 NASIAM_CODE = {
@@ -138,7 +138,7 @@ def value(spec, key):
 
 @pytest.mark.parametrize("framework", sorted(NASIAM_CODE))
 def test_nasiam_code_recipe_holds_the_papers_code_values(framework):
-    from tests.test_train import NASIAM_CODE_FRAMEWORKS
+    from tests.engine.test_train import NASIAM_CODE_FRAMEWORKS
 
     assert NASIAM_CODE_FRAMEWORKS == sorted(NASIAM_CODE)  # a framework added to the recipe needs its table here
     spec = load_spec(f"{framework}_cifar10", ["recipe=nasiam-code"])

@@ -10,7 +10,7 @@ import torch
 from nasiam_bench.core.registry import FRAMEWORKS
 from tests.conftest import REPO
 
-SCRIPT = REPO / "tests" / "distributed_check.py"
+SCRIPT = REPO / "tests" / "core" / "distributed_check.py"
 pytestmark = [pytest.mark.xdist_group("distributed"), pytest.mark.slow]  # one worker runs the torchrun pair once
 
 

@@ -16,7 +16,7 @@ from nasiam_bench.bench import executors, sweep
 from nasiam_bench.bench.plan import Job
 from nasiam_bench.cli import main
 from nasiam_bench.store.results import load_records
-from tests.test_sweep import REQUEUED, SMOKE, _bench, _key, _same_results
+from tests.bench.test_sweep import REQUEUED, SMOKE, _bench, _key, _same_results
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("cifar10_data")]
 
@@ -98,7 +98,7 @@ def _restarts(job_id: str) -> int:
 
 def test_a_task_signalled_before_its_time_limit_is_requeued_and_ends_with_the_same_record(tmp_path):
     from nasiam_bench.bench.runner import run_job
-    from tests.test_sweep import _folders
+    from tests.bench.test_sweep import _folders
 
     uninterrupted = run_job(_bench(tmp_path / "alone", REQUEUED).spec(), Job("baseline", 0),
                             *_folders(tmp_path / "alone"))  # fmt: skip
