@@ -165,8 +165,11 @@ def test_a_task_whose_time_runs_out_is_requeued_and_finishes(tmp_path):
     """SLURM signals a job ``signal_delay_s`` before its time limit, checking every 30 s: a start of 2 minutes is
     signalled 30 to 60 s in, so a pre-training longer than that stops at an epoch's end, is requeued (as often as
     it takes, within the launcher's ``requeues``), resumes where it stopped, and finishes."""
-    epochs = 25  # 8 steps of 2 to 5 s an epoch here: more than one start of 2 minutes holds
-    b = _bench(tmp_path, [*REQUEUED, f"train.epochs={epochs}", "experiment.bench_heads=['baseline']"])
+    # 16 steps an epoch: about 2 s here alone (100 s in all), 5 or more beside other work. A start is signalled 30
+    # to 60 s in, so the first never finishes, and each start does its share: 2 to 4 starts, within ``requeues``.
+    epochs = 50
+    overrides = [*REQUEUED, f"train.epochs={epochs}", "data.train_subset=512", "experiment.bench_heads=['baseline']"]
+    b = _bench(tmp_path, overrides)
     spec, job = b.spec(), Job("baseline", 0)
     ids = executors.submit_slurm(b, _launcher(tmp_path, time_min=2, signal_delay_s=60, requeues=10))
     _drained(ids, timeout=900)
