@@ -85,8 +85,8 @@ docs: ## the docs site (mkdocs, Material, mkdocstrings) into docs-site/, strict:
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir docs-site
 
 lint: ## ruff over the package and the tests; lint-imports holds the package's layers (pyproject.toml)
-	$(BIN)/ruff check nasiam_bench tests
-	$(BIN)/ruff format --check nasiam_bench tests
+	$(BIN)/ruff check nasiam_bench tests examples
+	$(BIN)/ruff format --check nasiam_bench tests examples
 	$(BIN)/lint-imports
 
 data: ## prepare DATASET (default cifar10) from SOURCE (default ../shared/datasets/DATASET.tar.gz) under DATA_ROOT

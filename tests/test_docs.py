@@ -36,6 +36,16 @@ def test_each_tutorial_runs_as_written(page):
     assert TUTORIALS[page] in done.stdout, done.stdout
 
 
+def test_the_example_pretrains_a_genotypes_head_on_the_public_api():
+    ops = "projector=linear_elu,identity,avgpool_3x3,linear_relu"
+    done = subprocess.run(
+        [sys.executable, "examples/pretrain_one_head.py", "moco", "--ops", ops, "--steps", "2", "--batch", "16"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "step 2/2: loss" in done.stdout and "kNN top-1 after:" in done.stdout
+
+
 def test_the_readme_is_one_screen_and_its_headline_is_made_from_the_records():
     readme = (REPO / "README.md").read_text()
     assert len(readme.splitlines()) <= 200
