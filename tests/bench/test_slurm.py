@@ -46,20 +46,26 @@ def _launcher(tmp_path: Path, **more) -> executors.Launcher:
 def _drained(ids: list[str], timeout: float = 600.0, seen=None) -> None:
     """Wait until SLURM lists none of ``ids``; ``seen()`` is called at each look (to read ``--status`` meanwhile).
     SLURM holds a requeued job about 2 minutes before it may start again (its BeginTime): the cluster's policy, not
-    the bench's behaviour, so the hold is lifted here and the tests take that much less of CI's time."""
-    end = time.monotonic() + timeout
+    the bench's behaviour, so the hold is lifted here after ``HELD_S`` (by then the old start's processes have
+    ended: lifted at once, a new start could die in the old step's clean-up), and the tests take less of CI."""
+    end, held = time.monotonic() + timeout, {}
     while time.monotonic() < end:
         queued = subprocess.run(["squeue", "--noheader", "--format=%i %r", "--jobs", ",".join(ids)],
                                 capture_output=True, text=True).stdout.splitlines()  # fmt: skip
         if not queued:
             return
         for job, reason in (line.split(maxsplit=1) for line in queued):
-            if reason.strip() == "BeginTime":
+            if reason.strip() != "BeginTime":
+                held.pop(job, None)
+            elif time.monotonic() - held.setdefault(job, time.monotonic()) >= HELD_S:
                 subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
         if seen is not None:
             seen()
         time.sleep(2)
     pytest.fail(f"SLURM jobs {ids} still queued after {timeout:.0f} s")
+
+
+HELD_S = 45  # SLURM's KillWait (30 s) and a margin: the old start's step has ended
 
 
 def _started(task: str, timeout: float = 120.0) -> None:
