@@ -5,6 +5,7 @@ skip, saying why, where ``sinfo`` does not answer."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -46,8 +47,8 @@ def _launcher(tmp_path: Path, **more) -> executors.Launcher:
 def _drained(ids: list[str], timeout: float = 600.0, seen=None) -> None:
     """Wait until SLURM lists none of ``ids``; ``seen()`` is called at each look (to read ``--status`` meanwhile).
     SLURM holds a requeued job about 2 minutes before it may start again (its BeginTime): the cluster's policy, not
-    the bench's behaviour, so the hold is lifted here after ``HELD_S`` (by then the old start's processes have
-    ended: lifted at once, a new start could die in the old step's clean-up), and the tests take less of CI."""
+    the bench's behaviour, so the hold is lifted here once the old start's processes have ended on the node (or
+    after ``HELD_S``): lifted at once, a new start could die in the old step's clean-up."""
     end, held = time.monotonic() + timeout, {}
     while time.monotonic() < end:
         queued = subprocess.run(["squeue", "--noheader", "--format=%i %r", "--jobs", ",".join(ids)],
@@ -57,7 +58,7 @@ def _drained(ids: list[str], timeout: float = 600.0, seen=None) -> None:
         for job, reason in (line.split(maxsplit=1) for line in queued):
             if reason.strip() != "BeginTime":
                 held.pop(job, None)
-            elif time.monotonic() - held.setdefault(job, time.monotonic()) >= HELD_S:
+            elif _ended_on_node(job) or time.monotonic() - held.setdefault(job, time.monotonic()) >= HELD_S:
                 subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
         if seen is not None:
             seen()
@@ -66,6 +67,16 @@ def _drained(ids: list[str], timeout: float = 600.0, seen=None) -> None:
 
 
 HELD_S = 45  # SLURM's KillWait (30 s) and a margin: the old start's step has ended
+
+
+def _ended_on_node(job: str) -> bool:
+    """Whether no process of the job is left on this (the only) node: ``scontrol listpids`` of its job id."""
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True).stdout
+    raw = re.search(r"\bJobId=(\d+)", shown)
+    if raw is None:
+        return False
+    pids = subprocess.run(["scontrol", "listpids", raw.group(1)], capture_output=True, text=True).stdout
+    return len(pids.strip().splitlines()) <= 1  # the header alone
 
 
 def _started(task: str, timeout: float = 120.0) -> None:
